@@ -1,0 +1,56 @@
+"""The module-level functions of the public API: ``instrument``, ``uninstrument``, ``configure``."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import TracerProvider
+
+from costspan import _config
+from costspan._instrumentor import OpenAIInstrumentor
+
+_lock = threading.Lock()
+
+
+def configure(**settings: Any) -> None:
+    """Set costspan's settings; arguments win over ``COSTSPAN_*`` environment variables.
+
+    Args:
+        inject_stream_usage: ask chat streams for usage (``COSTSPAN_INJECT_STREAM_USAGE``).
+        provider_hosts: ``{host: provider}`` for hosts costspan does not recognise
+            (``COSTSPAN_PROVIDER_HOSTS``).
+        capture_content: put message content on spans
+            (``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``).
+
+    Raises:
+        TypeError: an unknown setting.
+        ValueError: a bad value, in an argument or in an environment variable.
+    """
+    _config.configure(**settings)
+
+
+def instrument(
+    *,
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
+    **settings: Any,
+) -> None:
+    """Instrument the openai client; idempotent. Extra keyword arguments go to :func:`configure`."""
+    with _lock:
+        if settings:
+            _config.configure(**settings)
+        else:
+            _config.current()  # surface a bad environment variable now, not at the first call
+        instrumentor = OpenAIInstrumentor()
+        if not instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+
+
+def uninstrument() -> None:
+    """Restore the original openai methods; idempotent."""
+    with _lock:
+        instrumentor = OpenAIInstrumentor()
+        if instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.uninstrument()

@@ -1,0 +1,94 @@
+"""Every span and metric attribute name costspan writes or reads, in one place.
+
+The GenAI names follow semantic conventions v1.41.0 (``docs/gen-ai/gen-ai-spans.md`` and
+``gen-ai-metrics.md`` at that tag). ``opentelemetry-semantic-conventions`` still ships them but
+marks each one deprecated ("moved to semantic-conventions-genai"), so costspan keeps its own
+string constants instead of importing those.
+"""
+
+from typing import Final
+
+# -- GenAI span attributes (v1.41.0) ------------------------------------------------------------
+GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
+GEN_AI_PROVIDER_NAME: Final = "gen_ai.provider.name"
+GEN_AI_CONVERSATION_ID: Final = "gen_ai.conversation.id"
+GEN_AI_OUTPUT_TYPE: Final = "gen_ai.output.type"
+
+GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
+GEN_AI_REQUEST_MAX_TOKENS: Final = "gen_ai.request.max_tokens"
+GEN_AI_REQUEST_TEMPERATURE: Final = "gen_ai.request.temperature"
+GEN_AI_REQUEST_TOP_P: Final = "gen_ai.request.top_p"
+GEN_AI_REQUEST_FREQUENCY_PENALTY: Final = "gen_ai.request.frequency_penalty"
+GEN_AI_REQUEST_PRESENCE_PENALTY: Final = "gen_ai.request.presence_penalty"
+GEN_AI_REQUEST_STOP_SEQUENCES: Final = "gen_ai.request.stop_sequences"
+GEN_AI_REQUEST_SEED: Final = "gen_ai.request.seed"
+GEN_AI_REQUEST_CHOICE_COUNT: Final = "gen_ai.request.choice.count"
+GEN_AI_REQUEST_STREAM: Final = "gen_ai.request.stream"
+GEN_AI_REQUEST_ENCODING_FORMATS: Final = "gen_ai.request.encoding_formats"
+
+GEN_AI_RESPONSE_ID: Final = "gen_ai.response.id"
+GEN_AI_RESPONSE_MODEL: Final = "gen_ai.response.model"
+GEN_AI_RESPONSE_FINISH_REASONS: Final = "gen_ai.response.finish_reasons"
+GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: Final = "gen_ai.response.time_to_first_chunk"
+
+GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
+GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
+GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: Final = "gen_ai.usage.cache_read.input_tokens"
+GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: Final = "gen_ai.usage.cache_creation.input_tokens"
+# The unreleased semantic-conventions-genai repo renames cache_creation to cache_write (PR #440)
+# and the official genai-openai instrumentation already emits it: read both, write the released.
+GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS: Final = "gen_ai.usage.cache_write.input_tokens"
+GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: Final = "gen_ai.usage.reasoning.output_tokens"
+
+GEN_AI_EMBEDDINGS_DIMENSION_COUNT: Final = "gen_ai.embeddings.dimension.count"
+
+GEN_AI_INPUT_MESSAGES: Final = "gen_ai.input.messages"
+GEN_AI_OUTPUT_MESSAGES: Final = "gen_ai.output.messages"
+GEN_AI_SYSTEM_INSTRUCTIONS: Final = "gen_ai.system_instructions"
+
+GEN_AI_TOKEN_TYPE: Final = "gen_ai.token.type"
+
+# -- OpenAI-specific (openai.md, v1.41.0) -------------------------------------------------------
+OPENAI_API_TYPE: Final = "openai.api.type"
+OPENAI_REQUEST_SERVICE_TIER: Final = "openai.request.service_tier"
+OPENAI_RESPONSE_SERVICE_TIER: Final = "openai.response.service_tier"
+OPENAI_RESPONSE_SYSTEM_FINGERPRINT: Final = "openai.response.system_fingerprint"
+
+# -- general ------------------------------------------------------------------------------------
+SERVER_ADDRESS: Final = "server.address"
+SERVER_PORT: Final = "server.port"
+ERROR_TYPE: Final = "error.type"
+ERROR_TYPE_OTHER: Final = "_OTHER"
+
+# -- values -------------------------------------------------------------------------------------
+OP_CHAT: Final = "chat"
+OP_TEXT_COMPLETION: Final = "text_completion"
+OP_EMBEDDINGS: Final = "embeddings"
+API_CHAT_COMPLETIONS: Final = "chat_completions"
+API_RESPONSES: Final = "responses"
+
+# -- costspan's own -----------------------------------------------------------------------------
+COSTSPAN_USAGE_MISSING: Final = "costspan.usage.missing"
+"""True when the provider never reported usage for a call that was sent (a cut stream, a server
+that ignores ``include_usage``); the token attributes are then absent or estimated."""
+COSTSPAN_STREAM_OUTCOME: Final = "costspan.stream.outcome"
+"""How a stream ended: ``completed``, ``closed`` (by the caller before the end), ``error`` or
+``abandoned`` (garbage-collected unconsumed)."""
+COSTSPAN_STREAM_CHUNKS: Final = "costspan.stream.chunks"
+COSTSPAN_STREAM_OUTPUT_CHARS: Final = "costspan.stream.output_chars"
+"""Characters of generated text seen in a stream: the basis for an estimate when usage is
+missing."""
+COSTSPAN_STREAM_USAGE_INJECTED: Final = "costspan.stream.usage_injected"
+"""True when costspan added ``stream_options.include_usage`` to a chat stream request."""
+
+# -- metrics ------------------------------------------------------------------------------------
+METRIC_TOKEN_USAGE: Final = "gen_ai.client.token.usage"
+METRIC_OPERATION_DURATION: Final = "gen_ai.client.operation.duration"
+METRIC_TIME_TO_FIRST_CHUNK: Final = "gen_ai.client.operation.time_to_first_chunk"
+
+TOKEN_USAGE_BUCKETS: Final = (
+    1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
+)  # fmt: skip
+DURATION_BUCKETS: Final = (
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+)  # fmt: skip

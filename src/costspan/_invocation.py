@@ -1,0 +1,227 @@
+"""The life of one instrumented call: its span, its metrics, and how it ends.
+
+An :class:`Invocation` starts the CLIENT span with the sampling-relevant attributes, is told the
+outcome (a response, a finished stream, or an exception) exactly once, and then ends the span and
+records the duration and token metrics. Ending twice is a no-op, so the several ways a stream can
+end (exhausted, closed, garbage-collected) may all call :meth:`Invocation.end` safely.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import timeit
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.metrics import Histogram, Meter, MeterProvider, get_meter
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, TracerProvider
+from opentelemetry.util.types import AttributeValue
+
+from costspan import _attributes as A
+from costspan._operations import Attributes, Outcome
+from costspan._usage import TokenUsage
+from costspan._version import __version__
+
+_logger = logging.getLogger(__name__)
+
+SCHEMA_URL = "https://opentelemetry.io/schemas/1.41.0"
+
+# Attributes that identify a call on metrics; bounded in cardinality (no ids, no user data).
+_METRIC_KEYS = (
+    A.GEN_AI_OPERATION_NAME,
+    A.GEN_AI_PROVIDER_NAME,
+    A.GEN_AI_REQUEST_MODEL,
+    A.SERVER_ADDRESS,
+    A.SERVER_PORT,
+)
+
+
+class Telemetry:
+    """The tracer and the metric instruments of one instrumentation."""
+
+    __slots__ = ("duration", "meter", "time_to_first_chunk", "token_usage", "tracer")
+
+    def __init__(
+        self,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+    ) -> None:
+        self.tracer: Tracer = trace.get_tracer(
+            "costspan", __version__, tracer_provider, schema_url=SCHEMA_URL
+        )
+        self.meter: Meter = get_meter("costspan", __version__, meter_provider, schema_url=SCHEMA_URL)
+        self.duration: Histogram = self.meter.create_histogram(
+            A.METRIC_OPERATION_DURATION,
+            unit="s",
+            description="GenAI operation duration",
+            explicit_bucket_boundaries_advisory=list(A.DURATION_BUCKETS),
+        )
+        self.token_usage: Histogram = self.meter.create_histogram(
+            A.METRIC_TOKEN_USAGE,
+            unit="{token}",
+            description="Number of input and output tokens used",
+            explicit_bucket_boundaries_advisory=list(A.TOKEN_USAGE_BUCKETS),
+        )
+        self.time_to_first_chunk: Histogram = self.meter.create_histogram(
+            A.METRIC_TIME_TO_FIRST_CHUNK,
+            unit="s",
+            description="Time to receive the first chunk of a streaming response",
+            explicit_bucket_boundaries_advisory=list(A.DURATION_BUCKETS),
+        )
+
+
+def usage_attributes(usage: TokenUsage) -> Attributes:
+    """The ``gen_ai.usage.*`` attributes of a usage; unreported counts are left out."""
+    attrs: Attributes = {}
+    for key, value in (
+        (A.GEN_AI_USAGE_INPUT_TOKENS, usage.input_tokens),
+        (A.GEN_AI_USAGE_OUTPUT_TOKENS, usage.output_tokens),
+        (A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, usage.cache_read_tokens),
+        (A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, usage.cache_write_tokens),
+        (A.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, usage.reasoning_tokens),
+    ):
+        if value is not None:
+            attrs[key] = value
+    return attrs
+
+
+class Invocation:
+    """One call's span and timing. Created by the wrappers; ended exactly once."""
+
+    __slots__ = (
+        "_ended",
+        "_lock",
+        "_token",
+        "first_chunk_at",
+        "metric_attributes",
+        "span",
+        "started_at",
+        "telemetry",
+    )
+
+    def __init__(
+        self, telemetry: Telemetry, name: str, start_attributes: Attributes
+    ) -> None:
+        self.telemetry = telemetry
+        self.span = telemetry.tracer.start_span(
+            name, kind=SpanKind.CLIENT, attributes=start_attributes
+        )
+        self.metric_attributes: dict[str, AttributeValue] = {
+            k: start_attributes[k] for k in _METRIC_KEYS if k in start_attributes
+        }
+        self.started_at = timeit.default_timer()
+        self.first_chunk_at: float | None = None
+        self._token: object | None = None
+        self._ended = False
+        # Streams can be closed by one thread while the garbage collector finalises them in
+        # another; the lock makes "end exactly once" hold anyway.
+        self._lock = threading.Lock()
+
+    # -- context -----------------------------------------------------------------------------
+    def activate(self) -> None:
+        """Make the span current, so HTTP spans of the request nest under it."""
+        self._token = otel_context.attach(trace.set_span_in_context(self.span))
+
+    def deactivate(self) -> None:
+        token, self._token = self._token, None
+        if token is not None:
+            otel_context.detach(token)  # pyright: ignore[reportArgumentType]
+
+    # -- progress ----------------------------------------------------------------------------
+    def set_attributes(self, attributes: Attributes) -> None:
+        if self.span.is_recording():
+            self.span.set_attributes(attributes)
+
+    def mark_first_chunk(self) -> None:
+        if self.first_chunk_at is None:
+            self.first_chunk_at = timeit.default_timer()
+            ttfc = self.first_chunk_at - self.started_at
+            self.span.set_attribute(A.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, ttfc)
+            self.telemetry.time_to_first_chunk.record(ttfc, self.metric_attributes)
+
+    # -- endings -----------------------------------------------------------------------------
+    def _claim_end(self) -> bool:
+        with self._lock:
+            if self._ended:
+                return False
+            self._ended = True
+            return True
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def succeed(self, outcome: Outcome, *, usage_expected: bool = True) -> None:
+        """End the span with the outcome's attributes and usage."""
+        if not self._claim_end():
+            return
+        try:
+            attrs = dict(outcome.attributes)
+            usage = outcome.usage
+            if usage is not None:
+                attrs.update(usage_attributes(usage))
+            elif usage_expected:
+                attrs[A.COSTSPAN_USAGE_MISSING] = True
+            self.set_attributes(attrs)
+            self._record_metrics(attrs, usage, error_type=None)
+        finally:
+            self.span.end()
+
+    def succeed_unobserved(self) -> None:
+        """End a call whose response costspan could not read: sent, but usage unknown."""
+        self.succeed(Outcome({}, None))
+
+    def fail(
+        self,
+        error_type: str,
+        description: str | None = None,
+        outcome: Outcome | None = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        """End the span as failed; ``outcome`` keeps whatever a broken stream had already said."""
+        if not self._claim_end():
+            return
+        try:
+            attrs: Attributes = dict(outcome.attributes) if outcome is not None else {}
+            usage = outcome.usage if outcome is not None else None
+            if usage is not None:
+                attrs.update(usage_attributes(usage))
+            elif outcome is not None:
+                # The request was sent and may have been billed: say usage is unknown.
+                attrs[A.COSTSPAN_USAGE_MISSING] = True
+            attrs[A.ERROR_TYPE] = error_type
+            self.set_attributes(attrs)
+            if exception is not None and self.span.is_recording():
+                self.span.record_exception(exception)
+            self.span.set_status(Status(StatusCode.ERROR, description))
+            self._record_metrics(attrs, usage, error_type=error_type)
+        finally:
+            self.span.end()
+
+    def _record_metrics(
+        self, span_attrs: Attributes, usage: TokenUsage | None, error_type: str | None
+    ) -> None:
+        attrs: dict[str, Any] = dict(self.metric_attributes)
+        response_model = span_attrs.get(A.GEN_AI_RESPONSE_MODEL)
+        if response_model is not None:
+            attrs[A.GEN_AI_RESPONSE_MODEL] = response_model
+        if error_type is not None:
+            attrs[A.ERROR_TYPE] = error_type
+        self.telemetry.duration.record(timeit.default_timer() - self.started_at, attrs)
+        if usage is None:
+            return
+        if usage.input_tokens is not None:
+            self.telemetry.token_usage.record(
+                usage.input_tokens, {**attrs, A.GEN_AI_TOKEN_TYPE: "input"}
+            )
+        if usage.output_tokens is not None:
+            self.telemetry.token_usage.record(
+                usage.output_tokens, {**attrs, A.GEN_AI_TOKEN_TYPE: "output"}
+            )
+
+
+def error_type_of(exc: BaseException) -> str:
+    """``error.type`` for an exception: its qualified class name, low in cardinality."""
+    return type(exc).__qualname__

@@ -1,0 +1,401 @@
+"""What each wrapped OpenAI method means in GenAI terms: request, response and stream chunks.
+
+One :class:`Operation` per API surface (Chat Completions, Responses, Embeddings, legacy
+Completions) turns call keyword arguments into request attributes, a response object into
+response attributes and :class:`~costspan._usage.TokenUsage`, and a stream into the same through
+an :class:`Accumulator` fed chunk by chunk. Everything here reads objects duck-typed through
+:func:`~costspan._usage.field`, so typed openai models and plain dicts both work, and nothing here
+touches a span: :mod:`costspan._invocation` owns the span.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from opentelemetry.util.types import AttributeValue
+
+from costspan import _attributes as A
+from costspan import _content
+from costspan._usage import TokenUsage, field, from_openai
+
+Attributes = dict[str, AttributeValue]
+
+# `NotGiven`/`Omit` sentinels of the openai SDK are falsy objects that are not None.
+_OMITTED_NAMES = frozenset({"NotGiven", "Omit"})
+
+
+def given(kwargs: Mapping[str, Any], name: str) -> Any:
+    """A keyword argument's value, with the SDK's "not given" sentinels read as ``None``."""
+    value = kwargs.get(name)
+    if value is None or type(value).__name__ in _OMITTED_NAMES:
+        return None
+    return value
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _int(value: object) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return None
+
+
+def _set(attrs: Attributes, key: str, value: AttributeValue | None) -> None:
+    if value is not None:
+        attrs[key] = value
+
+
+def _common_sampling(attrs: Attributes, kwargs: Mapping[str, Any]) -> None:
+    _set(attrs, A.GEN_AI_REQUEST_TEMPERATURE, _number(given(kwargs, "temperature")))
+    _set(attrs, A.GEN_AI_REQUEST_TOP_P, _number(given(kwargs, "top_p")))
+    _set(attrs, A.GEN_AI_REQUEST_FREQUENCY_PENALTY, _number(given(kwargs, "frequency_penalty")))
+    _set(attrs, A.GEN_AI_REQUEST_PRESENCE_PENALTY, _number(given(kwargs, "presence_penalty")))
+    _set(attrs, A.GEN_AI_REQUEST_SEED, _int(given(kwargs, "seed")))
+    stop = given(kwargs, "stop")
+    if isinstance(stop, str):
+        attrs[A.GEN_AI_REQUEST_STOP_SEQUENCES] = [stop]
+    elif isinstance(stop, Sequence) and all(isinstance(s, str) for s in stop):  # pyright: ignore[reportUnknownVariableType]
+        attrs[A.GEN_AI_REQUEST_STOP_SEQUENCES] = [str(s) for s in stop]  # pyright: ignore[reportUnknownVariableType,reportUnknownArgumentType]
+    n = _int(given(kwargs, "n"))
+    if n is not None and n != 1:
+        attrs[A.GEN_AI_REQUEST_CHOICE_COUNT] = n
+    tier = given(kwargs, "service_tier")
+    if isinstance(tier, str) and tier != "auto":
+        attrs[A.OPENAI_REQUEST_SERVICE_TIER] = tier
+    if given(kwargs, "stream") is True:
+        attrs[A.GEN_AI_REQUEST_STREAM] = True
+
+
+def _output_type(response_format: object) -> str | None:
+    kind = field(response_format, "type")
+    if kind in ("json_object", "json_schema"):
+        return "json"
+    if kind == "text":
+        return "text"
+    if isinstance(response_format, type):  # a pydantic model passed to .parse()
+        return "json"
+    return None
+
+
+def _common_response(attrs: Attributes, response: object) -> None:
+    _set(attrs, A.GEN_AI_RESPONSE_ID, _str(field(response, "id")))
+    _set(attrs, A.GEN_AI_RESPONSE_MODEL, _str(field(response, "model")))
+    _set(attrs, A.OPENAI_RESPONSE_SERVICE_TIER, _str(field(response, "service_tier")))
+    _set(attrs, A.OPENAI_RESPONSE_SYSTEM_FINGERPRINT, _str(field(response, "system_fingerprint")))
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a finished call produced: response attributes and token usage."""
+
+    attributes: Attributes
+    usage: TokenUsage | None
+
+
+class Accumulator:
+    """Collects what a stream carries, chunk by chunk; subclasses read one API's chunks."""
+
+    __slots__ = ("attributes", "chunks", "hide_usage_chunk", "texts", "usage")
+
+    def __init__(self, *, hide_usage_chunk: bool) -> None:
+        self.hide_usage_chunk = hide_usage_chunk
+        self.attributes: Attributes = {}
+        self.usage: TokenUsage | None = None
+        self.texts: dict[int, list[str]] = {}
+        self.chunks = 0
+
+    def feed(self, chunk: object) -> bool:
+        """Take one chunk; return True when the caller must not see it."""
+        self.chunks += 1
+        return False
+
+    @property
+    def text(self) -> str:
+        return "".join("".join(parts) for _, parts in sorted(self.texts.items()))
+
+    def _append(self, index: int, text: object) -> None:
+        if isinstance(text, str) and text:
+            self.texts.setdefault(index, []).append(text)
+
+    def outcome(self, capture: bool) -> Outcome:
+        attrs = dict(self.attributes)
+        attrs[A.COSTSPAN_STREAM_CHUNKS] = self.chunks
+        attrs[A.COSTSPAN_STREAM_OUTPUT_CHARS] = sum(
+            len(t) for parts in self.texts.values() for t in parts
+        )
+        return Outcome(attrs, self.usage)
+
+
+class _ChoicesAccumulator(Accumulator):
+    """Chat and legacy-completion chunks: ``choices[i].delta.content`` or ``choices[i].text``."""
+
+    __slots__ = ("finish_reasons",)
+
+    def __init__(self, *, hide_usage_chunk: bool) -> None:
+        super().__init__(hide_usage_chunk=hide_usage_chunk)
+        self.finish_reasons: dict[int, str] = {}
+
+    def feed(self, chunk: object) -> bool:
+        self.chunks += 1
+        if self.chunks == 1:
+            _common_response(self.attributes, chunk)
+        else:
+            _set(self.attributes, A.GEN_AI_RESPONSE_MODEL, _str(field(chunk, "model")))
+        choices = field(chunk, "choices")
+        for choice in choices or ():
+            index = _int(field(choice, "index")) or 0
+            delta = field(choice, "delta")
+            self._append(index, field(delta, "content") if delta is not None else None)
+            self._append(index, field(choice, "text"))
+            reason = field(choice, "finish_reason")
+            if isinstance(reason, str):
+                self.finish_reasons[index] = reason
+        usage = from_openai(field(chunk, "usage"))
+        if usage is not None:
+            self.usage = usage
+            # The injected usage chunk has no choices; hide it from a caller who didn't ask.
+            return self.hide_usage_chunk and not choices
+        return False
+
+    def outcome(self, capture: bool) -> Outcome:
+        result = super().outcome(capture)
+        if self.finish_reasons:
+            result.attributes[A.GEN_AI_RESPONSE_FINISH_REASONS] = [
+                r for _, r in sorted(self.finish_reasons.items())
+            ]
+        if capture:
+            indexes = sorted(set(self.texts) | set(self.finish_reasons))
+            result.attributes[A.GEN_AI_OUTPUT_MESSAGES] = _content.to_json(
+                [
+                    _content.output_message(
+                        "".join(self.texts.get(i, [])), self.finish_reasons.get(i)
+                    )
+                    for i in indexes
+                ]
+            )
+        return result
+
+
+class _ResponsesAccumulator(Accumulator):
+    """Responses API events: text deltas, then the full response in ``response.completed``."""
+
+    __slots__ = ("final",)
+
+    def __init__(self, *, hide_usage_chunk: bool) -> None:
+        super().__init__(hide_usage_chunk=hide_usage_chunk)
+        self.final: Outcome | None = None
+
+    def feed(self, chunk: object) -> bool:
+        self.chunks += 1
+        kind = field(chunk, "type")
+        if kind == "response.output_text.delta":
+            self._append(_int(field(chunk, "output_index")) or 0, field(chunk, "delta"))
+        elif kind in ("response.created", "response.in_progress"):
+            _common_response(self.attributes, field(chunk, "response"))
+        elif kind in ("response.completed", "response.incomplete", "response.failed"):
+            self.final = RESPONSES.response_outcome(field(chunk, "response"), capture=True)
+            self.usage = self.final.usage
+        return False
+
+    def outcome(self, capture: bool) -> Outcome:
+        result = super().outcome(capture)
+        if self.final is not None:
+            final = dict(self.final.attributes)
+            if not capture:
+                final.pop(A.GEN_AI_OUTPUT_MESSAGES, None)
+            result.attributes.update(final)
+        return result
+
+
+class Operation:
+    """One OpenAI API surface. Subclasses fill in the three extraction steps."""
+
+    name: ClassVar[str]
+    api_type: ClassVar[str | None] = None
+    # Whether `stream_options.include_usage` exists for this API's streams.
+    stream_usage_option: ClassVar[bool] = False
+
+    def request_attributes(self, kwargs: Mapping[str, Any]) -> Attributes:
+        attrs: Attributes = {}
+        _common_sampling(attrs, kwargs)
+        return attrs
+
+    def input_content(self, kwargs: Mapping[str, Any]) -> Attributes:
+        return {}
+
+    def response_outcome(self, response: object, capture: bool) -> Outcome:
+        attrs: Attributes = {}
+        _common_response(attrs, response)
+        return Outcome(attrs, from_openai(field(response, "usage")))
+
+    def accumulator(self, *, hide_usage_chunk: bool) -> Accumulator:
+        return _ChoicesAccumulator(hide_usage_chunk=hide_usage_chunk)
+
+
+class ChatOperation(Operation):
+    name = A.OP_CHAT
+    api_type = A.API_CHAT_COMPLETIONS
+    stream_usage_option = True
+
+    def request_attributes(self, kwargs: Mapping[str, Any]) -> Attributes:
+        attrs = super().request_attributes(kwargs)
+        max_tokens = _int(given(kwargs, "max_completion_tokens"))
+        if max_tokens is None:
+            max_tokens = _int(given(kwargs, "max_tokens"))
+        _set(attrs, A.GEN_AI_REQUEST_MAX_TOKENS, max_tokens)
+        _set(attrs, A.GEN_AI_OUTPUT_TYPE, _output_type(given(kwargs, "response_format")))
+        return attrs
+
+    def input_content(self, kwargs: Mapping[str, Any]) -> Attributes:
+        return {A.GEN_AI_INPUT_MESSAGES: _content.to_json(_content.chat_input(kwargs.get("messages")))}
+
+    def response_outcome(self, response: object, capture: bool) -> Outcome:
+        outcome = super().response_outcome(response, capture)
+        choices = field(response, "choices") or ()
+        reasons = [r for r in (field(c, "finish_reason") for c in choices) if isinstance(r, str)]
+        if reasons:
+            outcome.attributes[A.GEN_AI_RESPONSE_FINISH_REASONS] = reasons
+        if capture:
+            messages = [
+                _content.output_message(
+                    field(field(c, "message"), "content"),
+                    field(c, "finish_reason"),
+                    field(field(c, "message"), "tool_calls"),
+                )
+                for c in choices
+            ]
+            outcome.attributes[A.GEN_AI_OUTPUT_MESSAGES] = _content.to_json(messages)
+        return outcome
+
+
+class CompletionsOperation(Operation):
+    name = A.OP_TEXT_COMPLETION
+    stream_usage_option = True
+
+    def request_attributes(self, kwargs: Mapping[str, Any]) -> Attributes:
+        attrs = super().request_attributes(kwargs)
+        _set(attrs, A.GEN_AI_REQUEST_MAX_TOKENS, _int(given(kwargs, "max_tokens")))
+        return attrs
+
+    def input_content(self, kwargs: Mapping[str, Any]) -> Attributes:
+        return {A.GEN_AI_INPUT_MESSAGES: _content.to_json(_content.prompt_input(kwargs.get("prompt")))}
+
+    def response_outcome(self, response: object, capture: bool) -> Outcome:
+        outcome = super().response_outcome(response, capture)
+        choices = field(response, "choices") or ()
+        reasons = [r for r in (field(c, "finish_reason") for c in choices) if isinstance(r, str)]
+        if reasons:
+            outcome.attributes[A.GEN_AI_RESPONSE_FINISH_REASONS] = reasons
+        if capture:
+            outcome.attributes[A.GEN_AI_OUTPUT_MESSAGES] = _content.to_json(
+                [_content.output_message(field(c, "text"), field(c, "finish_reason")) for c in choices]
+            )
+        return outcome
+
+
+def _responses_finish_reason(response: object) -> str | None:
+    status = field(response, "status")
+    if status == "completed":
+        output = field(response, "output") or ()
+        if any(field(item, "type") == "function_call" for item in output):
+            return "tool_calls"
+        return "stop"
+    if status == "incomplete":
+        reason = field(field(response, "incomplete_details"), "reason")
+        return {"max_output_tokens": "length", "content_filter": "content_filter"}.get(
+            str(reason), "incomplete"
+        )
+    if status == "failed":
+        return "error"
+    return _str(status)
+
+
+class ResponsesOperation(Operation):
+    name = A.OP_CHAT
+    api_type = A.API_RESPONSES
+
+    def request_attributes(self, kwargs: Mapping[str, Any]) -> Attributes:
+        attrs = super().request_attributes(kwargs)
+        _set(attrs, A.GEN_AI_REQUEST_MAX_TOKENS, _int(given(kwargs, "max_output_tokens")))
+        text = given(kwargs, "text")
+        _set(attrs, A.GEN_AI_OUTPUT_TYPE, _output_type(field(text, "format")))
+        if given(kwargs, "text_format") is not None:
+            attrs[A.GEN_AI_OUTPUT_TYPE] = "json"
+        conversation = given(kwargs, "conversation")
+        conversation_id = conversation if isinstance(conversation, str) else field(conversation, "id")
+        _set(attrs, A.GEN_AI_CONVERSATION_ID, _str(conversation_id))
+        return attrs
+
+    def input_content(self, kwargs: Mapping[str, Any]) -> Attributes:
+        attrs: Attributes = {
+            A.GEN_AI_INPUT_MESSAGES: _content.to_json(_content.responses_input(given(kwargs, "input")))
+        }
+        instructions = _content.system_instructions(given(kwargs, "instructions"))
+        if instructions:
+            attrs[A.GEN_AI_SYSTEM_INSTRUCTIONS] = _content.to_json(instructions)
+        return attrs
+
+    def response_outcome(self, response: object, capture: bool) -> Outcome:
+        outcome = super().response_outcome(response, capture)
+        reason = _responses_finish_reason(response)
+        if reason is not None:
+            outcome.attributes[A.GEN_AI_RESPONSE_FINISH_REASONS] = [reason]
+        _set(
+            outcome.attributes,
+            A.GEN_AI_CONVERSATION_ID,
+            _str(field(field(response, "conversation"), "id")),
+        )
+        if capture:
+            text = field(response, "output_text")
+            if not isinstance(text, str):
+                text = "".join(
+                    str(field(part, "text") or "")
+                    for item in field(response, "output") or ()
+                    if field(item, "type") == "message"
+                    for part in field(item, "content") or ()
+                )
+            outcome.attributes[A.GEN_AI_OUTPUT_MESSAGES] = _content.to_json(
+                [_content.output_message(text, reason)]
+            )
+        return outcome
+
+    def accumulator(self, *, hide_usage_chunk: bool) -> Accumulator:
+        return _ResponsesAccumulator(hide_usage_chunk=hide_usage_chunk)
+
+
+class EmbeddingsOperation(Operation):
+    name = A.OP_EMBEDDINGS
+
+    def request_attributes(self, kwargs: Mapping[str, Any]) -> Attributes:
+        attrs: Attributes = {}
+        encoding = given(kwargs, "encoding_format")
+        if isinstance(encoding, str):
+            attrs[A.GEN_AI_REQUEST_ENCODING_FORMATS] = [encoding]
+        _set(attrs, A.GEN_AI_EMBEDDINGS_DIMENSION_COUNT, _int(given(kwargs, "dimensions")))
+        return attrs
+
+    def response_outcome(self, response: object, capture: bool) -> Outcome:
+        attrs: Attributes = {}
+        _set(attrs, A.GEN_AI_RESPONSE_MODEL, _str(field(response, "model")))
+        data = field(response, "data") or ()
+        if data:
+            vector = field(data[0], "embedding")
+            if isinstance(vector, list):
+                attrs[A.GEN_AI_EMBEDDINGS_DIMENSION_COUNT] = len(vector)  # pyright: ignore[reportUnknownArgumentType]
+        return Outcome(attrs, from_openai(field(response, "usage")))
+
+
+CHAT = ChatOperation()
+RESPONSES = ResponsesOperation()
+EMBEDDINGS = EmbeddingsOperation()
+COMPLETIONS = CompletionsOperation()

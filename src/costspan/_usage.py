@@ -1,0 +1,72 @@
+"""Token usage as the provider reported it, read from any OpenAI response shape.
+
+One small value type, :class:`TokenUsage`, with the subset semantics of the GenAI conventions:
+``input_tokens`` includes cache reads and cache writes, ``output_tokens`` includes reasoning.
+The readers accept typed openai objects and plain dicts alike (duck-typed through :func:`field`),
+because OpenAI-compatible servers add, drop and rename detail fields freely.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+def field(obj: object, name: str) -> Any:
+    """Read ``name`` from a pydantic model, any object, or a mapping; ``None`` when absent."""
+    if obj is None:
+        return None
+    if isinstance(obj, Mapping):
+        return obj.get(name)  # pyright: ignore[reportUnknownMemberType]
+    return getattr(obj, name, None)
+
+
+def _int(value: object) -> int | None:
+    # bool is an int subclass; a server sending `true` as a token count is not a count.
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """Token counts of one call. ``None`` means "not reported", never zero."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    reasoning_tokens: int | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return self.input_tokens is None and self.output_tokens is None
+
+
+def from_openai(usage: object) -> TokenUsage | None:
+    """Read a ``usage`` object of Chat Completions, Responses, Completions or Embeddings.
+
+    Chat/Completions/Embeddings name the totals ``prompt_tokens``/``completion_tokens``; the
+    Responses API names them ``input_tokens``/``output_tokens`` with ``*_tokens_details``.
+    """
+    if usage is None:
+        return None
+    input_tokens = _int(field(usage, "prompt_tokens"))
+    if input_tokens is None:
+        input_tokens = _int(field(usage, "input_tokens"))
+    output_tokens = _int(field(usage, "completion_tokens"))
+    if output_tokens is None:
+        output_tokens = _int(field(usage, "output_tokens"))
+    in_details = field(usage, "prompt_tokens_details") or field(usage, "input_tokens_details")
+    out_details = field(usage, "completion_tokens_details") or field(
+        usage, "output_tokens_details"
+    )
+    result = TokenUsage(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_read_tokens=_int(field(in_details, "cached_tokens")),
+        cache_write_tokens=_int(field(in_details, "cache_write_tokens")),
+        reasoning_tokens=_int(field(out_details, "reasoning_tokens")),
+    )
+    return None if result.is_empty else result

@@ -1,0 +1,271 @@
+"""The wrapt wrappers around openai resource methods: one span per call, never a broken call.
+
+``traced_sync``/``traced_async`` build the ``(wrapped, instance, args, kwargs)`` functions that
+:mod:`costspan._instrumentor` installs. Each call is prepared (request attributes, provider, the
+``include_usage`` injection), sent with the span current, and its result handed to :class:`Call`,
+which ends the span now (a parsed response) or later (a stream, a raw response).
+
+Telemetry must never break the user's call: preparing and handling are wrapped so that an error
+in costspan is logged and the call goes on unobserved; the user's own exceptions are re-raised
+unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import wrapt
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+
+from costspan import _attributes as A
+from costspan import _config
+from costspan._config import ContentCapture
+from costspan._invocation import Invocation, Telemetry, error_type_of
+from costspan._operations import Attributes, Operation, given
+from costspan._providers import provider_for_host
+from costspan._streams import AsyncStreamProxy, StreamState, SyncStreamProxy
+
+_logger = logging.getLogger(__name__)
+
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
+def _server_and_provider(instance: object, provider_hosts: Mapping[str, str]) -> Attributes:
+    client = getattr(instance, "_client", None)
+    url = getattr(client, "base_url", None)
+    host = getattr(url, "host", None)
+    attrs: Attributes = {}
+    if isinstance(host, str) and host:
+        attrs[A.SERVER_ADDRESS] = host
+        port = getattr(url, "port", None) or _DEFAULT_PORTS.get(str(getattr(url, "scheme", "")))
+        if isinstance(port, int):
+            attrs[A.SERVER_PORT] = port
+    provider = provider_for_host(host if isinstance(host, str) else None, provider_hosts)
+    # The Azure client classes speak the Azure OpenAI protocol whatever the host.
+    if type(client).__name__.startswith("Azure") and provider == "openai":
+        provider = "azure.ai.openai"
+    attrs[A.GEN_AI_PROVIDER_NAME] = provider
+    return attrs
+
+
+class Call:
+    """One call in flight: the (possibly amended) kwargs, its invocation, and result handling."""
+
+    __slots__ = ("capture", "hide_usage_chunk", "invocation", "kwargs", "operation", "stream")
+
+    def __init__(
+        self,
+        telemetry: Telemetry,
+        operation: Operation,
+        instance: object,
+        kwargs: dict[str, Any],
+    ) -> None:
+        settings = _config.current()
+        self.operation = operation
+        self.capture = settings.capture_content is ContentCapture.SPAN
+        self.stream = given(kwargs, "stream") is True
+        self.hide_usage_chunk = False
+        model = given(kwargs, "model")
+        model = model if isinstance(model, str) else None
+
+        attrs: Attributes = {A.GEN_AI_OPERATION_NAME: operation.name}
+        attrs.update(_server_and_provider(instance, settings.provider_hosts))
+        if model:
+            attrs[A.GEN_AI_REQUEST_MODEL] = model
+        if operation.api_type is not None:
+            attrs[A.OPENAI_API_TYPE] = operation.api_type
+        attrs.update(operation.request_attributes(kwargs))
+        if self.capture:
+            attrs.update(operation.input_content(kwargs))
+
+        if self.stream and operation.stream_usage_option and settings.inject_stream_usage:
+            options = given(kwargs, "stream_options")
+            if options is None or (isinstance(options, Mapping) and not options.get("include_usage")):  # pyright: ignore[reportUnknownMemberType]
+                base: Mapping[str, Any] = options or {}  # pyright: ignore[reportUnknownVariableType]
+                kwargs = {**kwargs, "stream_options": {**base, "include_usage": True}}
+                self.hide_usage_chunk = True
+                attrs[A.COSTSPAN_STREAM_USAGE_INJECTED] = True
+        self.kwargs = kwargs
+
+        name = f"{operation.name} {model}" if model else operation.name
+        self.invocation = Invocation(telemetry, name, attrs)
+
+    def _stream_state(self) -> StreamState:
+        return StreamState(
+            self.invocation,
+            self.operation.accumulator(hide_usage_chunk=self.hide_usage_chunk),
+            self.capture,
+        )
+
+    def fail(self, exc: BaseException) -> None:
+        try:
+            self.invocation.fail(error_type_of(exc), str(exc) or None, exception=exc)
+        except Exception:
+            _logger.exception("costspan could not record a failed call")
+
+    def finish_parsed(self, response: object) -> None:
+        self.invocation.succeed(self.operation.response_outcome(response, self.capture))
+
+    def handle(self, result: Any) -> Any:
+        """Hand back ``result`` (or a transparent proxy of it); never raises."""
+        try:
+            kind = type(result).__name__
+            if kind == "LegacyAPIResponse":  # `.with_raw_response`: body already read unless streaming
+                if self.stream:
+                    return SyncRawResponseProxy(result, self)
+                self.finish_parsed(result.parse())
+                return result
+            if kind == "APIResponse":  # `.with_streaming_response`: body not read yet
+                return SyncRawResponseProxy(result, self)
+            if kind == "AsyncAPIResponse":
+                return AsyncRawResponseProxy(result, self)
+            if self.stream:
+                return self.wrap_stream(result)
+            self.finish_parsed(result)
+        except Exception:
+            _logger.exception("costspan could not record an OpenAI response; the call goes on")
+            self.invocation.succeed_unobserved()
+        return result
+
+    def wrap_stream(self, stream: Any) -> Any:
+        if hasattr(stream, "__anext__"):
+            return AsyncStreamProxy(stream, self._stream_state())
+        if hasattr(stream, "__next__"):
+            return SyncStreamProxy(stream, self._stream_state())
+        self.finish_parsed(stream)
+        return stream
+
+
+class _RawResponseMixin:
+    _self_call: Call
+    _self_stream: Any
+
+    def _self_take(self, parsed: Any) -> Any:
+        call = self._self_call
+        try:
+            if call.stream:
+                if self._self_stream is None:
+                    self._self_stream = call.wrap_stream(parsed)
+                return self._self_stream
+            if not call.invocation.ended:
+                call.finish_parsed(parsed)
+        except Exception:
+            _logger.exception("costspan could not record an OpenAI raw response")
+        return parsed
+
+    def _self_unread(self) -> None:
+        # Closed or dropped without `parse()`: the request was sent, its usage stays unknown.
+        call = self._self_call
+        if not call.invocation.ended and self._self_stream is None:
+            call.invocation.succeed_unobserved()
+
+
+class SyncRawResponseProxy(_RawResponseMixin, wrapt.ObjectProxy):  # pyright: ignore[reportMissingTypeArgument]
+    """A raw response whose ``parse()`` reports usage (and whose streams are proxied)."""
+
+    def __init__(self, wrapped: Any, call: Call) -> None:
+        super().__init__(wrapped)
+        self._self_call = call
+        self._self_stream = None
+
+    def parse(self, *, to: Any = None) -> Any:
+        if to is not None:
+            return self.__wrapped__.parse(to=to)
+        return self._self_take(self.__wrapped__.parse())
+
+    def close(self) -> None:
+        try:
+            self.__wrapped__.close()
+        finally:
+            self._self_unread()
+
+    def __del__(self) -> None:
+        self._self_unread()
+
+
+class AsyncRawResponseProxy(_RawResponseMixin, wrapt.ObjectProxy):  # pyright: ignore[reportMissingTypeArgument]
+    """The async twin of :class:`SyncRawResponseProxy` (``AsyncAPIResponse.parse`` is async)."""
+
+    def __init__(self, wrapped: Any, call: Call) -> None:
+        super().__init__(wrapped)
+        self._self_call = call
+        self._self_stream = None
+
+    async def parse(self, *, to: Any = None) -> Any:
+        if to is not None:
+            return await self.__wrapped__.parse(to=to)
+        return self._self_take(await self.__wrapped__.parse())
+
+    async def close(self) -> None:
+        try:
+            await self.__wrapped__.close()
+        finally:
+            self._self_unread()
+
+    def __del__(self) -> None:
+        self._self_unread()
+
+
+def _prepare(
+    telemetry: Telemetry, operation: Operation, instance: object, kwargs: dict[str, Any]
+) -> Call | None:
+    if not is_instrumentation_enabled():
+        return None
+    try:
+        return Call(telemetry, operation, instance, kwargs)
+    except Exception:
+        _logger.exception("costspan could not prepare a span; the call goes on uninstrumented")
+        return None
+
+
+Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
+
+
+def traced_sync(telemetry: Telemetry, operation: Operation) -> Wrapper:
+    """A wrapt wrapper for a synchronous resource method of ``operation``."""
+
+    def traced_method(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        call = _prepare(telemetry, operation, instance, kwargs)
+        if call is None:
+            return wrapped(*args, **kwargs)
+        call.invocation.activate()
+        try:
+            result = wrapped(*args, **call.kwargs)
+        except BaseException as exc:
+            call.fail(exc)
+            raise
+        finally:
+            call.invocation.deactivate()
+        return call.handle(result)
+
+    return traced_method
+
+
+def traced_async(telemetry: Telemetry, operation: Operation) -> Wrapper:
+    """A wrapt wrapper for an ``async`` resource method of ``operation``."""
+
+    async def traced_method(
+        wrapped: Callable[..., Awaitable[Any]],
+        instance: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        call = _prepare(telemetry, operation, instance, kwargs)
+        if call is None:
+            return await wrapped(*args, **kwargs)
+        call.invocation.activate()
+        try:
+            result = await wrapped(*args, **call.kwargs)
+        except BaseException as exc:
+            call.fail(exc)
+            raise
+        finally:
+            call.invocation.deactivate()
+        return call.handle(result)
+
+    return traced_method
+

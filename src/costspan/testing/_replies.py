@@ -1,0 +1,452 @@
+"""Response bodies of the local OpenAI-compatible server, shaped like OpenAI's own.
+
+Token counts are deterministic: a word-and-punctuation count stands in for the tokenizer, plus
+the chat overhead of the OpenAI cookbook (3 per message, 3 to prime the reply). Models of the
+o-series and gpt-5 family "reason" (reasoning tokens inside the output count), a repeated prompt of
+1024 or more tokens reads from the cache in 128-token steps as OpenAI's prompt caching does, and
+response model ids are dated the way OpenAI dates them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import struct
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+DATED_MODELS: dict[str, str] = {
+    "gpt-4o": "gpt-4o-2024-08-06",
+    "gpt-4o-mini": "gpt-4o-mini-2024-07-18",
+    "gpt-4.1": "gpt-4.1-2025-04-14",
+    "gpt-4.1-mini": "gpt-4.1-mini-2025-04-14",
+    "gpt-4.1-nano": "gpt-4.1-nano-2025-04-14",
+    "o1": "o1-2024-12-17",
+    "o3": "o3-2025-04-16",
+    "o3-mini": "o3-mini-2025-01-31",
+    "o4-mini": "o4-mini-2025-04-16",
+    "gpt-5": "gpt-5-2025-08-07",
+    "gpt-5-mini": "gpt-5-mini-2025-08-07",
+    "gpt-5-nano": "gpt-5-nano-2025-08-07",
+    "gpt-3.5-turbo-instruct": "gpt-3.5-turbo-instruct",
+}
+
+REASONING_TOKENS = 64
+CACHE_MIN_TOKENS = 1024
+CACHE_STEP = 128
+DEFAULT_EMBEDDING_DIMENSIONS = 1536
+
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+def count_tokens(text: str) -> int:
+    """A deterministic stand-in for a BPE tokenizer: words and punctuation marks."""
+    return len(_TOKEN.findall(text))
+
+
+def is_reasoning_model(model: str) -> bool:
+    return bool(re.match(r"^(o\d|gpt-5)", model))
+
+
+def dated(model: str) -> str:
+    return DATED_MODELS.get(model, model)
+
+
+def _text_of(content: object) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            str(p.get("text", "")) for p in content if isinstance(p, dict)  # pyright: ignore[reportUnknownMemberType,reportUnknownVariableType,reportUnknownArgumentType]
+        )
+    return ""
+
+
+def chat_prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    total = 3  # every reply is primed with <|start|>assistant<|message|>
+    for message in messages:
+        total += 3 + count_tokens(str(message.get("role", "")))
+        total += count_tokens(_text_of(message.get("content")))
+        if message.get("name"):
+            total += 1
+    return total
+
+
+def _example_for(schema: Mapping[str, Any], defs: Mapping[str, Any]) -> Any:
+    """A value that satisfies a (pydantic-generated) JSON schema: what `.parse()` will accept."""
+    if "$ref" in schema:
+        return _example_for(defs.get(str(schema["$ref"]).rsplit("/", 1)[-1], {}), defs)
+    for key in ("anyOf", "oneOf", "allOf"):
+        if key in schema and schema[key]:
+            return _example_for(schema[key][0], defs)
+    if "enum" in schema and schema["enum"]:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object":
+        props: Mapping[str, Any] = schema.get("properties", {})
+        return {name: _example_for(sub, defs) for name, sub in props.items()}
+    if kind == "array":
+        return [_example_for(schema.get("items", {}), defs)]
+    return {"string": "example", "integer": 1, "number": 1.5, "boolean": True}.get(
+        str(kind), None
+    )
+
+
+def structured_reply(schema_holder: Mapping[str, Any]) -> str:
+    schema: Mapping[str, Any] = schema_holder.get("schema", schema_holder)
+    return json.dumps(_example_for(schema, schema.get("$defs", {})))
+
+
+@dataclass
+class Reply:
+    """The text a call answers with, and its usage in OpenAI's terms."""
+
+    texts: list[str]
+    finish_reasons: list[str]
+    prompt_tokens: int
+    completion_tokens: int
+    reasoning_tokens: int
+    cached_tokens: int
+
+
+class PromptCache:
+    """Remembers prompts so that a repeated long prompt reports cached tokens."""
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def cached_tokens(self, key: object, prompt_tokens: int) -> int:
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+        with self._lock:
+            seen = digest in self._seen
+            self._seen.add(digest)
+        if not seen or prompt_tokens < CACHE_MIN_TOKENS:
+            return 0
+        return (prompt_tokens // CACHE_STEP) * CACHE_STEP
+
+
+def make_reply(
+    model: str,
+    prompt_text: str,
+    prompt_tokens: int,
+    cached_tokens: int,
+    cap: int | None,
+    choices: int = 1,
+    structured: str | None = None,
+) -> Reply:
+    words = prompt_text.split()
+    topic = " ".join(words[-8:]) if words else "nothing in particular"
+    base = structured or f"Here is a short answer about {topic}. It comes from the costspan test server."
+    reasoning = REASONING_TOKENS if is_reasoning_model(model) else 0
+    texts: list[str] = []
+    reasons: list[str] = []
+    completion = 0
+    for _ in range(max(1, choices)):
+        text, reason = base, "stop"
+        tokens = count_tokens(text) + reasoning
+        if cap is not None and tokens > cap:
+            # Out of room: reasoning is spent first, then the visible text is cut.
+            visible = max(0, cap - reasoning)
+            kept = _TOKEN.findall(text)[:visible]
+            text, reason, tokens = " ".join(kept), "length", cap
+        texts.append(text)
+        reasons.append(reason)
+        completion += tokens
+    return Reply(
+        texts=texts,
+        finish_reasons=reasons,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion,
+        reasoning_tokens=min(reasoning * max(1, choices), completion),
+        cached_tokens=cached_tokens,
+    )
+
+
+def _chat_usage(reply: Reply) -> dict[str, Any]:
+    return {
+        "prompt_tokens": reply.prompt_tokens,
+        "completion_tokens": reply.completion_tokens,
+        "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": reply.cached_tokens, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": reply.reasoning_tokens,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+
+
+def _responses_usage(reply: Reply) -> dict[str, Any]:
+    return {
+        "input_tokens": reply.prompt_tokens,
+        "input_tokens_details": {"cached_tokens": reply.cached_tokens},
+        "output_tokens": reply.completion_tokens,
+        "output_tokens_details": {"reasoning_tokens": reply.reasoning_tokens},
+        "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+    }
+
+
+def _fingerprint(model: str) -> str:
+    return "fp_" + hashlib.sha1(model.encode()).hexdigest()[:10]
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:24]}"
+
+
+# -- Chat Completions ---------------------------------------------------------------------------
+def chat_completion(model: str, reply: Reply, service_tier: str) -> dict[str, Any]:
+    return {
+        "id": new_id("chatcmpl-"),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": dated(model),
+        "choices": [
+            {
+                "index": i,
+                "message": {
+                    "role": "assistant",
+                    "content": text,
+                    "refusal": None,
+                    "annotations": [],
+                },
+                "logprobs": None,
+                "finish_reason": reason,
+            }
+            for i, (text, reason) in enumerate(zip(reply.texts, reply.finish_reasons, strict=True))
+        ],
+        "usage": _chat_usage(reply),
+        "service_tier": service_tier,
+        "system_fingerprint": _fingerprint(model),
+    }
+
+
+def chat_chunks(
+    model: str, reply: Reply, service_tier: str, include_usage: bool
+) -> Iterator[dict[str, Any]]:
+    common = {
+        "id": new_id("chatcmpl-"),
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": dated(model),
+        "service_tier": service_tier,
+        "system_fingerprint": _fingerprint(model),
+    }
+    extra = {"usage": None} if include_usage else {}
+    for i in range(len(reply.texts)):
+        yield {
+            **common,
+            "choices": [
+                {
+                    "index": i,
+                    "delta": {"role": "assistant", "content": "", "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": None,
+                }
+            ],
+            **extra,
+        }
+    for i, text in enumerate(reply.texts):
+        for piece in _pieces(text):
+            yield {
+                **common,
+                "choices": [
+                    {"index": i, "delta": {"content": piece}, "logprobs": None, "finish_reason": None}
+                ],
+                **extra,
+            }
+    for i, reason in enumerate(reply.finish_reasons):
+        yield {
+            **common,
+            "choices": [{"index": i, "delta": {}, "logprobs": None, "finish_reason": reason}],
+            **extra,
+        }
+    if include_usage:
+        yield {**common, "choices": [], "usage": _chat_usage(reply)}
+
+
+def _pieces(text: str) -> list[str]:
+    # Stream word by word, keeping the spaces, as providers stream token by token.
+    return re.findall(r"\S+\s*|\s+", text)
+
+
+# -- legacy Completions -------------------------------------------------------------------------
+def text_completion(model: str, reply: Reply) -> dict[str, Any]:
+    usage = _chat_usage(reply)
+    del usage["prompt_tokens_details"], usage["completion_tokens_details"]
+    return {
+        "id": new_id("cmpl-"),
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": dated(model),
+        "choices": [
+            {"text": text, "index": i, "logprobs": None, "finish_reason": reason}
+            for i, (text, reason) in enumerate(zip(reply.texts, reply.finish_reasons, strict=True))
+        ],
+        "usage": usage,
+    }
+
+
+def text_completion_chunks(
+    model: str, reply: Reply, include_usage: bool
+) -> Iterator[dict[str, Any]]:
+    full = text_completion(model, reply)
+    common = {k: full[k] for k in ("id", "object", "created", "model")}
+    for i, text in enumerate(reply.texts):
+        for piece in _pieces(text):
+            yield {
+                **common,
+                "choices": [{"text": piece, "index": i, "logprobs": None, "finish_reason": None}],
+            }
+    for i, reason in enumerate(reply.finish_reasons):
+        yield {
+            **common,
+            "choices": [{"text": "", "index": i, "logprobs": None, "finish_reason": reason}],
+        }
+    if include_usage:
+        yield {**common, "choices": [], "usage": full["usage"]}
+
+
+# -- Responses ----------------------------------------------------------------------------------
+def response_object(
+    model: str,
+    reply: Reply | None,
+    *,
+    response_id: str,
+    service_tier: str,
+    request: Mapping[str, Any],
+) -> dict[str, Any]:
+    """A Responses API ``response``; ``reply=None`` gives the in-progress shape."""
+    output: list[dict[str, Any]] = []
+    status = "in_progress"
+    incomplete = None
+    if reply is not None:
+        if reply.reasoning_tokens:
+            output.append({"type": "reasoning", "id": new_id("rs_"), "summary": []})
+        output.append(message_item(reply.texts[0], "completed"))
+        status = "completed" if reply.finish_reasons[0] == "stop" else "incomplete"
+        if status == "incomplete":
+            incomplete = {"reason": "max_output_tokens"}
+    conversation = request.get("conversation")
+    return {
+        "id": response_id,
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": status,
+        "background": False,
+        "error": None,
+        "incomplete_details": incomplete,
+        "instructions": request.get("instructions"),
+        "max_output_tokens": request.get("max_output_tokens"),
+        "model": dated(model),
+        "output": output,
+        "parallel_tool_calls": True,
+        "previous_response_id": request.get("previous_response_id"),
+        "conversation": {"id": conversation} if isinstance(conversation, str) else conversation,
+        "reasoning": {"effort": "medium", "summary": None} if is_reasoning_model(model) else None,
+        "service_tier": service_tier,
+        "store": True,
+        "temperature": request.get("temperature", 1.0),
+        "text": request.get("text") or {"format": {"type": "text"}},
+        "tool_choice": "auto",
+        "tools": [],
+        "top_p": request.get("top_p", 1.0),
+        "truncation": "disabled",
+        "usage": _responses_usage(reply) if reply is not None else None,
+        "metadata": {},
+    }
+
+
+def message_item(text: str, status: str, item_id: str | None = None) -> dict[str, Any]:
+    return {
+        "type": "message",
+        "id": item_id or new_id("msg_"),
+        "status": status,
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]
+        if text or status == "completed"
+        else [],
+    }
+
+
+def response_events(
+    model: str, reply: Reply, *, service_tier: str, request: Mapping[str, Any]
+) -> Iterator[dict[str, Any]]:
+    response_id = new_id("resp_")
+    seq = iter(range(1_000_000))
+    start = response_object(
+        model, None, response_id=response_id, service_tier=service_tier, request=request
+    )
+    yield {"type": "response.created", "sequence_number": next(seq), "response": start}
+    yield {"type": "response.in_progress", "sequence_number": next(seq), "response": start}
+    final = response_object(
+        model, reply, response_id=response_id, service_tier=service_tier, request=request
+    )
+    for index, item in enumerate(final["output"]):
+        if item["type"] != "message":
+            yield {"type": "response.output_item.added", "sequence_number": next(seq),
+                   "output_index": index, "item": item}  # fmt: skip
+            yield {"type": "response.output_item.done", "sequence_number": next(seq),
+                   "output_index": index, "item": item}  # fmt: skip
+            continue
+        text = reply.texts[0]
+        empty_part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+        yield {"type": "response.output_item.added", "sequence_number": next(seq),
+               "output_index": index, "item": message_item("", "in_progress", item["id"])}  # fmt: skip
+        yield {"type": "response.content_part.added", "sequence_number": next(seq),
+               "item_id": item["id"], "output_index": index, "content_index": 0,
+               "part": empty_part}  # fmt: skip
+        for piece in _pieces(text):
+            yield {"type": "response.output_text.delta", "sequence_number": next(seq),
+                   "item_id": item["id"], "output_index": index, "content_index": 0,
+                   "delta": piece, "logprobs": []}  # fmt: skip
+        yield {"type": "response.output_text.done", "sequence_number": next(seq),
+               "item_id": item["id"], "output_index": index, "content_index": 0,
+               "text": text, "logprobs": []}  # fmt: skip
+        yield {"type": "response.content_part.done", "sequence_number": next(seq),
+               "item_id": item["id"], "output_index": index, "content_index": 0,
+               "part": item["content"][0]}  # fmt: skip
+        yield {"type": "response.output_item.done", "sequence_number": next(seq),
+               "output_index": index, "item": item}  # fmt: skip
+    kind = "response.completed" if final["status"] == "completed" else "response.incomplete"
+    yield {"type": kind, "sequence_number": next(seq), "response": final}
+
+
+# -- Embeddings ---------------------------------------------------------------------------------
+def embedding_vector(text: str, dimensions: int) -> list[float]:
+    """A deterministic unit-ish vector derived from the text."""
+    seed = hashlib.sha256(text.encode()).digest()
+    values: list[float] = []
+    counter = 0
+    while len(values) < dimensions:
+        block = hashlib.sha256(seed + counter.to_bytes(4, "little")).digest()
+        values.extend((b - 127.5) / 127.5 for b in block)
+        counter += 1
+    return values[:dimensions]
+
+
+def embeddings(
+    model: str, inputs: list[str], dimensions: int, encoding_format: str
+) -> dict[str, Any]:
+    data: list[dict[str, Any]] = []
+    for i, text in enumerate(inputs):
+        vector = embedding_vector(text, dimensions)
+        encoded: object = vector
+        if encoding_format == "base64":
+            encoded = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        data.append({"object": "embedding", "index": i, "embedding": encoded})
+    tokens = sum(count_tokens(t) for t in inputs)
+    return {
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
