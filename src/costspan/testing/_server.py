@@ -15,6 +15,7 @@ Per-request test behaviour travels in headers (so parallel tests don't share sta
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -25,6 +26,9 @@ from types import TracebackType
 from typing import Any
 
 from costspan.testing import _replies as R
+
+# OpenAI paths, also under Azure's /openai/deployments/{name}/ prefix.
+_ROUTE = re.compile(r"^/(?:openai/)?(?:v1/)?(?:deployments/[^/]+/)?(chat/completions|completions|responses|embeddings)$")
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,10 @@ class OpenAICompatibleServer:
     def start(self) -> OpenAICompatibleServer:
         if self._thread is None:
             self._thread = threading.Thread(
-                target=self._httpd.serve_forever, name="costspan-openai-server", daemon=True
+                target=self._httpd.serve_forever,
+                kwargs={"poll_interval": 0.05},  # stop() returns within one poll interval
+                name="costspan-openai-server",
+                daemon=True,
             )
             self._thread.start()
         return self
@@ -165,12 +172,13 @@ class OpenAICompatibleServer:
                 "Unrecognized request argument supplied: stream_options",
                 param="stream_options",
             )
+        match = _ROUTE.match(path.split("?", 1)[0])
         route = {
-            "/v1/chat/completions": self._chat,
-            "/v1/completions": self._completions,
-            "/v1/responses": self._responses,
-            "/v1/embeddings": self._embeddings,
-        }.get(path.split("?", 1)[0])
+            "chat/completions": self._chat,
+            "completions": self._completions,
+            "responses": self._responses,
+            "embeddings": self._embeddings,
+        }.get(match.group(1) if match else "")
         if route is None:
             raise APIError(404, f"Invalid URL (POST {path})")
         model = body.get("model")

@@ -1,0 +1,100 @@
+"""Shared fixtures: a real local OpenAI-compatible server, real openai clients, and in-memory
+OpenTelemetry providers that collect what costspan emits."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import openai
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import costspan
+from costspan import _config
+from costspan.testing import OpenAICompatibleServer
+
+
+@pytest.fixture(name="server")
+def _server() -> Iterator[OpenAICompatibleServer]:
+    with OpenAICompatibleServer() as server:
+        yield server
+
+
+@pytest.fixture(name="span_exporter")
+def _span_exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture(name="metric_reader")
+def _metric_reader() -> InMemoryMetricReader:
+    return InMemoryMetricReader()
+
+
+@pytest.fixture(name="tracer_provider")
+def _tracer_provider(span_exporter: InMemorySpanExporter) -> Iterator[TracerProvider]:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(span_exporter))
+    yield provider
+    provider.shutdown()
+
+
+@pytest.fixture(name="meter_provider")
+def _meter_provider(metric_reader: InMemoryMetricReader) -> Iterator[MeterProvider]:
+    provider = MeterProvider(metric_readers=[metric_reader])
+    yield provider
+    provider.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _reset_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every test starts from the environment's settings, with costspan's variables unset."""
+    for name in (
+        _config.COSTSPAN_INJECT_STREAM_USAGE,
+        _config.COSTSPAN_PROVIDER_HOSTS,
+        _config.OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT,
+    ):
+        monkeypatch.delenv(name, raising=False)
+    _config.reset()
+    yield
+    _config.reset()
+
+
+@pytest.fixture(name="instrumented")
+def _instrumented(
+    tracer_provider: TracerProvider, meter_provider: MeterProvider
+) -> Iterator[None]:
+    costspan.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    yield
+    costspan.uninstrument()
+
+
+@pytest.fixture(name="client")
+def _client(server: OpenAICompatibleServer) -> Iterator[openai.OpenAI]:
+    client = openai.OpenAI(base_url=server.base_url, api_key="test-key", max_retries=0)
+    yield client
+    client.close()
+
+
+@pytest.fixture(name="async_client")
+async def _async_client(server: OpenAICompatibleServer) -> AsyncIterator[openai.AsyncOpenAI]:
+    client = openai.AsyncOpenAI(base_url=server.base_url, api_key="test-key", max_retries=0)
+    yield client
+    await client.close()
+
+
+def only_span(exporter: InMemorySpanExporter) -> ReadableSpan:
+    spans = exporter.get_finished_spans()
+    assert len(spans) == 1, [s.name for s in spans]
+    return spans[0]
+
+
+def attrs(span: ReadableSpan) -> dict[str, Any]:
+    return dict(span.attributes or {})
+
+
+USER = [{"role": "user", "content": "What is the capital of France?"}]
