@@ -1,0 +1,94 @@
+"""``costspan demo``: a real instrumented app against the bundled local server, spans printed.
+
+The app is ordinary openai code: a chat call, a streamed chat, a Responses call, an embeddings
+call and a call the server rejects. costspan instruments it through the public ``instrument()``;
+a small exporter collects the finished spans and prints them as a person would want to read them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import TextIO
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import costspan
+from costspan import _attributes as A
+from costspan.testing import OpenAICompatibleServer
+
+
+def run_app(base_url: str) -> None:
+    """The demo's "application": plain openai code, nothing costspan-specific in it."""
+    import openai
+
+    client = openai.OpenAI(base_url=base_url, api_key="demo-key", max_retries=0)
+    question = [{"role": "user", "content": "Which city hosts the Louvre?"}]
+    client.chat.completions.create(model="gpt-4o-mini", messages=question)  # pyright: ignore[reportArgumentType]
+    stream = client.chat.completions.create(model="o4-mini", messages=question, stream=True)  # pyright: ignore[reportArgumentType]
+    for chunk in stream:
+        _ = chunk.choices[0].delta.content  # callers that never asked for usage keep working
+    client.responses.create(model="gpt-5", input="Summarise the Louvre's history in a line.")
+    client.embeddings.create(model="text-embedding-3-small", input=["Louvre", "Orsay"])
+    try:
+        client.chat.completions.create(model="o3", messages=question, max_tokens=50)  # pyright: ignore[reportArgumentType]
+    except openai.BadRequestError:
+        pass  # the demo shows how a rejected call is recorded
+
+
+def _line(span: ReadableSpan) -> str:
+    attrs = span.attributes or {}
+    duration_ms = ((span.end_time or 0) - (span.start_time or 0)) / 1e6
+    kind = "stream" if attrs.get(A.GEN_AI_REQUEST_STREAM) else "call"
+    parts = [f"{span.name:<42}", f"{kind:<6}", f"{duration_ms:7.1f} ms"]
+    if A.ERROR_TYPE in attrs:
+        parts.append(f"ERROR {attrs[A.ERROR_TYPE]}")
+    else:
+        tokens = f"in {attrs.get(A.GEN_AI_USAGE_INPUT_TOKENS, '?')}"
+        cached = attrs.get(A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)
+        if cached:
+            tokens += f" (cached {cached})"
+        if A.GEN_AI_USAGE_OUTPUT_TOKENS in attrs:
+            tokens += f"  out {attrs[A.GEN_AI_USAGE_OUTPUT_TOKENS]}"
+            reasoning = attrs.get(A.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS)
+            if reasoning:
+                tokens += f" (reasoning {reasoning})"
+        parts.append(tokens)
+    return "  ".join(parts)
+
+
+def format_spans(spans: Sequence[ReadableSpan]) -> str:
+    lines = [_line(span) for span in spans]
+    if spans:
+        lines.append("")
+        lines.append(f"attributes of the first span ({spans[0].name}):")
+        width = max(len(k) for k in spans[0].attributes or {"": 0})
+        for key, value in sorted((spans[0].attributes or {}).items()):
+            lines.append(f"  {key:<{width}}  {value}")
+    return "\n".join(lines)
+
+
+def run(out: TextIO) -> int:
+    """Run the demo, printing to ``out``; returns the process exit code."""
+    os.environ.setdefault("OTEL_SERVICE_NAME", "costspan-demo")
+    with OpenAICompatibleServer() as server:
+        exporter = InMemorySpanExporter()
+        tracer_provider = TracerProvider(resource=Resource.create({}))
+        tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+        meter_provider = MeterProvider()
+        costspan.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+        try:
+            print(f"costspan demo: local OpenAI-compatible server at {server.base_url}", file=out)
+            print("running an instrumented app (chat, stream, Responses, embeddings, an error)\n", file=out)
+            run_app(server.base_url)
+        finally:
+            costspan.uninstrument()
+            tracer_provider.shutdown()
+            meter_provider.shutdown()
+    spans = exporter.get_finished_spans()
+    print(format_spans(spans), file=out)
+    return 0 if spans else 1

@@ -1,0 +1,110 @@
+"""A real OTLP/HTTP receiver for tests: oteltest's sink, kept on 127.0.0.1.
+
+oteltest's ``HttpSink`` binds all interfaces; tests here must bind loopback only, so the sink's
+``HTTPServer`` is replaced (for the duration of the receiver) by one that binds 127.0.0.1.
+Received spans are flattened to dicts with plain Python attribute values.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import HTTPServer
+from typing import Any
+
+import oteltest.sink  # pyright: ignore[reportMissingTypeStubs]
+from oteltest.sink import HttpSink  # pyright: ignore[reportMissingTypeStubs]
+from oteltest.sink.handler import RequestHandler  # pyright: ignore[reportMissingTypeStubs]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _value(any_value: Any) -> Any:
+    kind = any_value.WhichOneof("value")
+    if kind == "array_value":
+        return tuple(_value(v) for v in any_value.array_value.values)
+    return getattr(any_value, kind) if kind else None
+
+
+@dataclass
+class ReceivedSpan:
+    name: str
+    kind: int
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    status_code: int
+
+
+@dataclass
+class Collected(RequestHandler):  # pyright: ignore[reportUntypedBaseClass]
+    spans: list[ReceivedSpan] = field(default_factory=lambda: [])
+    metric_names: set[str] = field(default_factory=lambda: set())
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def handle_logs(self, request: Any, headers: Any) -> None:
+        """Logs are not asserted on."""
+
+    def handle_metrics(self, request: Any, headers: Any) -> None:
+        with self.lock:
+            for rm in request.resource_metrics:
+                for sm in rm.scope_metrics:
+                    self.metric_names.update(m.name for m in sm.metrics)
+
+    def handle_trace(self, request: Any, headers: Any) -> None:
+        with self.lock:
+            for rs in request.resource_spans:
+                resource = {a.key: _value(a.value) for a in rs.resource.attributes}
+                for ss in rs.scope_spans:
+                    for span in ss.spans:
+                        self.spans.append(
+                            ReceivedSpan(
+                                name=span.name,
+                                kind=span.kind,
+                                attributes={a.key: _value(a.value) for a in span.attributes},
+                                resource=resource,
+                                status_code=span.status.code,
+                            )
+                        )
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[ReceivedSpan]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.spans) >= count:
+                    return list(self.spans)
+            time.sleep(0.05)
+        with self.lock:
+            return list(self.spans)
+
+
+class _LoopbackHTTPServer(HTTPServer):
+    def __init__(self, server_address: tuple[str, int], handler: Any) -> None:
+        super().__init__(("127.0.0.1", server_address[1]), handler)
+
+
+@contextmanager
+def otlp_receiver() -> Iterator[tuple[str, Collected]]:
+    """Yield (endpoint, collected) for an OTLP/HTTP receiver on a free loopback port."""
+    collected = Collected()
+    port = free_port()
+    original = oteltest.sink.HTTPServer  # pyright: ignore[reportUnknownMemberType]
+    oteltest.sink.HTTPServer = _LoopbackHTTPServer  # pyright: ignore[reportAttributeAccessIssue]
+    sink = HttpSink(collected, logging.getLogger("otlp-receiver"), port=port)
+    sink.start()
+    try:
+        deadline = time.monotonic() + 5
+        while sink.httpd is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{port}", collected
+    finally:
+        sink.stop()
+        oteltest.sink.HTTPServer = original  # pyright: ignore[reportAttributeAccessIssue]

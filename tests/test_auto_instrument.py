@@ -1,0 +1,84 @@
+"""The real opentelemetry-instrument launcher loads costspan and exports its spans over OTLP."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+from tests.otlp import otlp_receiver
+
+ROOT = Path(__file__).resolve().parent.parent
+LAUNCHER = Path(sys.executable).with_name("opentelemetry-instrument")
+
+
+def _launch(endpoint: str, *extra_env: tuple[str, str]) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_SERVICE_NAME": "auto-instrument-test",
+        "OTEL_LOGS_EXPORTER": "none",
+        "OTEL_METRIC_EXPORT_INTERVAL": "200",
+        # The official instrumentation is installed for comparisons; it registers "openai".
+        "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "openai",
+        **dict(extra_env),
+    }
+    env.pop("OPENAI_BASE_URL", None)
+    return subprocess.run(
+        [str(LAUNCHER), sys.executable, str(ROOT / "examples/auto_instrument/app.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_launcher_exports_genai_spans_checked_attribute_by_attribute() -> None:
+    """Both calls of the example app arrive at a real OTLP receiver with the conventions' data."""
+    with otlp_receiver() as (endpoint, collected):
+        result = _launch(endpoint)
+        assert result.returncode == 0, result.stderr
+        spans = collected.wait_for(2)
+    assert sorted(s.name for s in spans) == ["chat gpt-4o-mini", "chat gpt-4o-mini"]
+    plain, streamed = sorted(spans, key=lambda s: "gen_ai.request.stream" in s.attributes)
+    for span in (plain, streamed):
+        assert span.kind == Span.SPAN_KIND_CLIENT
+        assert span.status_code == Status.STATUS_CODE_UNSET
+        assert span.resource["service.name"] == "auto-instrument-test"
+        a = span.attributes
+        assert a["gen_ai.operation.name"] == "chat"
+        assert a["gen_ai.provider.name"] == "openai"
+        assert a["gen_ai.request.model"] == "gpt-4o-mini"
+        assert a["gen_ai.response.model"] == "gpt-4o-mini-2024-07-18"
+        assert a["server.address"] == "127.0.0.1"
+        assert isinstance(a["server.port"], int)
+        assert a["openai.api.type"] == "chat_completions"
+        assert a["gen_ai.response.finish_reasons"] == ("stop",)
+        assert a["gen_ai.response.id"].startswith("chatcmpl-")
+        assert a["gen_ai.usage.input_tokens"] > 0
+        assert a["gen_ai.usage.output_tokens"] > 0
+        assert a["gen_ai.usage.cache_read.input_tokens"] == 0
+    assert streamed.attributes["gen_ai.request.stream"] is True
+    assert streamed.attributes["costspan.stream.outcome"] == "completed"
+    assert streamed.attributes["gen_ai.response.time_to_first_chunk"] > 0
+    assert {"gen_ai.client.operation.duration", "gen_ai.client.token.usage"} <= (
+        collected.metric_names
+    )
+
+
+def test_launcher_respects_disabling_costspan() -> None:
+    """OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=costspan_openai turns costspan off."""
+    with otlp_receiver() as (endpoint, collected):
+        result = _launch(
+            endpoint, ("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "openai,costspan_openai")
+        )
+        assert result.returncode == 0, result.stderr
+        # The launcher flushes every exporter before the process exits: nothing is in flight.
+        spans = collected.wait_for(1, timeout=0)
+    assert "Here is a short answer" in result.stdout
+    assert spans == []
