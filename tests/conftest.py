@@ -4,12 +4,13 @@ OpenTelemetry providers that collect what costspan emits."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, cast
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -65,9 +66,7 @@ def _reset_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.fixture(name="instrumented")
-def _instrumented(
-    tracer_provider: TracerProvider, meter_provider: MeterProvider
-) -> Iterator[None]:
+def _instrumented(tracer_provider: TracerProvider, meter_provider: MeterProvider) -> Iterator[None]:
     costspan.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
     yield
     costspan.uninstrument()
@@ -87,6 +86,20 @@ async def _async_client(server: OpenAICompatibleServer) -> AsyncIterator[openai.
     await client.close()
 
 
+def histogram_points(reader: InMemoryMetricReader, name: str) -> list[HistogramDataPoint]:
+    """The data points of one histogram metric collected by ``reader``."""
+    data = reader.get_metrics_data()
+    assert data is not None
+    return [
+        cast(HistogramDataPoint, point)
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+        if metric.name == name
+        for point in metric.data.data_points
+    ]
+
+
 def only_span(exporter: InMemorySpanExporter) -> ReadableSpan:
     spans = exporter.get_finished_spans()
     assert len(spans) == 1, [s.name for s in spans]
@@ -97,4 +110,6 @@ def attrs(span: ReadableSpan) -> dict[str, Any]:
     return dict(span.attributes or {})
 
 
-USER = [{"role": "user", "content": "What is the capital of France?"}]
+USER: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "What is the capital of France?"}
+]

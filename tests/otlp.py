@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from http.server import HTTPServer
 from typing import Any
 
-import oteltest.sink  # pyright: ignore[reportMissingTypeStubs]
-from oteltest.sink import HttpSink  # pyright: ignore[reportMissingTypeStubs]
-from oteltest.sink.handler import RequestHandler  # pyright: ignore[reportMissingTypeStubs]
+import oteltest.sink
+from oteltest.sink import HttpSink
+from oteltest.sink.handler import RequestHandler
 
 
 def free_port() -> int:
@@ -45,9 +45,9 @@ class ReceivedSpan:
 
 
 @dataclass
-class Collected(RequestHandler):  # pyright: ignore[reportUntypedBaseClass]
-    spans: list[ReceivedSpan] = field(default_factory=lambda: [])
-    metric_names: set[str] = field(default_factory=lambda: set())
+class Collected(RequestHandler):
+    spans: list[ReceivedSpan] = field(default_factory=list)
+    metric_names: set[str] = field(default_factory=set[str])
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def handle_logs(self, request: Any, headers: Any) -> None:
@@ -96,8 +96,8 @@ def otlp_receiver() -> Iterator[tuple[str, Collected]]:
     """Yield (endpoint, collected) for an OTLP/HTTP receiver on a free loopback port."""
     collected = Collected()
     port = free_port()
-    original = oteltest.sink.HTTPServer  # pyright: ignore[reportUnknownMemberType]
-    oteltest.sink.HTTPServer = _LoopbackHTTPServer  # pyright: ignore[reportAttributeAccessIssue]
+    original = oteltest.sink.HTTPServer
+    oteltest.sink.HTTPServer = _LoopbackHTTPServer
     sink = HttpSink(collected, logging.getLogger("otlp-receiver"), port=port)
     sink.start()
     try:
@@ -107,4 +107,4 @@ def otlp_receiver() -> Iterator[tuple[str, Collected]]:
         yield f"http://127.0.0.1:{port}", collected
     finally:
         sink.stop()
-        oteltest.sink.HTTPServer = original  # pyright: ignore[reportAttributeAccessIssue]
+        oteltest.sink.HTTPServer = original

@@ -38,9 +38,7 @@ async def test_async_embeddings_with_encoding_format(
     assert attrs(only_span(span_exporter))["gen_ai.request.encoding_formats"] == ("float",)
 
 
-def test_legacy_completion_span(
-    client: openai.OpenAI, span_exporter: InMemorySpanExporter
-) -> None:
+def test_legacy_completion_span(client: openai.OpenAI, span_exporter: InMemorySpanExporter) -> None:
     """Legacy completions are text_completion spans with usage."""
     result = client.completions.create(
         model="gpt-3.5-turbo-instruct", prompt="Say hi", max_tokens=5

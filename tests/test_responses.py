@@ -61,10 +61,11 @@ def test_create_stream_true_reports_usage_from_completed_event(
     events = list(client.responses.create(model="gpt-4o-mini", input="hi", stream=True))
     completed = events[-1]
     assert completed.type == "response.completed"
+    assert completed.response.usage is not None
     recorded = attrs(only_span(span_exporter))
     assert "costspan.stream.usage_injected" not in recorded
-    assert recorded["gen_ai.usage.output_tokens"] == completed.response.usage.output_tokens  # pyright: ignore[reportAttributeAccessIssue,reportOptionalMemberAccess]
-    assert recorded["gen_ai.response.id"] == completed.response.id  # pyright: ignore[reportAttributeAccessIssue]
+    assert recorded["gen_ai.usage.output_tokens"] == completed.response.usage.output_tokens
+    assert recorded["gen_ai.response.id"] == completed.response.id
     assert recorded["costspan.stream.outcome"] == "completed"
 
 

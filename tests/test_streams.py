@@ -116,9 +116,7 @@ def test_stream_left_early_through_with_block_is_closed(
     client: openai.OpenAI, span_exporter: InMemorySpanExporter
 ) -> None:
     """Breaking out of a with-block ends the span as closed, no usage, no error."""
-    with client.chat.completions.create(
-        model="gpt-4o-mini", messages=USER, stream=True
-    ) as stream:
+    with client.chat.completions.create(model="gpt-4o-mini", messages=USER, stream=True) as stream:
         for _ in stream:
             break
     span = only_span(span_exporter)
@@ -157,12 +155,16 @@ def test_exception_inside_with_block_fails_the_span(
     client: openai.OpenAI, span_exporter: InMemorySpanExporter
 ) -> None:
     """An exception raised by the caller while streaming is recorded and propagates."""
-    with (
-        pytest.raises(KeyError),
-        client.chat.completions.create(model="gpt-4o-mini", messages=USER, stream=True) as s,
-    ):
-        next(iter(s))
-        raise KeyError("caller bug")
+
+    def read_then_fail() -> None:
+        with client.chat.completions.create(
+            model="gpt-4o-mini", messages=USER, stream=True
+        ) as stream:
+            next(iter(stream))
+            raise KeyError("caller bug")
+
+    with pytest.raises(KeyError):
+        read_then_fail()
     span = only_span(span_exporter)
     assert attrs(span)["error.type"] == "KeyError"
     assert attrs(span)["costspan.stream.outcome"] == "error"

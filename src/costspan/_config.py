@@ -50,7 +50,7 @@ class Settings:
     """A complete, validated set of settings. Replaced as a whole, never mutated."""
 
     inject_stream_usage: bool = True
-    provider_hosts: Mapping[str, str] = field(default_factory=lambda: {})
+    provider_hosts: Mapping[str, str] = field(default_factory=dict[str, str])
     capture_content: ContentCapture = ContentCapture.NONE
 
 
@@ -118,7 +118,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
 
 
 def _validated(base: Settings, overrides: Mapping[str, Any]) -> Settings:
-    known = {f for f in Settings.__dataclass_fields__}
+    known = set(Settings.__dataclass_fields__)
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise TypeError(

@@ -10,111 +10,88 @@ copies images or audio into telemetry.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
 from typing import Any
 
-from costspan._usage import field
+from costspan._usage import field, items
+
+Part = dict[str, Any]
+Message = dict[str, Any]
 
 
-def _text_parts(content: object) -> list[dict[str, Any]]:
-    if content is None:
-        return []
+def _text_parts(content: object) -> list[Part]:
     if isinstance(content, str):
         return [{"type": "text", "content": content}]
-    parts: list[dict[str, Any]] = []
-    if isinstance(content, Iterable):
-        for part in content:  # pyright: ignore[reportUnknownVariableType]
-            kind = field(part, "type")
-            text = field(part, "text")
-            if isinstance(text, str):
-                parts.append({"type": "text", "content": text})
-            elif isinstance(kind, str):
-                parts.append({"type": kind})
+    parts: list[Part] = []
+    for part in items(content):
+        text = field(part, "text")
+        kind = field(part, "type")
+        if isinstance(text, str):
+            parts.append({"type": "text", "content": text})
+        elif isinstance(kind, str):
+            parts.append({"type": kind})
     return parts
 
 
-def _tool_calls(calls: object) -> list[dict[str, Any]]:
-    parts: list[dict[str, Any]] = []
-    if isinstance(calls, Iterable) and not isinstance(calls, str | bytes):
-        for call in calls:  # pyright: ignore[reportUnknownVariableType]
-            function = field(call, "function")
-            parts.append(
-                {
-                    "type": "tool_call",
-                    "id": field(call, "id"),
-                    "name": field(function, "name"),
-                    "arguments": field(function, "arguments"),
-                }
-            )
-    return parts
+def _tool_calls(calls: object) -> list[Part]:
+    return [
+        {
+            "type": "tool_call",
+            "id": field(call, "id"),
+            "name": field(field(call, "function"), "name"),
+            "arguments": field(field(call, "function"), "arguments"),
+        }
+        for call in items(calls)
+    ]
 
 
-def chat_input(messages: object) -> list[dict[str, Any]]:
+def _tool_response(call_id: object, response: object) -> Message:
+    return {
+        "role": "tool",
+        "parts": [{"type": "tool_call_response", "id": call_id, "response": response}],
+    }
+
+
+def chat_input(messages: object) -> list[Message]:
     """Chat Completions ``messages`` as GenAI input messages."""
-    result: list[dict[str, Any]] = []
-    if not isinstance(messages, Iterable) or isinstance(messages, str | bytes | Mapping):
-        return result
-    for message in messages:  # pyright: ignore[reportUnknownVariableType]
+    result: list[Message] = []
+    for message in items(messages):
         role = field(message, "role")
         if role == "tool":
-            parts: list[dict[str, Any]] = [
-                {
-                    "type": "tool_call_response",
-                    "id": field(message, "tool_call_id"),
-                    "response": field(message, "content"),
-                }
-            ]
+            result.append(_tool_response(field(message, "tool_call_id"), field(message, "content")))
         else:
             parts = _text_parts(field(message, "content")) + _tool_calls(
                 field(message, "tool_calls")
             )
-        result.append({"role": role, "parts": parts})
+            result.append({"role": role, "parts": parts})
     return result
 
 
-def responses_input(input_: object) -> list[dict[str, Any]]:
+def responses_input(input_: object) -> list[Message]:
     """Responses ``input`` (a string or a list of items) as GenAI input messages."""
     if isinstance(input_, str):
         return [{"role": "user", "parts": _text_parts(input_)}]
-    result: list[dict[str, Any]] = []
-    if isinstance(input_, Iterable) and not isinstance(input_, bytes | Mapping):
-        for item in input_:  # pyright: ignore[reportUnknownVariableType]
-            role = field(item, "role")
-            if role is not None:
-                result.append({"role": role, "parts": _text_parts(field(item, "content"))})
-            elif field(item, "type") == "function_call_output":
-                result.append(
-                    {
-                        "role": "tool",
-                        "parts": [
-                            {
-                                "type": "tool_call_response",
-                                "id": field(item, "call_id"),
-                                "response": field(item, "output"),
-                            }
-                        ],
-                    }
-                )
+    result: list[Message] = []
+    for item in items(input_):
+        role = field(item, "role")
+        if role is not None:
+            result.append({"role": role, "parts": _text_parts(field(item, "content"))})
+        elif field(item, "type") == "function_call_output":
+            result.append(_tool_response(field(item, "call_id"), field(item, "output")))
     return result
 
 
-def prompt_input(prompt: object) -> list[dict[str, Any]]:
-    """Legacy Completions ``prompt`` as GenAI input messages."""
-    if isinstance(prompt, str):
-        return [{"role": "user", "parts": _text_parts(prompt)}]
-    if isinstance(prompt, list) and all(isinstance(p, str) for p in prompt):  # pyright: ignore[reportUnknownVariableType]
-        return [{"role": "user", "parts": _text_parts(p)} for p in prompt]  # pyright: ignore[reportUnknownVariableType]
-    return []
+def prompt_input(prompt: object) -> list[Message]:
+    """Legacy Completions ``prompt`` (a string or a list of strings) as GenAI input messages."""
+    prompts = [prompt] if isinstance(prompt, str) else items(prompt)
+    return [{"role": "user", "parts": _text_parts(p)} for p in prompts if isinstance(p, str)]
 
 
-def output_message(
-    text: str | None, finish_reason: object, tool_calls: object = None
-) -> dict[str, Any]:
+def output_message(text: object, finish_reason: object, tool_calls: object = None) -> Message:
     parts = _text_parts(text) + _tool_calls(tool_calls)
     return {"role": "assistant", "parts": parts, "finish_reason": finish_reason or ""}
 
 
-def system_instructions(instructions: object) -> list[dict[str, Any]]:
+def system_instructions(instructions: object) -> list[Part]:
     return _text_parts(instructions) if isinstance(instructions, str) else []
 
 

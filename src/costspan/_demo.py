@@ -7,6 +7,7 @@ a small exporter collects the finished spans and prints them as a person would w
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from typing import TextIO
@@ -25,19 +26,21 @@ from costspan.testing import OpenAICompatibleServer
 def run_app(base_url: str) -> None:
     """The demo's "application": plain openai code, nothing costspan-specific in it."""
     import openai
+    from openai.types.chat import ChatCompletionMessageParam
 
     client = openai.OpenAI(base_url=base_url, api_key="demo-key", max_retries=0)
-    question = [{"role": "user", "content": "Which city hosts the Louvre?"}]
-    client.chat.completions.create(model="gpt-4o-mini", messages=question)  # pyright: ignore[reportArgumentType]
-    stream = client.chat.completions.create(model="o4-mini", messages=question, stream=True)  # pyright: ignore[reportArgumentType]
+    question: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": "Which city hosts the Louvre?"}
+    ]
+    client.chat.completions.create(model="gpt-4o-mini", messages=question)
+    stream = client.chat.completions.create(model="o4-mini", messages=question, stream=True)
     for chunk in stream:
         _ = chunk.choices[0].delta.content  # callers that never asked for usage keep working
     client.responses.create(model="gpt-5", input="Summarise the Louvre's history in a line.")
     client.embeddings.create(model="text-embedding-3-small", input=["Louvre", "Orsay"])
-    try:
-        client.chat.completions.create(model="o3", messages=question, max_tokens=50)  # pyright: ignore[reportArgumentType]
-    except openai.BadRequestError:
-        pass  # the demo shows how a rejected call is recorded
+    # o-series models reject max_tokens: the demo shows how a rejected call is recorded.
+    with contextlib.suppress(openai.BadRequestError):
+        client.chat.completions.create(model="o3", messages=question, max_tokens=50)
 
 
 def _line(span: ReadableSpan) -> str:
@@ -83,7 +86,10 @@ def run(out: TextIO) -> int:
         costspan.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
         try:
             print(f"costspan demo: local OpenAI-compatible server at {server.base_url}", file=out)
-            print("running an instrumented app (chat, stream, Responses, embeddings, an error)\n", file=out)
+            print(
+                "running an instrumented app (chat, stream, Responses, embeddings, an error)\n",
+                file=out,
+            )
             run_app(server.base_url)
         finally:
             costspan.uninstrument()

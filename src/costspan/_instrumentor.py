@@ -14,11 +14,9 @@ import logging
 from collections.abc import Collection
 from typing import Any, Final, NamedTuple
 
-from opentelemetry.instrumentation.instrumentor import (  # pyright: ignore[reportMissingTypeStubs]
-    BaseInstrumentor,
-)
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.instrumentation.utils import unwrap
-from wrapt import wrap_function_wrapper  # pyright: ignore[reportUnknownVariableType]
+from wrapt import wrap_function_wrapper
 
 from costspan import _operations as ops
 from costspan._invocation import Telemetry
@@ -75,7 +73,7 @@ def _owner(target: Target) -> tuple[str, type] | None:
     return None
 
 
-class OpenAIInstrumentor(BaseInstrumentor):  # pyright: ignore[reportUntypedBaseClass]
+class OpenAIInstrumentor(BaseInstrumentor):
     """Instruments the ``openai`` client with GenAI semantic-convention spans and metrics.
 
     ``instrument(tracer_provider=..., meter_provider=...)`` uses the global providers when none

@@ -51,7 +51,9 @@ class Telemetry:
         self.tracer: Tracer = trace.get_tracer(
             "costspan", __version__, tracer_provider, schema_url=SCHEMA_URL
         )
-        self.meter: Meter = get_meter("costspan", __version__, meter_provider, schema_url=SCHEMA_URL)
+        self.meter: Meter = get_meter(
+            "costspan", __version__, meter_provider, schema_url=SCHEMA_URL
+        )
         self.duration: Histogram = self.meter.create_histogram(
             A.METRIC_OPERATION_DURATION,
             unit="s",
@@ -101,9 +103,7 @@ class Invocation:
         "telemetry",
     )
 
-    def __init__(
-        self, telemetry: Telemetry, name: str, start_attributes: Attributes
-    ) -> None:
+    def __init__(self, telemetry: Telemetry, name: str, start_attributes: Attributes) -> None:
         self.telemetry = telemetry
         self.span = telemetry.tracer.start_span(
             name, kind=SpanKind.CLIENT, attributes=start_attributes

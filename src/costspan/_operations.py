@@ -257,7 +257,9 @@ class ChatOperation(Operation):
         return attrs
 
     def input_content(self, kwargs: Mapping[str, Any]) -> Attributes:
-        return {A.GEN_AI_INPUT_MESSAGES: _content.to_json(_content.chat_input(kwargs.get("messages")))}
+        return {
+            A.GEN_AI_INPUT_MESSAGES: _content.to_json(_content.chat_input(kwargs.get("messages")))
+        }
 
     def response_outcome(self, response: object, capture: bool) -> Outcome:
         outcome = super().response_outcome(response, capture)
@@ -288,7 +290,9 @@ class CompletionsOperation(Operation):
         return attrs
 
     def input_content(self, kwargs: Mapping[str, Any]) -> Attributes:
-        return {A.GEN_AI_INPUT_MESSAGES: _content.to_json(_content.prompt_input(kwargs.get("prompt")))}
+        return {
+            A.GEN_AI_INPUT_MESSAGES: _content.to_json(_content.prompt_input(kwargs.get("prompt")))
+        }
 
     def response_outcome(self, response: object, capture: bool) -> Outcome:
         outcome = super().response_outcome(response, capture)
@@ -298,7 +302,10 @@ class CompletionsOperation(Operation):
             outcome.attributes[A.GEN_AI_RESPONSE_FINISH_REASONS] = reasons
         if capture:
             outcome.attributes[A.GEN_AI_OUTPUT_MESSAGES] = _content.to_json(
-                [_content.output_message(field(c, "text"), field(c, "finish_reason")) for c in choices]
+                [
+                    _content.output_message(field(c, "text"), field(c, "finish_reason"))
+                    for c in choices
+                ]
             )
         return outcome
 
@@ -332,13 +339,17 @@ class ResponsesOperation(Operation):
         if given(kwargs, "text_format") is not None:
             attrs[A.GEN_AI_OUTPUT_TYPE] = "json"
         conversation = given(kwargs, "conversation")
-        conversation_id = conversation if isinstance(conversation, str) else field(conversation, "id")
+        conversation_id = (
+            conversation if isinstance(conversation, str) else field(conversation, "id")
+        )
         _set(attrs, A.GEN_AI_CONVERSATION_ID, _str(conversation_id))
         return attrs
 
     def input_content(self, kwargs: Mapping[str, Any]) -> Attributes:
         attrs: Attributes = {
-            A.GEN_AI_INPUT_MESSAGES: _content.to_json(_content.responses_input(given(kwargs, "input")))
+            A.GEN_AI_INPUT_MESSAGES: _content.to_json(
+                _content.responses_input(given(kwargs, "input"))
+            )
         }
         instructions = _content.system_instructions(given(kwargs, "instructions"))
         if instructions:

@@ -45,6 +45,8 @@ def provider_for_host(host: str | None, overrides: Mapping[str, str] | None = No
         if exact is not None:
             return exact
     for suffix, name in _KNOWN_HOSTS:
-        if host == suffix.lstrip(".") or host.endswith(suffix if suffix[0] == "." else "." + suffix):
+        if host == suffix.lstrip(".") or host.endswith(
+            suffix if suffix[0] == "." else "." + suffix
+        ):
             return name
     return FALLBACK_PROVIDER

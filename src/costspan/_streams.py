@@ -16,11 +16,10 @@ import logging
 from types import TracebackType
 from typing import Any
 
-import wrapt
-
 from costspan import _attributes as A
 from costspan._invocation import Invocation, error_type_of
 from costspan._operations import Accumulator
+from costspan._proxy import ObjectProxy
 
 _logger = logging.getLogger(__name__)
 
@@ -68,7 +67,7 @@ class StreamState:
             self.fail(None, "abandoned")
 
 
-class SyncStreamProxy(wrapt.ObjectProxy):  # pyright: ignore[reportMissingTypeArgument]
+class SyncStreamProxy(ObjectProxy):
     """Wraps ``openai.Stream`` (and anything iterable with ``close()``)."""
 
     _self_state: StreamState
@@ -123,7 +122,7 @@ class SyncStreamProxy(wrapt.ObjectProxy):  # pyright: ignore[reportMissingTypeAr
         self._self_state.abandon()
 
 
-class AsyncStreamProxy(wrapt.ObjectProxy):  # pyright: ignore[reportMissingTypeArgument]
+class AsyncStreamProxy(ObjectProxy):
     """Wraps ``openai.AsyncStream``."""
 
     _self_state: StreamState

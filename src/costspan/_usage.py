@@ -8,9 +8,9 @@ because OpenAI-compatible servers add, drop and rename detail fields freely.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 
 def field(obj: object, name: str) -> Any:
@@ -18,8 +18,15 @@ def field(obj: object, name: str) -> Any:
     if obj is None:
         return None
     if isinstance(obj, Mapping):
-        return obj.get(name)  # pyright: ignore[reportUnknownMemberType]
+        return cast("Mapping[str, Any]", obj).get(name)
     return getattr(obj, name, None)
+
+
+def items(value: object) -> list[Any]:
+    """The elements of a list-like value (not a string, bytes or mapping); else nothing."""
+    if isinstance(value, Iterable) and not isinstance(value, str | bytes | Mapping):
+        return list(cast("Iterable[Any]", value))
+    return []
 
 
 def _int(value: object) -> int | None:
@@ -59,9 +66,7 @@ def from_openai(usage: object) -> TokenUsage | None:
     if output_tokens is None:
         output_tokens = _int(field(usage, "output_tokens"))
     in_details = field(usage, "prompt_tokens_details") or field(usage, "input_tokens_details")
-    out_details = field(usage, "completion_tokens_details") or field(
-        usage, "output_tokens_details"
-    )
+    out_details = field(usage, "completion_tokens_details") or field(usage, "output_tokens_details")
     result = TokenUsage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
-import wrapt
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
 from costspan import _attributes as A
@@ -25,6 +24,7 @@ from costspan._config import ContentCapture
 from costspan._invocation import Invocation, Telemetry, error_type_of
 from costspan._operations import Attributes, Operation, given
 from costspan._providers import provider_for_host
+from costspan._proxy import ObjectProxy
 from costspan._streams import AsyncStreamProxy, StreamState, SyncStreamProxy
 
 _logger = logging.getLogger(__name__)
@@ -82,8 +82,10 @@ class Call:
 
         if self.stream and operation.stream_usage_option and settings.inject_stream_usage:
             options = given(kwargs, "stream_options")
-            if options is None or (isinstance(options, Mapping) and not options.get("include_usage")):  # pyright: ignore[reportUnknownMemberType]
-                base: Mapping[str, Any] = options or {}  # pyright: ignore[reportUnknownVariableType]
+            base: Mapping[str, Any] = (
+                cast("Mapping[str, Any]", options) if isinstance(options, Mapping) else {}
+            )
+            if options is None or (base and not base.get("include_usage")):
                 kwargs = {**kwargs, "stream_options": {**base, "include_usage": True}}
                 self.hide_usage_chunk = True
                 attrs[A.COSTSPAN_STREAM_USAGE_INJECTED] = True
@@ -112,7 +114,9 @@ class Call:
         """Hand back ``result`` (or a transparent proxy of it); never raises."""
         try:
             kind = type(result).__name__
-            if kind == "LegacyAPIResponse":  # `.with_raw_response`: body already read unless streaming
+            if (
+                kind == "LegacyAPIResponse"
+            ):  # `.with_raw_response`: body already read unless streaming
                 if self.stream:
                     return SyncRawResponseProxy(result, self)
                 self.finish_parsed(result.parse())
@@ -162,7 +166,7 @@ class _RawResponseMixin:
             call.invocation.succeed_unobserved()
 
 
-class SyncRawResponseProxy(_RawResponseMixin, wrapt.ObjectProxy):  # pyright: ignore[reportMissingTypeArgument]
+class SyncRawResponseProxy(_RawResponseMixin, ObjectProxy):
     """A raw response whose ``parse()`` reports usage (and whose streams are proxied)."""
 
     def __init__(self, wrapped: Any, call: Call) -> None:
@@ -185,7 +189,7 @@ class SyncRawResponseProxy(_RawResponseMixin, wrapt.ObjectProxy):  # pyright: ig
         self._self_unread()
 
 
-class AsyncRawResponseProxy(_RawResponseMixin, wrapt.ObjectProxy):  # pyright: ignore[reportMissingTypeArgument]
+class AsyncRawResponseProxy(_RawResponseMixin, ObjectProxy):
     """The async twin of :class:`SyncRawResponseProxy` (``AsyncAPIResponse.parse`` is async)."""
 
     def __init__(self, wrapped: Any, call: Call) -> None:
@@ -268,4 +272,3 @@ def traced_async(telemetry: Telemetry, operation: Operation) -> Wrapper:
         return call.handle(result)
 
     return traced_method
-

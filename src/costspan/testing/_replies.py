@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 DATED_MODELS: dict[str, str] = {
     "gpt-4o": "gpt-4o-2024-08-06",
@@ -58,21 +58,37 @@ def dated(model: str) -> str:
     return DATED_MODELS.get(model, model)
 
 
-def _text_of(content: object) -> str:
+def obj(value: object) -> Mapping[str, Any]:
+    """A JSON object from a request body, or an empty one for anything else."""
+    return cast("Mapping[str, Any]", value) if isinstance(value, dict) else {}
+
+
+def objs(value: object) -> list[Mapping[str, Any]]:
+    """The JSON objects in a JSON array (other elements dropped)."""
+    return (
+        [obj(v) for v in cast("list[object]", value) if isinstance(v, dict)]  # pyright: ignore[reportUnknownArgumentType]
+        if isinstance(value, list)
+        else []
+    )
+
+
+def items(value: object) -> list[object]:
+    """The elements of a JSON array, or nothing."""
+    return list(cast("list[object]", value)) if isinstance(value, list) else []
+
+
+def text_of(content: object) -> str:
+    """The text of a message's content: a string, or the text parts of a list."""
     if isinstance(content, str):
         return content
-    if isinstance(content, list):
-        return " ".join(
-            str(p.get("text", "")) for p in content if isinstance(p, dict)  # pyright: ignore[reportUnknownMemberType,reportUnknownVariableType,reportUnknownArgumentType]
-        )
-    return ""
+    return " ".join(str(part.get("text", "")) for part in objs(content))
 
 
 def chat_prompt_tokens(messages: list[dict[str, Any]]) -> int:
     total = 3  # every reply is primed with <|start|>assistant<|message|>
     for message in messages:
         total += 3 + count_tokens(str(message.get("role", "")))
-        total += count_tokens(_text_of(message.get("content")))
+        total += count_tokens(text_of(message.get("content")))
         if message.get("name"):
             total += 1
     return total
@@ -83,9 +99,9 @@ def _example_for(schema: Mapping[str, Any], defs: Mapping[str, Any]) -> Any:
     if "$ref" in schema:
         return _example_for(defs.get(str(schema["$ref"]).rsplit("/", 1)[-1], {}), defs)
     for key in ("anyOf", "oneOf", "allOf"):
-        if key in schema and schema[key]:
+        if schema.get(key):
             return _example_for(schema[key][0], defs)
-    if "enum" in schema and schema["enum"]:
+    if schema.get("enum"):
         return schema["enum"][0]
     kind = schema.get("type")
     if kind == "object":
@@ -93,9 +109,7 @@ def _example_for(schema: Mapping[str, Any], defs: Mapping[str, Any]) -> Any:
         return {name: _example_for(sub, defs) for name, sub in props.items()}
     if kind == "array":
         return [_example_for(schema.get("items", {}), defs)]
-    return {"string": "example", "integer": 1, "number": 1.5, "boolean": True}.get(
-        str(kind), None
-    )
+    return {"string": "example", "integer": 1, "number": 1.5, "boolean": True}.get(str(kind))
 
 
 def structured_reply(schema_holder: Mapping[str, Any]) -> str:
@@ -134,6 +148,7 @@ class PromptCache:
 
 def make_reply(
     model: str,
+    *,
     prompt_text: str,
     prompt_tokens: int,
     cached_tokens: int,
@@ -143,7 +158,10 @@ def make_reply(
 ) -> Reply:
     words = prompt_text.split()
     topic = " ".join(words[-8:]) if words else "nothing in particular"
-    base = structured or f"Here is a short answer about {topic}. It comes from the costspan test server."
+    base = (
+        structured
+        or f"Here is a short answer about {topic}. It comes from the costspan test server."
+    )
     reasoning = REASONING_TOKENS if is_reasoning_model(model) else 0
     texts: list[str] = []
     reasons: list[str] = []
@@ -259,7 +277,12 @@ def chat_chunks(
             yield {
                 **common,
                 "choices": [
-                    {"index": i, "delta": {"content": piece}, "logprobs": None, "finish_reason": None}
+                    {
+                        "index": i,
+                        "delta": {"content": piece},
+                        "logprobs": None,
+                        "finish_reason": None,
+                    }
                 ],
                 **extra,
             }
@@ -398,9 +421,15 @@ def response_events(
                    "output_index": index, "item": item}  # fmt: skip
             continue
         text = reply.texts[0]
-        empty_part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+        empty_part: dict[str, Any] = {
+            "type": "output_text",
+            "text": "",
+            "annotations": [],
+            "logprobs": [],
+        }
+        in_progress = message_item("", "in_progress", item["id"])
         yield {"type": "response.output_item.added", "sequence_number": next(seq),
-               "output_index": index, "item": message_item("", "in_progress", item["id"])}  # fmt: skip
+               "output_index": index, "item": in_progress}  # fmt: skip
         yield {"type": "response.content_part.added", "sequence_number": next(seq),
                "item_id": item["id"], "output_index": index, "content_index": 0,
                "part": empty_part}  # fmt: skip

@@ -24,12 +24,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from costspan.testing import _replies as R
 
 # OpenAI paths, also under Azure's /openai/deployments/{name}/ prefix.
-_ROUTE = re.compile(r"^/(?:openai/)?(?:v1/)?(?:deployments/[^/]+/)?(chat/completions|completions|responses|embeddings)$")
+_ROUTE = re.compile(
+    r"^/(?:openai/)?(?:v1/)?(?:deployments/[^/]+/)?(chat/completions|completions|responses|embeddings)$"
+)
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,9 @@ def rate_limited() -> APIError:
 
 
 def server_error() -> APIError:
-    return APIError(500, "The server had an error while processing your request.", type_="server_error")
+    return APIError(
+        500, "The server had an error while processing your request.", type_="server_error"
+    )
 
 
 class OpenAICompatibleServer:
@@ -188,8 +192,8 @@ class OpenAICompatibleServer:
         return route(model, body, headers)
 
     def _chat(self, model: str, body: Mapping[str, Any], headers: Mapping[str, str]) -> Reply:
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
+        messages = [dict(m) for m in R.objs(body.get("messages"))]
+        if not messages:
             raise APIError(400, "'messages' must be a non-empty array", param="messages")
         if "max_tokens" in body and R.is_reasoning_model(model):
             raise APIError(
@@ -199,20 +203,28 @@ class OpenAICompatibleServer:
                 param="max_tokens",
                 code="unsupported_parameter",
             )
-        prompt_tokens = R.chat_prompt_tokens(messages)  # pyright: ignore[reportUnknownArgumentType]
+        prompt_tokens = R.chat_prompt_tokens(messages)
         cached = self.cache.cached_tokens(messages, prompt_tokens)
         cap = body.get("max_completion_tokens") or body.get("max_tokens")
-        fmt = body.get("response_format") or {}
+        fmt = R.obj(body.get("response_format"))
         structured = (
-            R.structured_reply(fmt.get("json_schema", {})) if fmt.get("type") == "json_schema" else None
+            R.structured_reply(R.obj(fmt.get("json_schema")))
+            if fmt.get("type") == "json_schema"
+            else None
         )
-        last = R._text_of(messages[-1].get("content")) if isinstance(messages[-1], dict) else ""  # pyright: ignore[reportPrivateUsage,reportUnknownMemberType,reportUnknownArgumentType]
+        last = R.text_of(messages[-1].get("content"))
         reply = R.make_reply(
-            model, last, prompt_tokens, cached, cap, int(body.get("n") or 1), structured
+            model,
+            prompt_text=last,
+            prompt_tokens=prompt_tokens,
+            cached_tokens=cached,
+            cap=cap,
+            choices=int(body.get("n") or 1),
+            structured=structured,
         )
         tier = self._tier(body)
         if body.get("stream"):
-            include = bool((body.get("stream_options") or {}).get("include_usage"))
+            include = bool(R.obj(body.get("stream_options")).get("include_usage"))
             include = include and not headers.get("x-costspan-test-omit-usage")
             return Reply.stream(R.chat_chunks(model, reply, tier, include), done_marker=True)
         return Reply.json(R.chat_completion(model, reply, tier))
@@ -223,32 +235,42 @@ class OpenAICompatibleServer:
         prompt = body.get("prompt")
         text = prompt if isinstance(prompt, str) else " ".join(map(str, prompt or []))
         prompt_tokens = R.count_tokens(text)
-        reply = R.make_reply(model, text, prompt_tokens, 0, body.get("max_tokens"), int(body.get("n") or 1))
+        reply = R.make_reply(
+            model,
+            prompt_text=text,
+            prompt_tokens=prompt_tokens,
+            cached_tokens=0,
+            cap=body.get("max_tokens"),
+            choices=int(body.get("n") or 1),
+        )
         if body.get("stream"):
-            include = bool((body.get("stream_options") or {}).get("include_usage"))
+            include = bool(R.obj(body.get("stream_options")).get("include_usage"))
             include = include and not headers.get("x-costspan-test-omit-usage")
             return Reply.stream(R.text_completion_chunks(model, reply, include), done_marker=True)
         return Reply.json(R.text_completion(model, reply))
 
-    def _responses(
-        self, model: str, body: Mapping[str, Any], headers: Mapping[str, str]
-    ) -> Reply:
+    def _responses(self, model: str, body: Mapping[str, Any], headers: Mapping[str, str]) -> Reply:
         input_ = body.get("input")
         if isinstance(input_, str):
             messages: list[dict[str, Any]] = [{"role": "user", "content": input_}]
         elif isinstance(input_, list):
-            messages = [m for m in input_ if isinstance(m, dict)]  # pyright: ignore[reportUnknownVariableType]
+            messages = [dict(m) for m in R.objs(cast("object", input_))]
         else:
             raise APIError(400, "Missing required parameter: 'input'.", param="input")
         if body.get("instructions"):
             messages = [{"role": "developer", "content": body["instructions"]}, *messages]
         prompt_tokens = R.chat_prompt_tokens(messages)
         cached = self.cache.cached_tokens(messages, prompt_tokens)
-        fmt = (body.get("text") or {}).get("format") or {}
+        fmt = R.obj(R.obj(body.get("text")).get("format"))
         structured = R.structured_reply(fmt) if fmt.get("type") == "json_schema" else None
-        last = R._text_of(messages[-1].get("content")) if messages else ""  # pyright: ignore[reportPrivateUsage]
+        last = R.text_of(messages[-1].get("content")) if messages else ""
         reply = R.make_reply(
-            model, last, prompt_tokens, cached, body.get("max_output_tokens"), 1, structured
+            model,
+            prompt_text=last,
+            prompt_tokens=prompt_tokens,
+            cached_tokens=cached,
+            cap=body.get("max_output_tokens"),
+            structured=structured,
         )
         tier = self._tier(body)
         if body.get("stream"):
@@ -260,11 +282,9 @@ class OpenAICompatibleServer:
             )
         )
 
-    def _embeddings(
-        self, model: str, body: Mapping[str, Any], headers: Mapping[str, str]
-    ) -> Reply:
+    def _embeddings(self, model: str, body: Mapping[str, Any], headers: Mapping[str, str]) -> Reply:
         raw = body.get("input")
-        inputs = [raw] if isinstance(raw, str) else [str(x) for x in raw or []]
+        inputs = [raw] if isinstance(raw, str) else [str(x) for x in R.items(raw)]
         if not inputs:
             raise APIError(400, "'input' must be a non-empty string or array", param="input")
         dims = int(body.get("dimensions") or R.DEFAULT_EMBEDDING_DIMENSIONS)
@@ -273,7 +293,9 @@ class OpenAICompatibleServer:
 
     def _tier(self, body: Mapping[str, Any]) -> str:
         requested = body.get("service_tier")
-        return requested if isinstance(requested, str) and requested != "auto" else self.service_tier
+        return (
+            requested if isinstance(requested, str) and requested != "auto" else self.service_tier
+        )
 
 
 @dataclass
@@ -315,10 +337,10 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server: _HTTPServer  # pyright: ignore[reportIncompatibleVariableOverride]
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         """Stay quiet: a test server that prints every request drowns the test output."""
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if self.path.rstrip("/") == "/v1/models":
             self._send_json(200, {"object": "list", "data": [
                 {"id": m, "object": "model", "created": 0, "owned_by": "costspan"}
@@ -327,7 +349,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send_json(404, APIError(404, f"Invalid URL (GET {self.path})").body)
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         length = int(self.headers.get("content-length") or 0)
         raw = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
@@ -337,7 +359,9 @@ class _Handler(BaseHTTPRequestHandler):
                 raise APIError(400, "The request body must be a JSON object")
             reply = self.server.app.handle(self.path, body, headers)  # pyright: ignore[reportUnknownArgumentType]
         except json.JSONDecodeError:
-            self._send_json(400, APIError(400, "We could not parse the JSON body of your request.").body)
+            self._send_json(
+                400, APIError(400, "We could not parse the JSON body of your request.").body
+            )
             return
         except APIError as err:
             self._send_json(err.status, err.body, err.headers)
