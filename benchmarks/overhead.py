@@ -1,0 +1,216 @@
+"""What instrumentation adds per ``chat.completions.create`` call, plain and streaming.
+
+Four variants run interleaved in one process, on the same in-process HTTP transport (an
+``httpx2.MockTransport`` answering with the local server's real response bodies), with the same
+SDK tracer and meter providers:
+
+- ``bare``: the openai client, uninstrumented (the baseline every overhead is measured from);
+- ``sdk span``: a minimal hand-written wrapper that opens one SDK span per call;
+- ``official``: ``opentelemetry-instrumentation-genai-openai``;
+- ``costspan``: this project.
+
+Each round instruments one variant, times N calls one by one, and uninstruments it; the order of
+variants is shuffled every round so drift on a shared machine spreads evenly. The table reports
+median microseconds per call and each variant's overhead over ``bare``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx2
+import openai
+from openai.resources.chat.completions.completions import Completions
+from openai.types.chat import ChatCompletionMessageParam
+from opentelemetry.instrumentation.genai.openai import (
+    OpenAIInstrumentor as OfficialInstrumentor,
+)
+from opentelemetry.instrumentation.utils import unwrap
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace import SpanKind
+from wrapt import wrap_function_wrapper
+
+import costspan
+from costspan.testing import _replies as R
+
+MESSAGES: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "What is the capital of France?"}
+]
+
+
+class DropExporter(SpanExporter):
+    """Finishes the export pipeline without keeping spans (memory stays flat over long runs)."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+def _handler(request: httpx2.Request) -> httpx2.Response:
+    body = json.loads(request.content)
+    model = body["model"]
+    reply = R.make_reply(
+        model,
+        prompt_text="What is the capital of France?",
+        prompt_tokens=R.chat_prompt_tokens(body["messages"]),
+        cached_tokens=0,
+        cap=None,
+    )
+    if not body.get("stream"):
+        return httpx2.Response(200, json=R.chat_completion(model, reply, "default"))
+    include = bool((body.get("stream_options") or {}).get("include_usage"))
+    events = R.chat_chunks(model, reply, "default", include)
+    sse = b"".join(f"data: {json.dumps(e)}\n\n".encode() for e in events) + b"data: [DONE]\n\n"
+    return httpx2.Response(200, content=sse, headers={"content-type": "text/event-stream"})
+
+
+def make_client() -> openai.OpenAI:
+    http = openai.DefaultHttpxClient(transport=httpx2.MockTransport(_handler))
+    return openai.OpenAI(
+        base_url="https://api.openai.com/v1", api_key="bench", http_client=http, max_retries=0
+    )
+
+
+@dataclass
+class Providers:
+    tracer: TracerProvider = field(default_factory=TracerProvider)
+    meter: MeterProvider = field(
+        default_factory=lambda: MeterProvider(metric_readers=[InMemoryMetricReader()])
+    )
+
+    def __post_init__(self) -> None:
+        self.tracer.add_span_processor(SimpleSpanProcessor(DropExporter()))
+
+
+Variant = Callable[[Providers], Any]
+
+
+@contextmanager
+def bare(_: Providers) -> Iterator[None]:
+    yield
+
+
+@contextmanager
+def sdk_span(providers: Providers) -> Iterator[None]:
+    tracer = providers.tracer.get_tracer("bench")
+
+    def one_span(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        with tracer.start_as_current_span(f"chat {kwargs.get('model')}", kind=SpanKind.CLIENT):
+            return wrapped(*args, **kwargs)
+
+    wrap_function_wrapper(
+        "openai.resources.chat.completions.completions", "Completions.create", one_span
+    )
+    try:
+        yield
+    finally:
+        unwrap(Completions, "create")
+
+
+@contextmanager
+def official(providers: Providers) -> Iterator[None]:
+    instrumentor = OfficialInstrumentor()
+    instrumentor.instrument(tracer_provider=providers.tracer, meter_provider=providers.meter)
+    try:
+        yield
+    finally:
+        instrumentor.uninstrument()
+
+
+@contextmanager
+def costspan_variant(providers: Providers) -> Iterator[None]:
+    costspan.instrument(tracer_provider=providers.tracer, meter_provider=providers.meter)
+    try:
+        yield
+    finally:
+        costspan.uninstrument()
+
+
+VARIANTS: dict[str, Variant] = {
+    "bare client": bare,
+    "sdk span (hand-written)": sdk_span,
+    "official genai-openai": official,
+    "costspan": costspan_variant,
+}
+
+
+def _plain(client: openai.OpenAI) -> None:
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+
+
+def _stream(client: openai.OpenAI) -> None:
+    for chunk in client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    ):
+        _ = chunk.choices[0].delta.content
+
+
+MODES: dict[str, Callable[[openai.OpenAI], None]] = {"plain": _plain, "stream": _stream}
+
+
+def measure(rounds: int, calls: int, seed: int = 1) -> dict[str, dict[str, float]]:
+    """Median µs per call for every (variant, mode), all measured interleaved."""
+    client = make_client()
+    providers = Providers()
+    samples: dict[tuple[str, str], list[float]] = {(v, m): [] for v in VARIANTS for m in MODES}
+    rng = random.Random(seed)
+    for mode, call in MODES.items():  # warm up the client, pydantic models and every variant
+        for name, variant in VARIANTS.items():
+            with variant(providers):
+                for _ in range(20):
+                    call(client)
+            del name
+        del mode
+    for _ in range(rounds):
+        order = list(VARIANTS)
+        rng.shuffle(order)
+        for name in order:
+            with VARIANTS[name](providers):
+                for mode, call in MODES.items():
+                    bucket = samples[(name, mode)]
+                    for _ in range(calls):
+                        start = time.perf_counter_ns()
+                        call(client)
+                        bucket.append((time.perf_counter_ns() - start) / 1000)
+    return {
+        name: {mode: statistics.median(samples[(name, mode)]) for mode in MODES}
+        for name in VARIANTS
+    }
+
+
+def table(medians: dict[str, dict[str, float]]) -> str:
+    base = medians["bare client"]
+    span = medians["sdk span (hand-written)"]
+    lines = [
+        f"{'variant':<26}{'plain µs':>10}{'added':>9}{'x span':>8}"
+        f"{'stream µs':>12}{'added':>9}{'x span':>8}",
+    ]
+    for name, m in medians.items():
+        row = f"{name:<26}"
+        for mode in MODES:
+            added = m[mode] - base[mode]
+            span_added = span[mode] - base[mode]
+            ratio = f"{added / span_added:.2f}" if span_added > 0 and name != "bare client" else "-"
+            pad = 12 if mode == "stream" else 10
+            row += f"{m[mode]:>{pad}.1f}{added:>+9.1f}{ratio:>8}"
+        lines.append(row)
+    cost = medians["costspan"]
+    off = medians["official genai-openai"]
+    lines.append("")
+    for mode in MODES:
+        ours, theirs = cost[mode] - base[mode], off[mode] - base[mode]
+        verdict = "meets" if ours <= theirs else "MISSES"
+        lines.append(
+            f"{mode}: costspan adds {ours:.1f} µs, the official instrumentation {theirs:.1f} µs "
+            f"(ratio {ours / theirs if theirs > 0 else float('nan'):.2f}): {verdict} the target"
+        )
+    return "\n".join(lines)

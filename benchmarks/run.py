@@ -1,0 +1,29 @@
+"""Run costspan's benchmarks and print their tables.
+
+scripts/dev.sh bench            # full run (a minute or two)
+scripts/dev.sh bench --quick    # a smoke run: same code, few samples, numbers not meaningful
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import overhead
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few samples: checks the code runs")
+    args = parser.parse_args()
+    rounds, calls = (1, 5) if args.quick else (40, 60)
+    print(f"instrumentation overhead per chat.completions.create ({rounds} rounds x {calls} calls)")
+    print(overhead.table(overhead.measure(rounds, calls)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

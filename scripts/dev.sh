@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The project's one entry point: sets everything up on a fresh machine, then runs a job.
+#
+#   scripts/dev.sh demo    install, then run `costspan demo`
+#   scripts/dev.sh test    install, then lint, type-check and run the whole test suite
+#   scripts/dev.sh bench   install, then run the benchmarks (extra args go to benchmarks/run.py)
+#
+# Set-up is idempotent and fast when nothing changed: a virtualenv in .venv, re-installed only
+# when pyproject.toml changes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=.venv
+PYTHON=${PYTHON:-python3}
+
+setup() {
+    if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+        echo "costspan needs Python >= 3.11 ($PYTHON is $("$PYTHON" --version 2>&1))" >&2
+        exit 1
+    fi
+    if [ ! -x "$VENV/bin/python" ]; then
+        "$PYTHON" -m venv "$VENV"
+    fi
+    local stamp="$VENV/.costspan-installed" want
+    want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+        echo "setting up $VENV (pip install -e '.[test]') ..." >&2
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip 2>&1 | grep -v '^WARNING: Location' >&2 || true
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[test]" 2>&1 | grep -v '^WARNING: Location' >&2 || true
+        "$VENV/bin/python" -c 'import costspan, openai, oteltest' # fail here if the install failed
+        echo "$want" > "$stamp"
+    fi
+}
+
+job=${1:-}
+shift || true
+case "$job" in
+    demo)
+        setup
+        exec "$VENV/bin/costspan" demo "$@"
+        ;;
+    test)
+        setup
+        "$VENV/bin/ruff" check src tests examples benchmarks
+        "$VENV/bin/ruff" format --check src tests examples benchmarks
+        "$VENV/bin/pyright"
+        exec "$VENV/bin/pytest" "$@"
+        ;;
+    bench)
+        setup
+        exec "$VENV/bin/python" benchmarks/run.py "$@"
+        ;;
+    *)
+        echo "usage: scripts/dev.sh demo|test|bench" >&2
+        exit 2
+        ;;
+esac
