@@ -16,7 +16,7 @@ import overhead
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description="Run costspan's benchmarks.")
     parser.add_argument("--quick", action="store_true", help="few samples: checks the code runs")
     args = parser.parse_args()
     rounds, calls = (1, 5) if args.quick else (40, 60)

@@ -1,0 +1,25 @@
+"""The benchmark code runs (numbers from a quick run mean nothing, so none are asserted)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_benchmark_prints_its_table() -> None:
+    """`benchmarks/run.py --quick` prints a row per variant and a verdict per mode."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/run.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    for row in ("bare client", "sdk span (hand-written)", "official genai-openai", "costspan"):
+        assert row in result.stdout
+    assert "plain: costspan adds" in result.stdout
+    assert "stream: costspan adds" in result.stdout
