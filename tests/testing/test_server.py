@@ -5,8 +5,8 @@ from __future__ import annotations
 import socket
 
 import openai
-from openai.types.chat import ChatCompletionMessageParam
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from costspan.testing import OpenAICompatibleServer
 from tests.conftest import USER
@@ -53,9 +53,7 @@ def test_output_cap_cuts_the_reply(client: openai.OpenAI) -> None:
 
 def test_prompt_cache_needs_a_repeated_long_prompt(client: openai.OpenAI) -> None:
     """Short or first-seen prompts read nothing from cache; a repeat of 1024+ tokens does."""
-    long_prompt: list[ChatCompletionMessageParam] = [
-        {"role": "user", "content": "token " * 1100}
-    ]
+    long_prompt: list[ChatCompletionMessageParam] = [{"role": "user", "content": "token " * 1100}]
     first = client.chat.completions.create(model="gpt-4o-mini", messages=long_prompt)
     second = client.chat.completions.create(model="gpt-4o-mini", messages=long_prompt)
     assert first.usage is not None
