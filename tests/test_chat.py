@@ -6,6 +6,7 @@ import json
 
 import openai
 import pytest
+from genai_prices import Usage, calc_price
 from openai.types.chat import ChatCompletionMessageParam
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -17,6 +18,8 @@ from costspan.testing import OpenAICompatibleServer
 from tests.conftest import USER, attrs, histogram_points, only_span
 
 pytestmark = pytest.mark.usefixtures("instrumented")
+
+COST_PREFIXES = ("gen_ai.usage.cost.", "costspan.cost.", "costspan.price.")
 
 
 def test_plain_call_gives_a_client_span_with_request_response_and_usage(
@@ -66,7 +69,21 @@ def test_plain_call_gives_a_client_span_with_request_response_and_usage(
         "gen_ai.usage.output_tokens": result.usage.completion_tokens,
         "gen_ai.usage.cache_read.input_tokens": 0,
         "gen_ai.usage.reasoning.output_tokens": 0,
-    } == attrs(span)
+    } == {k: v for k, v in attrs(span).items() if not k.startswith(COST_PREFIXES)}
+    expected = calc_price(
+        Usage(
+            input_tokens=result.usage.prompt_tokens,
+            output_tokens=result.usage.completion_tokens,
+        ),
+        "gpt-4o-mini",
+        provider_id="openai",
+        price_context={"service_tier": "flex"},
+    )
+    assert attrs(span)["gen_ai.usage.cost.amount"] == pytest.approx(
+        float(expected.total_price), abs=1e-12
+    )
+    assert attrs(span)["gen_ai.usage.cost.currency"] == "USD"
+    assert attrs(span)["gen_ai.usage.cost.source"] == "local"
 
 
 def test_start_attributes_are_given_at_span_creation_for_samplers(

@@ -5,11 +5,13 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from opentelemetry import trace
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from costspan import _config
 from costspan._instrumentor import OpenAIInstrumentor
+from costspan._processor import CostSpanProcessor, install
 
 _lock = threading.Lock()
 
@@ -37,12 +39,20 @@ def instrument(
     meter_provider: MeterProvider | None = None,
     **settings: Any,
 ) -> None:
-    """Instrument the openai client; idempotent. Extra keyword arguments go to :func:`configure`."""
+    """Instrument the openai client and put a :class:`CostSpanProcessor` on the tracer provider.
+
+    Idempotent. Without ``tracer_provider`` the global provider is used; a processor is only
+    added to an SDK provider, once. Extra keyword arguments go to :func:`configure`.
+    """
     with _lock:
         if settings:
             _config.configure(**settings)
         else:
             _config.current()  # surface a bad environment variable now, not at the first call
+        install(
+            tracer_provider or trace.get_tracer_provider(),
+            CostSpanProcessor(meter_provider=meter_provider),
+        )
         instrumentor = OpenAIInstrumentor()
         if not instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)

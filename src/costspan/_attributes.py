@@ -92,3 +92,33 @@ TOKEN_USAGE_BUCKETS: Final = (
 DURATION_BUCKETS: Final = (
     0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
 )  # fmt: skip
+
+# -- cost (semantic-conventions-genai PR #443, open) ---------------------------------------------
+GEN_AI_USAGE_COST_AMOUNT: Final = "gen_ai.usage.cost.amount"
+GEN_AI_USAGE_COST_CURRENCY: Final = "gen_ai.usage.cost.currency"
+GEN_AI_USAGE_COST_SOURCE: Final = "gen_ai.usage.cost.source"
+OPENLIT_USAGE_COST: Final = "gen_ai.usage.cost"
+"""OpenLIT's (non-standard) cost attribute, added when ``openlit_cost_attribute`` is on."""
+
+COSTSPAN_COST_INPUT: Final = "costspan.cost.input_usd"
+"""USD for input tokens read neither from nor into the cache."""
+COSTSPAN_COST_CACHED_INPUT: Final = "costspan.cost.cached_input_usd"
+COSTSPAN_COST_CACHE_WRITE: Final = "costspan.cost.cache_write_usd"
+COSTSPAN_COST_OUTPUT: Final = "costspan.cost.output_usd"
+"""USD for all output tokens, reasoning included."""
+COSTSPAN_COST_REASONING: Final = "costspan.cost.reasoning_usd"
+"""The part of the output cost spent on reasoning tokens."""
+COSTSPAN_PRICE_SOURCE: Final = "costspan.price.source"
+"""``genai-prices``, ``override`` or ``provider`` (a cost the response reported itself)."""
+COSTSPAN_PRICE_PROVIDER: Final = "costspan.price.provider"
+COSTSPAN_PRICE_MODEL: Final = "costspan.price.model"
+"""The model the price table matched (e.g. ``gpt-4o-mini`` for ``gpt-4o-mini-2024-07-18``)."""
+COSTSPAN_USAGE_ESTIMATED: Final = "costspan.usage.estimated"
+"""True when token counts (and so cost) were estimated offline, not reported."""
+COSTSPAN_UNPRICED: Final = "costspan.unpriced"
+"""True when no price is known for the call's model: its cost is unknown, not zero."""
+
+METRIC_COST: Final = "costspan.cost"
+METRIC_TOKENS: Final = "costspan.tokens"
+METRIC_UNPRICED_CALLS: Final = "costspan.calls.unpriced"
+COSTSPAN_TOKEN_TYPE: Final = "costspan.token.type"

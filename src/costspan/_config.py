@@ -1,38 +1,39 @@
 """costspan's settings: environment variables, ``configure()`` arguments, and their validation.
 
-Code arguments win over environment variables. A bad value is rejected with a ``ValueError`` that
-names the variable or argument and the accepted values, at configuration time, so that a typo
-never surfaces as a silent no-op in the middle of an LLM call.
+Each setting is declared once in ``_SETTINGS`` with its environment variable, a parser for the
+variable's text and a validator for a Python argument. Code arguments win over environment
+variables. A bad value is a ``ValueError`` naming the variable or argument and what it accepts,
+raised when costspan is configured or instrumented, never in the middle of an LLM call.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Any, Final
+from pathlib import Path
+from typing import Any, Final, Literal, cast
+
+from costspan._pricing import PriceOverride, parse_overrides
 
 _logger = logging.getLogger(__name__)
 
 COSTSPAN_INJECT_STREAM_USAGE: Final = "COSTSPAN_INJECT_STREAM_USAGE"
-"""``true`` (default) or ``false``. When true, chat and legacy-completion streams that do not ask
-for usage get ``stream_options={"include_usage": true}`` so the provider reports their tokens;
-costspan then hides the extra usage-only chunk from the caller. Turn it off for
-OpenAI-compatible servers that reject ``stream_options``."""
-
 COSTSPAN_PROVIDER_HOSTS: Final = "COSTSPAN_PROVIDER_HOSTS"
-"""Comma-separated ``host=provider`` pairs naming the ``gen_ai.provider.name`` of hosts costspan
-does not recognise, e.g. ``llm.internal=groq,vllm.local=openai``."""
-
+COSTSPAN_PRICES: Final = "COSTSPAN_PRICES"
+COSTSPAN_ON_UNPRICED: Final = "COSTSPAN_ON_UNPRICED"
+COSTSPAN_ATTRIBUTION_KEYS: Final = "COSTSPAN_ATTRIBUTION_KEYS"
+COSTSPAN_METRIC_TAGS: Final = "COSTSPAN_METRIC_TAGS"
+COSTSPAN_OPENLIT_COST_ATTRIBUTE: Final = "COSTSPAN_OPENLIT_COST_ATTRIBUTE"
 OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT: Final = (
     "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 )
-"""The standard OpenTelemetry switch for message content. ``span_only`` and ``span_and_event``
-(and the legacy ``true``) put ``gen_ai.input.messages``, ``gen_ai.output.messages`` and
-``gen_ai.system_instructions`` on spans. Anything else captures nothing."""
+
+DEFAULT_ATTRIBUTION_KEYS: Final = ("user.id", "tenant.id", "feature", "session.id", "request.id")
 
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off", ""})
@@ -45,6 +46,9 @@ class ContentCapture(Enum):
     SPAN = "span"
 
 
+OnUnpriced = Literal["warn", "raise"]
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """A complete, validated set of settings. Replaced as a whole, never mutated."""
@@ -52,8 +56,14 @@ class Settings:
     inject_stream_usage: bool = True
     provider_hosts: Mapping[str, str] = field(default_factory=dict[str, str])
     capture_content: ContentCapture = ContentCapture.NONE
+    prices: Mapping[str, PriceOverride] = field(default_factory=dict[str, PriceOverride])
+    on_unpriced: OnUnpriced = "warn"
+    attribution_keys: tuple[str, ...] = DEFAULT_ATTRIBUTION_KEYS
+    metric_tags: tuple[str, ...] = ()
+    openlit_cost_attribute: bool = False
 
 
+# -- parsers of environment text ----------------------------------------------------------------
 def parse_bool(name: str, raw: str) -> bool:
     value = raw.strip().lower()
     if value in _TRUE:
@@ -77,9 +87,7 @@ def parse_provider_hosts(name: str, raw: str) -> dict[str, str]:
     return result
 
 
-def parse_capture_content(raw: str | None) -> ContentCapture:
-    if raw is None:
-        return ContentCapture.NONE
+def parse_capture_content(name: str, raw: str) -> ContentCapture:
     value = raw.strip().lower()
     if value in {"span_only", "span_and_event", "true"}:
         return ContentCapture.SPAN
@@ -89,65 +97,141 @@ def parse_capture_content(raw: str | None) -> ContentCapture:
         _logger.warning(
             "%s=%r is not one of span_only, span_and_event, event_only, no_content; "
             "message content will not be captured",
-            OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT,
+            name,
             raw,
         )
     return ContentCapture.NONE
 
 
+def parse_prices(name: str, raw: str) -> dict[str, PriceOverride]:
+    text = raw.strip()
+    if not text:
+        return {}
+    where = name
+    if not text.startswith("{"):
+        path = Path(text).expanduser()
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ValueError(
+                f"{name}={raw!r}: not inline JSON and not a readable file ({exc.strerror})"
+            ) from exc
+        where = f"{name} file {path}"
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{where}: invalid JSON ({exc.msg} at line {exc.lineno})") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a JSON object of model -> prices")
+    return parse_overrides(cast("dict[str, Any]", data), where)
+
+
+def parse_on_unpriced(name: str, raw: str) -> OnUnpriced:
+    value = raw.strip().lower()
+    if value == "warn":
+        return "warn"
+    if value == "raise":
+        return "raise"
+    raise ValueError(f"{name}={raw!r}: use warn or raise")
+
+
+def parse_keys(name: str, raw: str) -> tuple[str, ...]:
+    keys = tuple(k.strip() for k in raw.split(",") if k.strip())
+    for key in keys:
+        if len(key) > 128 or any(c.isspace() or c in '",;\\=' for c in key):
+            raise ValueError(f"{name}: {key!r} is not a usable baggage key")
+    return keys
+
+
+# -- validators of Python arguments -------------------------------------------------------------
+def _check_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, not {value!r}")
+    return value
+
+
+def _check_hosts(name: str, value: object) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{name} must map host names to provider names (str -> str)")
+    hosts = cast("Mapping[object, object]", value)
+    if not all(isinstance(k, str) and isinstance(v, str) and k and v for k, v in hosts.items()):
+        raise ValueError(f"{name} must map host names to provider names (str -> str)")
+    return {str(k).lower(): str(v) for k, v in hosts.items()}
+
+
+def _check_capture(name: str, value: object) -> ContentCapture:
+    if isinstance(value, bool):
+        return ContentCapture.SPAN if value else ContentCapture.NONE
+    if isinstance(value, ContentCapture):
+        return value
+    raise ValueError(f"{name} must be True or False, not {value!r}")
+
+
+def _check_prices(name: str, value: object) -> dict[str, PriceOverride]:
+    if not isinstance(value, Mapping):
+        raise ValueError(
+            f"{name} must map model names to {{'input_mtok': ..., 'output_mtok': ...}}"
+        )
+    return parse_overrides(cast("Mapping[str, Any]", value), name)
+
+
+def _check_on_unpriced(name: str, value: object) -> OnUnpriced:
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be 'warn' or 'raise', not {value!r}")
+    return parse_on_unpriced(name, value)
+
+
+def _check_keys(name: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise ValueError(f"{name} must be a list of baggage keys, not {value!r}")
+    keys = cast("list[object] | tuple[object, ...]", value)
+    if not all(isinstance(k, str) for k in keys):
+        raise ValueError(f"{name} must be a list of baggage keys, not {value!r}")
+    return parse_keys(name, ",".join(str(k) for k in keys))
+
+
+@dataclass(frozen=True)
+class _Setting:
+    env: str
+    parse: Callable[[str, str], Any]
+    check: Callable[[str, object], Any]
+
+
+_SETTINGS: Final[dict[str, _Setting]] = {
+    "inject_stream_usage": _Setting(COSTSPAN_INJECT_STREAM_USAGE, parse_bool, _check_bool),
+    "provider_hosts": _Setting(COSTSPAN_PROVIDER_HOSTS, parse_provider_hosts, _check_hosts),
+    "capture_content": _Setting(
+        OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, parse_capture_content, _check_capture
+    ),
+    "prices": _Setting(COSTSPAN_PRICES, parse_prices, _check_prices),
+    "on_unpriced": _Setting(COSTSPAN_ON_UNPRICED, parse_on_unpriced, _check_on_unpriced),
+    "attribution_keys": _Setting(COSTSPAN_ATTRIBUTION_KEYS, parse_keys, _check_keys),
+    "metric_tags": _Setting(COSTSPAN_METRIC_TAGS, parse_keys, _check_keys),
+    "openlit_cost_attribute": _Setting(COSTSPAN_OPENLIT_COST_ATTRIBUTE, parse_bool, _check_bool),
+}
+ENV_VARS: Final = tuple(s.env for s in _SETTINGS.values())
+
+
 def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     """Build settings from environment variables; raises ``ValueError`` on a bad value."""
     env = os.environ if env is None else env
-    settings = Settings()
-    raw = env.get(COSTSPAN_INJECT_STREAM_USAGE)
-    if raw is not None:
-        settings = replace(
-            settings, inject_stream_usage=parse_bool(COSTSPAN_INJECT_STREAM_USAGE, raw)
-        )
-    raw = env.get(COSTSPAN_PROVIDER_HOSTS)
-    if raw is not None:
-        settings = replace(
-            settings, provider_hosts=parse_provider_hosts(COSTSPAN_PROVIDER_HOSTS, raw)
-        )
-    return replace(
-        settings,
-        capture_content=parse_capture_content(
-            env.get(OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT)
-        ),
-    )
+    values = {
+        name: setting.parse(setting.env, env[setting.env])
+        for name, setting in _SETTINGS.items()
+        if setting.env in env
+    }
+    return replace(Settings(), **values)
 
 
 def _validated(base: Settings, overrides: Mapping[str, Any]) -> Settings:
-    known = set(Settings.__dataclass_fields__)
-    unknown = sorted(set(overrides) - known)
+    unknown = sorted(set(overrides) - set(_SETTINGS))
     if unknown:
         raise TypeError(
             f"configure() got unknown setting(s) {', '.join(unknown)}; "
-            f"known settings: {', '.join(sorted(known))}"
+            f"known settings: {', '.join(sorted(_SETTINGS))}"
         )
-    settings = base
-    if "inject_stream_usage" in overrides:
-        value = overrides["inject_stream_usage"]
-        if not isinstance(value, bool):
-            raise ValueError(f"inject_stream_usage must be True or False, not {value!r}")
-        settings = replace(settings, inject_stream_usage=value)
-    if "provider_hosts" in overrides:
-        value = overrides["provider_hosts"]
-        if not isinstance(value, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) and k and v
-            for k, v in value.items()  # pyright: ignore[reportUnknownVariableType]
-        ):
-            raise ValueError("provider_hosts must map host names to provider names (str -> str)")
-        hosts: Mapping[str, str] = value  # pyright: ignore[reportUnknownVariableType]
-        settings = replace(settings, provider_hosts={k.lower(): v for k, v in hosts.items()})
-    if "capture_content" in overrides:
-        value = overrides["capture_content"]
-        if isinstance(value, bool):
-            value = ContentCapture.SPAN if value else ContentCapture.NONE
-        if not isinstance(value, ContentCapture):
-            raise ValueError(f"capture_content must be True or False, not {value!r}")
-        settings = replace(settings, capture_content=value)
-    return settings
+    values = {name: _SETTINGS[name].check(name, value) for name, value in overrides.items()}
+    return replace(base, **values)
 
 
 _lock = threading.Lock()

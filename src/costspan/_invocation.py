@@ -1,16 +1,20 @@
 """The life of one instrumented call: its span, its metrics, and how it ends.
 
 An :class:`Invocation` starts the CLIENT span with the sampling-relevant attributes, is told the
-outcome (a response, a finished stream, or an exception) exactly once, and then ends the span and
-records the duration and token metrics. Ending twice is a no-op, so the several ways a stream can
-end (exhausted, closed, garbage-collected) may all call :meth:`Invocation.end` safely.
+outcome (a response, a finished stream, or an exception) exactly once, prices the usage (estimating
+it offline when the provider reported none), sets the cost attributes *before* the span ends (a
+span processor can no longer add them), then ends the span and records the metrics. Ending twice
+is a no-op, so the several ways a stream can end (exhausted, closed, garbage-collected) may all
+call it safely.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import timeit
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -20,6 +24,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, TracerProv
 from opentelemetry.util.types import AttributeValue
 
 from costspan import _attributes as A
+from costspan._costing import CostMeter, metric_tags
 from costspan._operations import Attributes, Outcome
 from costspan._usage import TokenUsage
 from costspan._version import __version__
@@ -41,7 +46,7 @@ _METRIC_KEYS = (
 class Telemetry:
     """The tracer and the metric instruments of one instrumentation."""
 
-    __slots__ = ("duration", "meter", "time_to_first_chunk", "token_usage", "tracer")
+    __slots__ = ("costs", "duration", "meter", "time_to_first_chunk", "token_usage", "tracer")
 
     def __init__(
         self,
@@ -72,6 +77,7 @@ class Telemetry:
             description="Time to receive the first chunk of a streaming response",
             explicit_bucket_boundaries_advisory=list(A.DURATION_BUCKETS),
         )
+        self.costs = CostMeter(self.meter)
 
 
 def usage_attributes(usage: TokenUsage) -> Attributes:
@@ -89,28 +95,45 @@ def usage_attributes(usage: TokenUsage) -> Attributes:
     return attrs
 
 
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 class Invocation:
-    """One call's span and timing. Created by the wrappers; ended exactly once."""
+    """One call's span, timing and settlement. Created by the wrappers; ended exactly once."""
 
     __slots__ = (
         "_ended",
         "_lock",
         "_token",
+        "estimate",
         "first_chunk_at",
         "metric_attributes",
+        "request_tier",
         "span",
+        "start_ns",
         "started_at",
         "telemetry",
     )
 
-    def __init__(self, telemetry: Telemetry, name: str, start_attributes: Attributes) -> None:
+    def __init__(
+        self,
+        telemetry: Telemetry,
+        name: str,
+        start_attributes: Attributes,
+        estimate: Callable[[str | None], TokenUsage] | None = None,
+    ) -> None:
         self.telemetry = telemetry
+        self.estimate = estimate
         self.span = telemetry.tracer.start_span(
             name, kind=SpanKind.CLIENT, attributes=start_attributes
         )
         self.metric_attributes: dict[str, AttributeValue] = {
             k: start_attributes[k] for k in _METRIC_KEYS if k in start_attributes
         }
+        self.metric_attributes.update(metric_tags())
+        self.request_tier = _str(start_attributes.get(A.OPENAI_REQUEST_SERVICE_TIER))
+        self.start_ns = time.time_ns()  # the request time: it selects historic prices
         self.started_at = timeit.default_timer()
         self.first_chunk_at: float | None = None
         self._token: object | None = None
@@ -153,24 +176,59 @@ class Invocation:
     def ended(self) -> bool:
         return self._ended
 
-    def succeed(self, outcome: Outcome, *, usage_expected: bool = True) -> None:
-        """End the span with the outcome's attributes and usage."""
+    def _settle(self, attrs: Attributes, outcome: Outcome) -> TokenUsage | None:
+        """Usage (reported, else estimated) and its cost, added to ``attrs``. Never raises."""
+        usage = outcome.usage
+        try:
+            if usage is None:
+                # The request was sent and may have been billed: never let it go unaccounted.
+                attrs[A.COSTSPAN_USAGE_MISSING] = True
+                if self.estimate is not None:
+                    usage = self.estimate(outcome.text)
+            if usage is None:
+                return None
+            attrs.update(usage_attributes(usage))
+            _, cost_attrs = self.telemetry.costs.settle(
+                usage,
+                models=(
+                    _str(attrs.get(A.GEN_AI_RESPONSE_MODEL)),
+                    _str(self.metric_attributes.get(A.GEN_AI_REQUEST_MODEL)),
+                ),
+                provider=str(self.metric_attributes.get(A.GEN_AI_PROVIDER_NAME, "openai")),
+                when_ns=self.start_ns,
+                service_tier=_str(attrs.get(A.OPENAI_RESPONSE_SERVICE_TIER)) or self.request_tier,
+                metric_attributes=self._cost_dimensions(attrs),
+            )
+            attrs.update(cost_attrs)
+        except Exception:
+            _logger.exception("costspan could not price a call; the span goes out without cost")
+        return usage
+
+    def _cost_dimensions(self, attrs: Attributes) -> dict[str, AttributeValue]:
+        dims = {
+            k: v
+            for k, v in self.metric_attributes.items()
+            if k not in (A.SERVER_ADDRESS, A.SERVER_PORT)
+        }
+        response_model = attrs.get(A.GEN_AI_RESPONSE_MODEL)
+        if response_model is not None:
+            dims[A.GEN_AI_RESPONSE_MODEL] = response_model
+        return dims
+
+    def succeed(self, outcome: Outcome) -> None:
+        """End the span with the outcome's attributes, usage and cost."""
         if not self._claim_end():
             return
         try:
             attrs = dict(outcome.attributes)
-            usage = outcome.usage
-            if usage is not None:
-                attrs.update(usage_attributes(usage))
-            elif usage_expected:
-                attrs[A.COSTSPAN_USAGE_MISSING] = True
+            usage = self._settle(attrs, outcome)
             self.set_attributes(attrs)
             self._record_metrics(attrs, usage, error_type=None)
         finally:
             self.span.end()
 
     def succeed_unobserved(self) -> None:
-        """End a call whose response costspan could not read: sent, but usage unknown."""
+        """End a call whose response costspan could not read: sent, so usage is estimated."""
         self.succeed(Outcome({}, None))
 
     def fail(
@@ -185,12 +243,9 @@ class Invocation:
             return
         try:
             attrs: Attributes = dict(outcome.attributes) if outcome is not None else {}
-            usage = outcome.usage if outcome is not None else None
-            if usage is not None:
-                attrs.update(usage_attributes(usage))
-            elif outcome is not None:
-                # The request was sent and may have been billed: say usage is unknown.
-                attrs[A.COSTSPAN_USAGE_MISSING] = True
+            # An outcome means the request went out (a stream broke midway): settle what it
+            # used. Without one the provider refused the request and nothing was billed.
+            usage = self._settle(attrs, outcome) if outcome is not None else None
             attrs[A.ERROR_TYPE] = error_type
             self.set_attributes(attrs)
             if exception is not None and self.span.is_recording():
@@ -210,7 +265,9 @@ class Invocation:
         if error_type is not None:
             attrs[A.ERROR_TYPE] = error_type
         self.telemetry.duration.record(timeit.default_timer() - self.started_at, attrs)
-        if usage is None:
+        # The conventions ask not to record token usage that was not reported (estimates stay
+        # on the span and in costspan's own counters).
+        if usage is None or usage.estimated:
             return
         if usage.input_tokens is not None:
             self.telemetry.token_usage.record(

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from opentelemetry.util.types import AttributeValue
 
 from costspan import _attributes as A
-from costspan import _content
+from costspan import _content, _tokens
 from costspan._usage import TokenUsage, field, from_openai
 
 Attributes = dict[str, AttributeValue]
@@ -100,6 +100,8 @@ class Outcome:
 
     attributes: Attributes
     usage: TokenUsage | None
+    text: str | None = None
+    """Generated text, kept only where usage is missing and must be estimated from it."""
 
 
 class Accumulator:
@@ -130,10 +132,9 @@ class Accumulator:
     def outcome(self, capture: bool) -> Outcome:
         attrs = dict(self.attributes)
         attrs[A.COSTSPAN_STREAM_CHUNKS] = self.chunks
-        attrs[A.COSTSPAN_STREAM_OUTPUT_CHARS] = sum(
-            len(t) for parts in self.texts.values() for t in parts
-        )
-        return Outcome(attrs, self.usage)
+        text = self.text
+        attrs[A.COSTSPAN_STREAM_OUTPUT_CHARS] = len(text)
+        return Outcome(attrs, self.usage, text if self.usage is None else None)
 
 
 class _ChoicesAccumulator(Accumulator):
@@ -236,10 +237,30 @@ class Operation:
     def response_outcome(self, response: object, capture: bool) -> Outcome:
         attrs: Attributes = {}
         _common_response(attrs, response)
-        return Outcome(attrs, from_openai(field(response, "usage")))
+        usage = from_openai(field(response, "usage"))
+        return Outcome(attrs, usage, self.output_text(response) if usage is None else None)
 
     def accumulator(self, *, hide_usage_chunk: bool) -> Accumulator:
         return _ChoicesAccumulator(hide_usage_chunk=hide_usage_chunk)
+
+    def output_text(self, response: object) -> str:
+        """The generated text of a response (for estimates when usage is missing)."""
+        return "".join(
+            str(field(field(c, "message"), "content") or field(c, "text") or "")
+            for c in field(response, "choices") or ()
+        )
+
+    def input_tokens(self, kwargs: Mapping[str, Any], model: str) -> int:
+        """Prompt tokens of a request, counted offline."""
+        return _tokens.count_prompt(given(kwargs, "prompt"), model)
+
+    def estimate_usage(self, kwargs: Mapping[str, Any], model: str, text: str | None) -> TokenUsage:
+        """Usage counted offline from the request and the generated text, marked estimated."""
+        return TokenUsage(
+            input_tokens=self.input_tokens(kwargs, model),
+            output_tokens=_tokens.count_text(text or "", model),
+            estimated=True,
+        )
 
 
 class ChatOperation(Operation):
@@ -260,6 +281,9 @@ class ChatOperation(Operation):
         return {
             A.GEN_AI_INPUT_MESSAGES: _content.to_json(_content.chat_input(kwargs.get("messages")))
         }
+
+    def input_tokens(self, kwargs: Mapping[str, Any], model: str) -> int:
+        return _tokens.count_chat(given(kwargs, "messages"), model)
 
     def response_outcome(self, response: object, capture: bool) -> Outcome:
         outcome = super().response_outcome(response, capture)
@@ -367,25 +391,39 @@ class ResponsesOperation(Operation):
             _str(field(field(response, "conversation"), "id")),
         )
         if capture:
-            text = field(response, "output_text")
-            if not isinstance(text, str):
-                text = "".join(
-                    str(field(part, "text") or "")
-                    for item in field(response, "output") or ()
-                    if field(item, "type") == "message"
-                    for part in field(item, "content") or ()
-                )
             outcome.attributes[A.GEN_AI_OUTPUT_MESSAGES] = _content.to_json(
-                [_content.output_message(text, reason)]
+                [_content.output_message(self.output_text(response), reason)]
             )
         return outcome
 
     def accumulator(self, *, hide_usage_chunk: bool) -> Accumulator:
         return _ResponsesAccumulator(hide_usage_chunk=hide_usage_chunk)
 
+    def output_text(self, response: object) -> str:
+        text = field(response, "output_text")
+        if isinstance(text, str):
+            return text
+        return "".join(
+            str(field(part, "text") or "")
+            for item in field(response, "output") or ()
+            if field(item, "type") == "message"
+            for part in field(item, "content") or ()
+        )
+
+    def input_tokens(self, kwargs: Mapping[str, Any], model: str) -> int:
+        return _tokens.count_responses_input(
+            given(kwargs, "input"), given(kwargs, "instructions"), model
+        )
+
 
 class EmbeddingsOperation(Operation):
     name = A.OP_EMBEDDINGS
+
+    def input_tokens(self, kwargs: Mapping[str, Any], model: str) -> int:
+        return _tokens.count_prompt(given(kwargs, "input"), model)
+
+    def estimate_usage(self, kwargs: Mapping[str, Any], model: str, text: str | None) -> TokenUsage:
+        return TokenUsage(input_tokens=self.input_tokens(kwargs, model), estimated=True)
 
     def request_attributes(self, kwargs: Mapping[str, Any]) -> Attributes:
         attrs: Attributes = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, cast
 
 
@@ -45,6 +46,10 @@ class TokenUsage:
     cache_read_tokens: int | None = None
     cache_write_tokens: int | None = None
     reasoning_tokens: int | None = None
+    reported_cost: Decimal | None = None
+    """USD the provider or gateway billed for the call itself (e.g. OpenRouter's ``usage.cost``)."""
+    estimated: bool = False
+    """True when the counts were estimated offline because the provider reported none."""
 
     @property
     def is_empty(self) -> bool:
@@ -73,5 +78,17 @@ def from_openai(usage: object) -> TokenUsage | None:
         cache_read_tokens=_int(field(in_details, "cached_tokens")),
         cache_write_tokens=_int(field(in_details, "cache_write_tokens")),
         reasoning_tokens=_int(field(out_details, "reasoning_tokens")),
+        reported_cost=_usd(field(usage, "cost")),
     )
     return None if result.is_empty else result
+
+
+def _usd(value: object) -> Decimal | None:
+    """A non-negative finite USD amount from a number or numeric string; else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        amount = Decimal(str(value))
+    except ArithmeticError:
+        return None
+    return amount if amount.is_finite() and amount >= 0 else None

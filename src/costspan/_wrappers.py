@@ -26,6 +26,7 @@ from costspan._operations import Attributes, Operation, given
 from costspan._providers import provider_for_host
 from costspan._proxy import ObjectProxy
 from costspan._streams import AsyncStreamProxy, StreamState, SyncStreamProxy
+from costspan._usage import TokenUsage
 
 _logger = logging.getLogger(__name__)
 
@@ -92,7 +93,15 @@ class Call:
         self.kwargs = kwargs
 
         name = f"{operation.name} {model}" if model else operation.name
-        self.invocation = Invocation(telemetry, name, attrs)
+        self.invocation = Invocation(telemetry, name, attrs, self._estimator(model or ""))
+
+    def _estimator(self, model: str) -> Callable[[str | None], TokenUsage]:
+        operation, kwargs = self.operation, self.kwargs
+
+        def estimate(text: str | None) -> TokenUsage:
+            return operation.estimate_usage(kwargs, model, text)
+
+        return estimate
 
     def _stream_state(self) -> StreamState:
         return StreamState(

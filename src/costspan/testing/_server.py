@@ -29,9 +29,7 @@ from typing import Any, cast
 from costspan.testing import _replies as R
 
 # OpenAI paths, also under Azure's /openai/deployments/{name}/ prefix.
-_ROUTE = re.compile(
-    r"^/(?:openai/)?(?:v1/)?(?:deployments/[^/]+/)?(chat/completions|completions|responses|embeddings)$"
-)
+_ROUTE = re.compile(r"^.*?/(chat/completions|completions|responses|embeddings)$")
 
 
 @dataclass(frozen=True)

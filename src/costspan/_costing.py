@@ -1,0 +1,154 @@
+"""Turning a finished call's usage into cost attributes and cost metrics.
+
+Shared by the wrappers (costspan's own spans, priced before they end) and by
+:class:`~costspan.CostSpanProcessor` (spans of other instrumentations, priced on their way out).
+An unknown model is never a silent $0: it gets ``costspan.unpriced=true``, a count in
+``costspan.calls.unpriced``, and one :class:`~costspan.UnpricedModelWarning` per model.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from collections.abc import Mapping
+
+from opentelemetry import baggage
+from opentelemetry.context import Context
+from opentelemetry.metrics import Counter, Meter
+from opentelemetry.util.types import AttributeValue
+
+from costspan import _attributes as A
+from costspan import _config
+from costspan._errors import UnpricedModelWarning
+from costspan._pricing import Cost, Pricer
+from costspan._usage import TokenUsage
+
+Attributes = dict[str, AttributeValue]
+
+_logger = logging.getLogger(__name__)
+
+_pricer_lock = threading.Lock()
+_pricer: tuple[object, Pricer] | None = None
+
+
+def current_pricer() -> Pricer:
+    """The pricer for the settings in force (rebuilt when price overrides change)."""
+    global _pricer
+    prices = _config.current().prices
+    cached = _pricer
+    if cached is not None and cached[0] is prices:
+        return cached[1]
+    with _pricer_lock:
+        if _pricer is None or _pricer[0] is not prices:
+            _pricer = (prices, Pricer(prices))
+        return _pricer[1]
+
+
+_warned: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
+
+
+def warn_unpriced(provider: str, model: str) -> None:
+    """Warn once per (provider, model) that a call could not be priced."""
+    with _warned_lock:
+        if (provider, model) in _warned:
+            return
+        _warned.add((provider, model))
+    warnings.warn(
+        f"costspan has no price for model {model!r} of provider {provider!r}: its calls are "
+        "recorded as unpriced (costspan.unpriced=true), not as $0. Add a price with "
+        "costspan.configure(prices={...}) or COSTSPAN_PRICES.",
+        UnpricedModelWarning,
+        stacklevel=2,
+    )
+
+
+def metric_tags(context: Context | None = None) -> dict[str, str]:
+    """The configured metric tags present in baggage (bounded: only keys the user named)."""
+    keys = _config.current().metric_tags
+    if not keys:
+        return {}
+    entries = baggage.get_all(context)
+    return {k: v for k in keys if isinstance(v := entries.get(k), str) and len(v) <= 128}
+
+
+def cost_attributes(cost: Cost) -> Attributes:
+    attrs: Attributes = {
+        A.GEN_AI_USAGE_COST_AMOUNT: float(cost.total),
+        A.GEN_AI_USAGE_COST_CURRENCY: "USD",
+        A.GEN_AI_USAGE_COST_SOURCE: "provider" if cost.source == "provider" else "local",
+        A.COSTSPAN_PRICE_SOURCE: cost.source,
+    }
+    if cost.source != "provider":
+        attrs[A.COSTSPAN_COST_INPUT] = float(cost.input)
+        attrs[A.COSTSPAN_COST_CACHED_INPUT] = float(cost.cached_input)
+        attrs[A.COSTSPAN_COST_CACHE_WRITE] = float(cost.cache_write)
+        attrs[A.COSTSPAN_COST_OUTPUT] = float(cost.output)
+        attrs[A.COSTSPAN_COST_REASONING] = float(cost.reasoning)
+    if cost.provider:
+        attrs[A.COSTSPAN_PRICE_PROVIDER] = cost.provider
+    if cost.model:
+        attrs[A.COSTSPAN_PRICE_MODEL] = cost.model
+    if _config.current().openlit_cost_attribute:
+        attrs[A.OPENLIT_USAGE_COST] = float(cost.total)
+    return attrs
+
+
+class CostMeter:
+    """The cost, token and unpriced-call counters of one meter."""
+
+    __slots__ = ("cost", "tokens", "unpriced")
+
+    def __init__(self, meter: Meter) -> None:
+        self.cost: Counter = meter.create_counter(
+            A.METRIC_COST, unit="USD", description="Cost of GenAI calls in US dollars"
+        )
+        self.tokens: Counter = meter.create_counter(
+            A.METRIC_TOKENS, unit="{token}", description="Tokens of GenAI calls by type"
+        )
+        self.unpriced: Counter = meter.create_counter(
+            A.METRIC_UNPRICED_CALLS,
+            unit="{call}",
+            description="GenAI calls whose model has no known price",
+        )
+
+    def settle(
+        self,
+        usage: TokenUsage,
+        *,
+        models: tuple[str | None, ...],
+        provider: str,
+        when_ns: int,
+        service_tier: str | None,
+        metric_attributes: Mapping[str, AttributeValue],
+    ) -> tuple[Cost | None, Attributes]:
+        """Price ``usage``; record the metrics; return the cost and its span attributes."""
+        cost = current_pricer().price(
+            usage, models=models, provider=provider, when_ns=when_ns, service_tier=service_tier
+        )
+        attrs: Attributes = {}
+        if usage.estimated:
+            attrs[A.COSTSPAN_USAGE_ESTIMATED] = True
+        dims = dict(metric_attributes)
+        if cost is None:
+            model = next((m for m in models if m), "unknown")
+            attrs[A.COSTSPAN_UNPRICED] = True
+            self.unpriced.add(1, dims)
+            try:
+                warn_unpriced(provider, model)
+            except Exception:
+                # Warnings turned into errors (-W error) must not cost the call its telemetry.
+                _logger.warning("no price for model %r of provider %r", model, provider)
+        else:
+            attrs.update(cost_attributes(cost))
+            self.cost.add(float(cost.total), dims)
+        for kind, count in (
+            ("input", usage.input_tokens),
+            ("cached_input", usage.cache_read_tokens),
+            ("output", usage.output_tokens),
+            ("reasoning", usage.reasoning_tokens),
+        ):
+            if count:
+                self.tokens.add(count, {**dims, A.COSTSPAN_TOKEN_TYPE: kind})
+        return cost, attrs

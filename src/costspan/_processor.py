@@ -1,0 +1,214 @@
+"""``CostSpanProcessor``: attribution from baggage on every span, cost on spans from anywhere.
+
+It sits in the span pipeline in front of the exporting processor::
+
+    provider.add_span_processor(CostSpanProcessor(BatchSpanProcessor(exporter)))
+
+- ``on_start`` copies the configured attribution keys (``COSTSPAN_ATTRIBUTION_KEYS``: ``user.id``,
+  ``tenant.id``, ``feature``, ``session.id``, ``request.id`` by default) from baggage onto every
+  span, under the same names.
+- ``on_end`` prices GenAI spans that arrive without cost -- spans of the official OpenTelemetry
+  OpenAI instrumentation, or of any instrumentation that follows the conventions -- and forwards an
+  enriched copy to the processor it wraps. A finished span is read-only in the SDK, so the copy is
+  a new ``ReadableSpan`` with the same identity and the extra attributes. Everything else passes
+  through untouched; costspan's own spans are priced before they end and pass through too.
+
+A processor runs on the caller's thread and its exceptions would reach the caller's ``with``
+block, so every hook catches everything and logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from typing import Any, Final
+
+from opentelemetry import baggage
+from opentelemetry.context import Context
+from opentelemetry.metrics import MeterProvider, get_meter
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.util.types import AttributeValue
+
+from costspan import _attributes as A
+from costspan import _config
+from costspan._costing import CostMeter
+from costspan._usage import TokenUsage
+from costspan._version import __version__
+
+_logger = logging.getLogger(__name__)
+
+# W3C guarantees propagation of 8,192 bytes of baggage in all; a single attribution value of
+# more than 256 characters is not an id, and is dropped rather than copied onto every span.
+MAX_ATTRIBUTION_VALUE: Final = 256
+
+# Providers that already carry a CostSpanProcessor: costspan.instrument() and the auto-launch
+# configurator both install one, and a second would price foreign spans twice.
+_installed: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def usage_from_attributes(attrs: Any) -> TokenUsage | None:
+    """Usage from GenAI span attributes (v1.41 names, and the genai repo's cache_write name)."""
+    input_tokens = _int(attrs.get(A.GEN_AI_USAGE_INPUT_TOKENS))
+    output_tokens = _int(attrs.get(A.GEN_AI_USAGE_OUTPUT_TOKENS))
+    if input_tokens is None and output_tokens is None:
+        return None
+    cache_write = _int(attrs.get(A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS))
+    if cache_write is None:
+        cache_write = _int(attrs.get(A.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS))
+    return TokenUsage(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_read_tokens=_int(attrs.get(A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)),
+        cache_write_tokens=cache_write,
+        reasoning_tokens=_int(attrs.get(A.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS)),
+    )
+
+
+class CostSpanProcessor(SpanProcessor):
+    """Adds attribution to every span and cost to GenAI spans, then hands them on.
+
+    Args:
+        next_processor: the processor that exports (usually a ``BatchSpanProcessor``). Without
+            one, costspan still attributes spans and counts foreign spans' cost in metrics, but
+            cannot change what another processor exports.
+        meter_provider: where the cost metrics of foreign spans go (the global one by default).
+    """
+
+    def __init__(
+        self,
+        next_processor: SpanProcessor | None = None,
+        *,
+        meter_provider: MeterProvider | None = None,
+    ) -> None:
+        self.next_processor = next_processor
+        self._meter_provider = meter_provider
+        self._costs: CostMeter | None = None
+
+    @property
+    def costs(self) -> CostMeter:
+        # Created on first use: under auto-instrumentation the meter provider is set up after
+        # the span pipeline.
+        if self._costs is None:
+            meter = get_meter("costspan", __version__, self._meter_provider)
+            self._costs = CostMeter(meter)
+        return self._costs
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        try:
+            keys = _config.current().attribution_keys
+            if keys:
+                entries = baggage.get_all(parent_context)
+                for key in keys:
+                    value = entries.get(key)
+                    if isinstance(value, str) and 0 < len(value) <= MAX_ATTRIBUTION_VALUE:
+                        span.set_attribute(key, value)
+        except Exception:
+            _logger.exception("costspan could not attribute a span")
+        if self.next_processor is not None:
+            try:
+                self.next_processor.on_start(span, parent_context)
+            except Exception:
+                _logger.exception("the processor behind CostSpanProcessor failed in on_start")
+
+    def _on_ending(self, span: Span) -> None:
+        on_ending = getattr(self.next_processor, "_on_ending", None)
+        if on_ending is not None:
+            try:
+                on_ending(span)
+            except Exception:
+                _logger.exception("the processor behind CostSpanProcessor failed in _on_ending")
+
+    def on_end(self, span: ReadableSpan) -> None:
+        out = span
+        try:
+            out = self.enrich(span)
+        except Exception:
+            _logger.exception("costspan could not price a span; it is exported without cost")
+        if self.next_processor is not None:
+            try:
+                self.next_processor.on_end(out)
+            except Exception:
+                _logger.exception("the processor behind CostSpanProcessor failed in on_end")
+
+    def enrich(self, span: ReadableSpan) -> ReadableSpan:
+        """The span with cost attributes if it is an unpriced GenAI span; else the span itself."""
+        attrs = span.attributes or {}
+        if A.GEN_AI_OPERATION_NAME not in attrs:
+            return span
+        if A.GEN_AI_USAGE_COST_AMOUNT in attrs or A.COSTSPAN_UNPRICED in attrs:
+            return span  # priced (or marked unpriced) by costspan's own wrapper already
+        usage = usage_from_attributes(attrs)
+        if usage is None:
+            return span
+        provider = _str(attrs.get(A.GEN_AI_PROVIDER_NAME)) or _str(attrs.get("gen_ai.system"))
+        provider = provider or "openai"
+        dims: dict[str, AttributeValue] = {
+            k: v
+            for k in (
+                A.GEN_AI_OPERATION_NAME,
+                A.GEN_AI_PROVIDER_NAME,
+                A.GEN_AI_REQUEST_MODEL,
+                A.GEN_AI_RESPONSE_MODEL,
+                *_config.current().metric_tags,
+            )
+            if (v := attrs.get(k)) is not None
+        }
+        _, extra = self.costs.settle(
+            usage,
+            models=(
+                _str(attrs.get(A.GEN_AI_RESPONSE_MODEL)),
+                _str(attrs.get(A.GEN_AI_REQUEST_MODEL)),
+            ),
+            provider=provider,
+            when_ns=span.start_time or 0,
+            service_tier=_str(attrs.get(A.OPENAI_RESPONSE_SERVICE_TIER)),
+            metric_attributes=dims,
+        )
+        return ReadableSpan(
+            name=span.name,
+            context=span.context,
+            parent=span.parent,
+            resource=span.resource,
+            attributes={**attrs, **extra},
+            events=span.events,
+            links=span.links,
+            kind=span.kind,
+            status=span.status,
+            start_time=span.start_time,
+            end_time=span.end_time,
+            instrumentation_scope=span.instrumentation_scope,
+        )
+
+    def shutdown(self) -> None:
+        if self.next_processor is not None:
+            self.next_processor.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        if self.next_processor is not None:
+            return self.next_processor.force_flush(timeout_millis)
+        return True
+
+
+def install(tracer_provider: Any, processor: CostSpanProcessor | None = None) -> bool:
+    """Add a CostSpanProcessor to an SDK tracer provider once; False if it has one or can't."""
+    if tracer_provider in _installed or not hasattr(tracer_provider, "add_span_processor"):
+        return False
+    tracer_provider.add_span_processor(processor or CostSpanProcessor())
+    _installed.add(tracer_provider)
+    return True
+
+
+def mark_installed(tracer_provider: Any) -> None:
+    _installed.add(tracer_provider)
+
+
+def is_installed(tracer_provider: Any) -> bool:
+    return tracer_provider in _installed
