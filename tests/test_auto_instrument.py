@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from genai_prices import Usage, calc_price
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from tests.otlp import otlp_receiver
@@ -15,7 +17,9 @@ ROOT = Path(__file__).resolve().parent.parent
 LAUNCHER = Path(sys.executable).with_name("opentelemetry-instrument")
 
 
-def _launch(endpoint: str, *extra_env: tuple[str, str]) -> subprocess.CompletedProcess[str]:
+def _launch(
+    endpoint: str, *extra_env: tuple[str, str], app: str = "examples/auto_instrument/app.py"
+) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
@@ -29,7 +33,7 @@ def _launch(endpoint: str, *extra_env: tuple[str, str]) -> subprocess.CompletedP
     }
     env.pop("OPENAI_BASE_URL", None)
     return subprocess.run(
-        [str(LAUNCHER), sys.executable, str(ROOT / "examples/auto_instrument/app.py")],
+        [str(LAUNCHER), sys.executable, str(ROOT / app)],
         env=env,
         capture_output=True,
         text=True,
@@ -82,3 +86,42 @@ def test_launcher_respects_disabling_costspan() -> None:
         spans = collected.wait_for(1, timeout=0)
     assert "Here is a short answer" in result.stdout
     assert spans == []
+
+
+def test_launcher_exports_cost_and_baggage_attribution() -> None:
+    """Under plain opentelemetry-instrument, exported spans carry cost and the baggage tags."""
+    with otlp_receiver() as (endpoint, collected):
+        result = _launch(endpoint, app="tests/apps/attributed_app.py")
+        assert result.returncode == 0, result.stderr
+        (span,) = collected.wait_for(1)
+    a = span.attributes
+    assert a["user.id"] == "u-123"
+    assert a["feature"] == "search"
+    expected = calc_price(
+        Usage(
+            input_tokens=a["gen_ai.usage.input_tokens"],
+            output_tokens=a["gen_ai.usage.output_tokens"],
+        ),
+        a["gen_ai.response.model"],
+        provider_id="openai",
+    )
+    assert a["gen_ai.usage.cost.amount"] == pytest.approx(float(expected.total_price), abs=1e-12)
+    assert a["gen_ai.usage.cost.currency"] == "USD"
+    assert a["gen_ai.usage.cost.source"] == "local"
+    assert "costspan.cost" in collected.metric_names
+
+
+def test_official_instrumentation_spans_are_priced_on_export() -> None:
+    """With costspan's instrumentor off and the official one on, exported spans still cost."""
+    with otlp_receiver() as (endpoint, collected):
+        result = _launch(
+            endpoint,
+            ("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "costspan_openai"),
+            app="tests/apps/attributed_app.py",
+        )
+        assert result.returncode == 0, result.stderr
+        (span,) = collected.wait_for(1)
+    assert span.name == "chat gpt-4o-mini"
+    assert "costspan.stream.outcome" not in span.attributes  # not costspan's own span
+    assert span.attributes["gen_ai.usage.cost.amount"] > 0
+    assert span.attributes["user.id"] == "u-123"

@@ -127,6 +127,7 @@ class Reply:
     completion_tokens: int
     reasoning_tokens: int
     cached_tokens: int
+    reported_cost: float | None = None
 
 
 class PromptCache:
@@ -188,7 +189,7 @@ def make_reply(
 
 
 def _chat_usage(reply: Reply) -> dict[str, Any]:
-    return {
+    return _cost(reply) | {
         "prompt_tokens": reply.prompt_tokens,
         "completion_tokens": reply.completion_tokens,
         "total_tokens": reply.prompt_tokens + reply.completion_tokens,
@@ -202,8 +203,12 @@ def _chat_usage(reply: Reply) -> dict[str, Any]:
     }
 
 
+def _cost(reply: Reply) -> dict[str, Any]:
+    return {} if reply.reported_cost is None else {"cost": reply.reported_cost}
+
+
 def _responses_usage(reply: Reply) -> dict[str, Any]:
-    return {
+    return _cost(reply) | {
         "input_tokens": reply.prompt_tokens,
         "input_tokens_details": {"cached_tokens": reply.cached_tokens, "cache_write_tokens": 0},
         "output_tokens": reply.completion_tokens,

@@ -10,6 +10,8 @@ Per-request test behaviour travels in headers (so parallel tests don't share sta
 - ``x-costspan-test-cut-after: N`` -- send N stream events, then drop the connection.
 - ``x-costspan-test-omit-usage: 1`` -- never send stream usage (a server ignoring the option).
 - ``x-costspan-test-delay-ms: N`` -- wait before answering.
+- ``x-costspan-test-reasoning-tokens: N`` -- report N reasoning tokens (inside the output).
+- ``x-costspan-test-cost: USD`` -- report ``usage.cost`` as gateways such as OpenRouter do.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from typing import Any, cast
 
 from costspan.testing import _replies as R
 
-# OpenAI paths, also under Azure's /openai/deployments/{name}/ prefix.
+# OpenAI paths under any prefix: /v1, Azure's /openai/deployments/{name}, Groq's /openai/v1,
+# Gemini's /v1beta/openai, or none (DeepSeek).
 _ROUTE = re.compile(r"^.*?/(chat/completions|completions|responses|embeddings)$")
 
 
@@ -211,14 +214,17 @@ class OpenAICompatibleServer:
             else None
         )
         last = R.text_of(messages[-1].get("content"))
-        reply = R.make_reply(
-            model,
-            prompt_text=last,
-            prompt_tokens=prompt_tokens,
-            cached_tokens=cached,
-            cap=cap,
-            choices=int(body.get("n") or 1),
-            structured=structured,
+        reply = _with_test_usage(
+            headers,
+            R.make_reply(
+                model,
+                prompt_text=last,
+                prompt_tokens=prompt_tokens,
+                cached_tokens=cached,
+                cap=cap,
+                choices=int(body.get("n") or 1),
+                structured=structured,
+            ),
         )
         tier = self._tier(body)
         if body.get("stream"):
@@ -233,13 +239,16 @@ class OpenAICompatibleServer:
         prompt = body.get("prompt")
         text = prompt if isinstance(prompt, str) else " ".join(map(str, prompt or []))
         prompt_tokens = R.count_tokens(text)
-        reply = R.make_reply(
-            model,
-            prompt_text=text,
-            prompt_tokens=prompt_tokens,
-            cached_tokens=0,
-            cap=body.get("max_tokens"),
-            choices=int(body.get("n") or 1),
+        reply = _with_test_usage(
+            headers,
+            R.make_reply(
+                model,
+                prompt_text=text,
+                prompt_tokens=prompt_tokens,
+                cached_tokens=0,
+                cap=body.get("max_tokens"),
+                choices=int(body.get("n") or 1),
+            ),
         )
         if body.get("stream"):
             include = bool(R.obj(body.get("stream_options")).get("include_usage"))
@@ -262,13 +271,16 @@ class OpenAICompatibleServer:
         fmt = R.obj(R.obj(body.get("text")).get("format"))
         structured = R.structured_reply(fmt) if fmt.get("type") == "json_schema" else None
         last = R.text_of(messages[-1].get("content")) if messages else ""
-        reply = R.make_reply(
-            model,
-            prompt_text=last,
-            prompt_tokens=prompt_tokens,
-            cached_tokens=cached,
-            cap=body.get("max_output_tokens"),
-            structured=structured,
+        reply = _with_test_usage(
+            headers,
+            R.make_reply(
+                model,
+                prompt_text=last,
+                prompt_tokens=prompt_tokens,
+                cached_tokens=cached,
+                cap=body.get("max_output_tokens"),
+                structured=structured,
+            ),
         )
         tier = self._tier(body)
         if body.get("stream"):
@@ -294,6 +306,19 @@ class OpenAICompatibleServer:
         return (
             requested if isinstance(requested, str) and requested != "auto" else self.service_tier
         )
+
+
+def _with_test_usage(headers: Mapping[str, str], reply: R.Reply) -> R.Reply:
+    """Apply the per-request usage knobs (forced reasoning tokens, a reported cost)."""
+    forced = headers.get("x-costspan-test-reasoning-tokens")
+    if forced:
+        extra = int(forced) - reply.reasoning_tokens
+        reply.reasoning_tokens += extra
+        reply.completion_tokens += extra
+    cost = headers.get("x-costspan-test-cost")
+    if cost:
+        reply.reported_cost = float(cost)
+    return reply
 
 
 @dataclass
