@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import warnings
 from decimal import Decimal
+from pathlib import Path
 
 import openai
 import pytest
 from genai_prices import Usage, calc_price
+from openai.types.chat import ChatCompletionMessageParam
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -53,7 +55,7 @@ MATRIX = [
     (XAI, "x_ai", "x-ai", "grok-4"),
 ]
 
-LONG_PROMPT: list[openai.types.chat.ChatCompletionMessageParam] = [
+LONG_PROMPT: list[ChatCompletionMessageParam] = [
     {"role": "user", "content": "Summarise this report: " + "quarterly revenue grew " * 400}
 ]
 
@@ -159,10 +161,14 @@ def test_unknown_model_warns_once_marks_spans_and_counts(
     metric_reader: InMemoryMetricReader,
 ) -> None:
     """An unpriced model is never a silent $0: warning once, attribute, metric count."""
-    _costing._warned.clear()  # pyright: ignore[reportPrivateUsage]
+    _costing._warned.clear()
+
+    def two_calls() -> None:
+        for _ in range(2):
+            client.chat.completions.create(model="my-private-model", messages=USER)
+
     with pytest.warns(UnpricedModelWarning, match="my-private-model") as caught:
-        client.chat.completions.create(model="my-private-model", messages=USER)
-        client.chat.completions.create(model="my-private-model", messages=USER)
+        two_calls()
     assert len(caught) == 1
     spans = span_exporter.get_finished_spans()
     for span in spans:
@@ -186,7 +192,7 @@ def test_unknown_model_under_warnings_as_errors_keeps_its_telemetry(
     client: openai.OpenAI, span_exporter: InMemorySpanExporter
 ) -> None:
     """Running with -W error must not make costspan drop the span's unpriced marker."""
-    _costing._warned.clear()  # pyright: ignore[reportPrivateUsage]
+    _costing._warned.clear()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         client.chat.completions.create(model="another-private-model", messages=USER)
@@ -212,14 +218,14 @@ def test_price_override_from_a_file(
     client: openai.OpenAI,
     span_exporter: InMemorySpanExporter,
     monkeypatch: pytest.MonkeyPatch,
-    tmp_path: pytest.TempPathFactory,
+    tmp_path: Path,
 ) -> None:
     """COSTSPAN_PRICES may name a JSON file; cached input gets its own price."""
-    path = tmp_path / "prices.json"  # pyright: ignore[reportOperatorIssue]
-    path.write_text(  # pyright: ignore[reportUnknownMemberType]
+    path = tmp_path / "prices.json"
+    path.write_text(
         json.dumps({"gpt-4o-mini": {"input_mtok": 1, "cache_read_mtok": 0.5, "output_mtok": 4}})
     )
-    monkeypatch.setenv("COSTSPAN_PRICES", str(path))  # pyright: ignore[reportUnknownArgumentType]
+    monkeypatch.setenv("COSTSPAN_PRICES", str(path))
     costspan.configure()
     result = client.chat.completions.create(model="gpt-4o-mini", messages=USER)
     assert result.usage is not None

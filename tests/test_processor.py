@@ -179,6 +179,6 @@ def test_instrument_installs_one_processor_per_provider(
     finally:
         context.detach(token)
         costspan.uninstrument()
-    processors = tracer_provider._active_span_processor._span_processors  # pyright: ignore[reportPrivateUsage]
+    processors = tracer_provider._active_span_processor._span_processors
     assert sum(isinstance(p, CostSpanProcessor) for p in processors) == 1
     assert attrs(only_span(span_exporter))["user.id"] == "u-7"
