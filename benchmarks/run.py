@@ -13,6 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import overhead
+import pricing
 
 
 def main() -> int:
@@ -22,6 +23,10 @@ def main() -> int:
     rounds, calls = (1, 5) if args.quick else (40, 60)
     print(f"instrumentation overhead per chat.completions.create ({rounds} rounds x {calls} calls)")
     print(overhead.table(overhead.measure(rounds, calls)))
+    print()
+    price_rounds, price_calls = (1, 20) if args.quick else (20, 500)
+    print(f"pricing ({price_rounds} rounds x {price_calls} usages x {len(pricing.MODELS)} models)")
+    print(pricing.table(pricing.measure(price_rounds, price_calls)))
     return 0
 
 

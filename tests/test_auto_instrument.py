@@ -125,3 +125,36 @@ def test_official_instrumentation_spans_are_priced_on_export() -> None:
     assert "costspan.stream.outcome" not in span.attributes  # not costspan's own span
     assert span.attributes["gen_ai.usage.cost.amount"] > 0
     assert span.attributes["user.id"] == "u-123"
+
+
+def test_post_instrument_adds_the_processor_when_another_configurator_won() -> None:
+    """If costspan's configurator did not set up the SDK, the post-instrument hook still adds
+    attribution, and says how to get foreign spans priced on export."""
+    script = """
+import logging
+from opentelemetry import baggage, context, trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from costspan._auto import post_instrument
+
+logging.basicConfig(level=logging.WARNING)
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+post_instrument()
+post_instrument()  # idempotent
+token = context.attach(baggage.set_baggage("user.id", "u-9"))
+with trace.get_tracer("app").start_as_current_span("work"):
+    pass
+context.detach(token)
+(span,) = exporter.get_finished_spans()
+print("user.id=" + span.attributes["user.id"])
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "user.id=u-9" in result.stdout
+    assert result.stderr.count("OTEL_PYTHON_CONFIGURATOR=costspan") == 1

@@ -23,3 +23,5 @@ def test_quick_benchmark_prints_its_table() -> None:
         assert row in result.stdout
     assert "plain: costspan adds" in result.stdout
     assert "stream: costspan adds" in result.stdout
+    assert "costspan cached" in result.stdout
+    assert "the 5 µs target" in result.stdout

@@ -25,10 +25,14 @@ def test_demo_prints_spans_with_usage_and_an_error() -> None:
         "o3",
     ]
     assert "in 13  out 21" in rows[0]
+    assert "$0.00001455" in rows[0]  # 13 x $0.15 + 21 x $0.60 per million tokens
     assert "stream" in rows[1]
     assert "(reasoning 64)" in rows[1]
     assert "ERROR BadRequestError" in rows[4]
     assert "gen_ai.usage.input_tokens" in result.stdout
+    assert "gen_ai.usage.cost.amount" in result.stdout
+    total = next(line for line in lines if line.strip().startswith("total"))
+    assert total.split()[1] == "4"  # the refused call was not billed
 
 
 def test_unknown_command_is_one_clear_error() -> None:

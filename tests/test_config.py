@@ -92,3 +92,37 @@ def test_arguments_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> None
     costspan.configure(inject_stream_usage=True)
     assert _config.current().inject_stream_usage is True
     assert dict(_config.current().provider_hosts) == {"a": "groq"}
+
+
+def test_every_setting_has_a_variable_and_a_field() -> None:
+    """The settings table and the Settings dataclass list the same names."""
+    from dataclasses import fields
+
+    from costspan._config import _SETTINGS, Settings  # pyright: ignore[reportPrivateUsage]
+
+    assert set(_SETTINGS) == {f.name for f in fields(Settings)}
+    assert all(s.env.startswith(("COSTSPAN_", "OTEL_")) for s in _SETTINGS.values())
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"COSTSPAN_ON_UNPRICED": "ignore"}, "use warn or raise"),
+        ({"COSTSPAN_ATTRIBUTION_KEYS": "user id"}, "not a usable baggage key"),
+        ({"COSTSPAN_PRICES": "{not json"}, "invalid JSON"),
+        ({"COSTSPAN_OPENLIT_COST_ATTRIBUTE": "sometimes"}, "true or false"),
+    ],
+)
+def test_new_variables_reject_bad_values(env: dict[str, str], message: str) -> None:
+    """Each pricing and attribution variable names its own mistakes."""
+    with pytest.raises(ValueError, match=message):
+        settings_from_env(env)
+
+
+def test_attribution_and_metric_keys_parse() -> None:
+    """Comma-separated keys, blanks dropped."""
+    settings = settings_from_env(
+        {"COSTSPAN_ATTRIBUTION_KEYS": "user.id, team ,", "COSTSPAN_METRIC_TAGS": "feature"}
+    )
+    assert settings.attribution_keys == ("user.id", "team")
+    assert settings.metric_tags == ("feature",)

@@ -304,3 +304,32 @@ def test_cost_metric_sums_span_costs(
         for p in m.data.data_points
     }
     assert points == pytest.approx(by_model, rel=1e-9)
+
+
+def test_metric_tags_come_from_baggage_only_when_configured(
+    client: openai.OpenAI, metric_reader: InMemoryMetricReader
+) -> None:
+    """Cost metrics gain a dimension only for keys named in metric_tags (bounded cardinality)."""
+    from opentelemetry import baggage, context
+
+    costspan.configure(metric_tags=["feature"])
+    token = context.attach(
+        baggage.set_baggage("feature", "search", baggage.set_baggage("user.id", "u-1"))
+    )
+    try:
+        client.chat.completions.create(model="gpt-4o-mini", messages=USER)
+    finally:
+        context.detach(token)
+    data = metric_reader.get_metrics_data()
+    assert data is not None
+    (point,) = [
+        p
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "costspan.cost"
+        for p in m.data.data_points
+    ]
+    dims = dict(point.attributes or {})
+    assert dims["feature"] == "search"
+    assert "user.id" not in dims

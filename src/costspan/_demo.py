@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from decimal import Decimal
 from collections.abc import Sequence
 from typing import TextIO
 
@@ -43,11 +44,17 @@ def run_app(base_url: str) -> None:
         client.chat.completions.create(model="o3", messages=question, max_tokens=50)
 
 
+def _usd(value: object) -> str:
+    return f"${value:.8f}" if isinstance(value, float) else "unpriced"
+
+
 def _line(span: ReadableSpan) -> str:
     attrs = span.attributes or {}
     duration_ms = ((span.end_time or 0) - (span.start_time or 0)) / 1e6
     kind = "stream" if attrs.get(A.GEN_AI_REQUEST_STREAM) else "call"
-    parts = [f"{span.name:<42}", f"{kind:<6}", f"{duration_ms:7.1f} ms"]
+    parts = [f"{span.name:<38}", f"{kind:<6}", f"{duration_ms:7.1f} ms"]
+    if A.ERROR_TYPE not in attrs:
+        parts.append(f"{_usd(attrs.get(A.GEN_AI_USAGE_COST_AMOUNT)):>10}")
     if A.ERROR_TYPE in attrs:
         parts.append(f"ERROR {attrs[A.ERROR_TYPE]}")
     else:
@@ -64,8 +71,32 @@ def _line(span: ReadableSpan) -> str:
     return "  ".join(parts)
 
 
+def _summary(spans: Sequence[ReadableSpan]) -> list[str]:
+    by_model: dict[str, tuple[int, Decimal]] = {}
+    for span in spans:
+        attrs = span.attributes or {}
+        if A.GEN_AI_USAGE_INPUT_TOKENS not in attrs:
+            continue  # refused by the server before any work: nothing was billed
+        amount = attrs.get(A.GEN_AI_USAGE_COST_AMOUNT)
+        model = str(attrs.get(A.GEN_AI_REQUEST_MODEL, "?"))
+        calls, total = by_model.get(model, (0, Decimal(0)))
+        # Span attributes are floats; the summary adds them as decimals of their shortest repr.
+        by_model[model] = (
+            calls + 1,
+            total + (Decimal(repr(amount)) if isinstance(amount, float) else 0),
+        )
+    grand = sum((total for _, total in by_model.values()), Decimal(0))
+    lines = ["", "cost by model:"]
+    for model, (calls, total) in sorted(by_model.items(), key=lambda kv: -kv[1][1]):
+        lines.append(f"  {model:<28}{calls:>3} call(s)  ${total:.8f}")
+    count = sum(calls for calls, _ in by_model.values())
+    lines.append(f"  {'total':<28}{count:>3} call(s)  ${grand:.8f}")
+    return lines
+
+
 def format_spans(spans: Sequence[ReadableSpan]) -> str:
     lines = [_line(span) for span in spans]
+    lines.extend(_summary(spans))
     if spans:
         lines.append("")
         lines.append(f"attributes of the first span ({spans[0].name}):")

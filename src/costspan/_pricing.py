@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -222,7 +221,7 @@ class Pricer:
 
     def __init__(self, overrides: Mapping[str, PriceOverride] | None = None) -> None:
         self.overrides: dict[str, PriceOverride] = dict(overrides or {})
-        self._entries: OrderedDict[tuple[Any, ...], _Entry] = OrderedDict()
+        self._entries: dict[tuple[Any, ...], _Entry] = {}
         self._tiers: dict[tuple[Any, ...], tuple[int, ...]] = {}
         self._lock = threading.Lock()
 
@@ -244,12 +243,11 @@ class Pricer:
         """
         if usage.reported_cost is not None:
             return Cost(total=usage.reported_cost, source="provider", provider=provider)
-        for model in models:
-            if not model:
-                continue
-            override = self.overrides.get(model.lower())
-            if override is not None:
-                return cost_from_rates(override.rates(model), usage)
+        if self.overrides:
+            for model in models:
+                override = self.overrides.get(model.lower()) if model else None
+                if override is not None:
+                    return cost_from_rates(override.rates(model or ""), usage)
         for model in models:
             if not model:
                 continue
@@ -278,11 +276,8 @@ class Pricer:
                 return None
             starts = self._tiers.get(base_key, ())
         bucket = sum(1 for start in starts if (usage.input_tokens or 0) > start)
-        key = (*base_key, bucket)
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None:
-                self._entries.move_to_end(key)
+        # A plain dict read is atomic under the GIL: the hot path takes no lock.
+        entry = self._entries.get((*base_key, bucket))
         if entry is None:
             entry = self._load(base_key, bucket, when_ns)
         if isinstance(entry, Rates):
@@ -293,12 +288,12 @@ class Pricer:
 
     def _store(self, key: tuple[Any, ...], entry: _Entry) -> _Entry:
         with self._lock:
-            self._entries[key] = entry
-            self._entries.move_to_end(key)
-            while len(self._entries) > _CACHE_SIZE:
-                self._entries.popitem(last=False)
-            if len(self._tiers) > _CACHE_SIZE:
+            # Keys carry the UTC minute, so old ones go stale; starting over when full is
+            # simpler than LRU bookkeeping on every hit and costs one reload per live model.
+            if len(self._entries) >= _CACHE_SIZE:
+                self._entries.clear()
                 self._tiers.clear()
+            self._entries[key] = entry
         return entry
 
     def _load(self, base_key: tuple[Any, ...], bucket: int, when_ns: int) -> _Entry:
