@@ -79,7 +79,12 @@ def test_pricing_and_tokenizing_work_with_the_network_blocked(tmp_path: Path) ->
     }
     env.pop("TIKTOKEN_CACHE_DIR", None)
     result = subprocess.run(
-        [sys.executable, "-c", APP], env=env, capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-c", APP],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert "offline ok" in result.stdout

@@ -36,7 +36,9 @@ def test_long_context_tier_cliff(input_tokens: int) -> None:
     pricer = Pricer()
     now = datetime.now(UTC)
     usage = TokenUsage(input_tokens, 1000, 5000, None, None)
-    cost = pricer.price(usage, models=("claude-sonnet-4-5",), provider="anthropic", when_ns=_ns(now))
+    cost = pricer.price(
+        usage, models=("claude-sonnet-4-5",), provider="anthropic", when_ns=_ns(now)
+    )
     assert cost is not None
     assert abs(cost.total - _expected(usage, "claude-sonnet-4-5", "anthropic", now)) < Decimal(
         "1e-12"

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from decimal import Decimal
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import TextIO
 
 from opentelemetry.sdk.metrics import MeterProvider
