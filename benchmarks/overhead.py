@@ -61,7 +61,7 @@ def _handler(request: httpx2.Request) -> httpx2.Response:
     reply = R.make_reply(
         model,
         prompt_text="What is the capital of France?",
-        prompt_tokens=R.chat_prompt_tokens(body["messages"]),
+        prompt_tokens=R.chat_prompt_tokens(body["messages"], model),
         cached_tokens=0,
         cap=None,
     )

@@ -53,6 +53,8 @@ _CL100K_MODELS = re.compile(r"^(gpt-4(?!o|\.\d)|gpt-3\.5|text-embedding-|davinci
 class Encoder(Protocol):
     def encode_ordinary(self, text: str) -> list[int]: ...
 
+    def decode(self, tokens: list[int]) -> str: ...
+
 
 def encoding_name(model: str) -> str:
     """The vocabulary of an OpenAI model; unknown models (other providers) use o200k_base."""

@@ -1,10 +1,10 @@
 """Response bodies of the local OpenAI-compatible server, shaped like OpenAI's own.
 
-Token counts are deterministic: a word-and-punctuation count stands in for the tokenizer, plus
-the chat overhead of the OpenAI cookbook (3 per message, 3 to prime the reply). Models of the
-o-series and gpt-5 family "reason" (reasoning tokens inside the output count), a repeated prompt of
-1024 or more tokens reads from the cache in 128-token steps as OpenAI's prompt caching does, and
-response model ids are dated the way OpenAI dates them.
+Token counts come from the model's real tokenizer (costspan's offline tiktoken) with the chat
+overhead of the OpenAI cookbook (3 per message, 3 to prime the reply), as OpenAI counts them.
+Models of the o-series and gpt-5 family "reason" (reasoning tokens inside the output count), a
+repeated prompt of 1024 or more tokens reads from the cache in 128-token steps as OpenAI's prompt
+caching does, and response model ids are dated the way OpenAI dates them.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
+
+from costspan import _tokens
 
 DATED_MODELS: dict[str, str] = {
     "gpt-4o": "gpt-4o-2024-08-06",
@@ -42,12 +44,10 @@ CACHE_MIN_TOKENS = 1024
 CACHE_STEP = 128
 DEFAULT_EMBEDDING_DIMENSIONS = 1536
 
-_TOKEN = re.compile(r"\w+|[^\w\s]")
 
-
-def count_tokens(text: str) -> int:
-    """A deterministic stand-in for a BPE tokenizer: words and punctuation marks."""
-    return len(_TOKEN.findall(text))
+def count_tokens(text: str, model: str) -> int:
+    """Tokens of ``text`` with ``model``'s tokenizer."""
+    return _tokens.count_text(text, model)
 
 
 def is_reasoning_model(model: str) -> bool:
@@ -84,14 +84,8 @@ def text_of(content: object) -> str:
     return " ".join(str(part.get("text", "")) for part in objs(content))
 
 
-def chat_prompt_tokens(messages: list[dict[str, Any]]) -> int:
-    total = 3  # every reply is primed with <|start|>assistant<|message|>
-    for message in messages:
-        total += 3 + count_tokens(str(message.get("role", "")))
-        total += count_tokens(text_of(message.get("content")))
-        if message.get("name"):
-            total += 1
-    return total
+def chat_prompt_tokens(messages: list[dict[str, Any]], model: str) -> int:
+    return _tokens.count_chat(messages, model)
 
 
 def _example_for(schema: Mapping[str, Any], defs: Mapping[str, Any]) -> Any:
@@ -169,12 +163,13 @@ def make_reply(
     completion = 0
     for _ in range(max(1, choices)):
         text, reason = base, "stop"
-        tokens = count_tokens(text) + reasoning
+        ids = _tokens.encoder(_tokens.encoding_name(model)).encode_ordinary(text)
+        tokens = len(ids) + reasoning
         if cap is not None and tokens > cap:
             # Out of room: reasoning is spent first, then the visible text is cut.
             visible = max(0, cap - reasoning)
-            kept = _TOKEN.findall(text)[:visible]
-            text, reason, tokens = " ".join(kept), "length", cap
+            text = _tokens.encoder(_tokens.encoding_name(model)).decode(ids[:visible])
+            reason, tokens = "length", cap
         texts.append(text)
         reasons.append(reason)
         completion += tokens
@@ -477,7 +472,7 @@ def embeddings(
         if encoding_format == "base64":
             encoded = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
         data.append({"object": "embedding", "index": i, "embedding": encoded})
-    tokens = sum(count_tokens(t) for t in inputs)
+    tokens = sum(count_tokens(t, model) for t in inputs)
     return {
         "object": "list",
         "data": data,

@@ -204,7 +204,7 @@ class OpenAICompatibleServer:
                 param="max_tokens",
                 code="unsupported_parameter",
             )
-        prompt_tokens = R.chat_prompt_tokens(messages)
+        prompt_tokens = R.chat_prompt_tokens(messages, model)
         cached = self.cache.cached_tokens(messages, prompt_tokens)
         cap = body.get("max_completion_tokens") or body.get("max_tokens")
         fmt = R.obj(body.get("response_format"))
@@ -238,7 +238,7 @@ class OpenAICompatibleServer:
     ) -> Reply:
         prompt = body.get("prompt")
         text = prompt if isinstance(prompt, str) else " ".join(map(str, prompt or []))
-        prompt_tokens = R.count_tokens(text)
+        prompt_tokens = R.count_tokens(text, model)
         reply = _with_test_usage(
             headers,
             R.make_reply(
@@ -266,7 +266,7 @@ class OpenAICompatibleServer:
             raise APIError(400, "Missing required parameter: 'input'.", param="input")
         if body.get("instructions"):
             messages = [{"role": "developer", "content": body["instructions"]}, *messages]
-        prompt_tokens = R.chat_prompt_tokens(messages)
+        prompt_tokens = R.chat_prompt_tokens(messages, model)
         cached = self.cache.cached_tokens(messages, prompt_tokens)
         fmt = R.obj(R.obj(body.get("text")).get("format"))
         structured = R.structured_reply(fmt) if fmt.get("type") == "json_schema" else None
