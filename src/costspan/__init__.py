@@ -7,23 +7,36 @@ with token usage and USD cost::
 
     costspan.instrument()
 
+Budgets are checked before a call is sent, and attribution travels in baggage::
+
+    with costspan.budget(usd=0.50), costspan.tags(feature="search"):
+        client.chat.completions.create(...)   # refused with BudgetExceeded if it could break $0.50
+
 Under ``opentelemetry-instrument`` no code change is needed: costspan registers the
 ``costspan_openai`` instrumentor entry point.
 """
 
+from costspan._admission import Estimate, estimate
 from costspan._api import configure, instrument, uninstrument
-from costspan._errors import UnpricedModelError, UnpricedModelWarning
+from costspan._budget import Budget, budget, tags
+from costspan._errors import BudgetExceeded, UnpricedModelError, UnpricedModelWarning
 from costspan._instrumentor import OpenAIInstrumentor
 from costspan._processor import CostSpanProcessor
 from costspan._version import __version__
 
 __all__ = [
+    "Budget",
+    "BudgetExceeded",
     "CostSpanProcessor",
+    "Estimate",
     "OpenAIInstrumentor",
     "UnpricedModelError",
     "UnpricedModelWarning",
     "__version__",
+    "budget",
     "configure",
+    "estimate",
     "instrument",
+    "tags",
     "uninstrument",
 ]

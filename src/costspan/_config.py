@@ -29,6 +29,7 @@ COSTSPAN_ON_UNPRICED: Final = "COSTSPAN_ON_UNPRICED"
 COSTSPAN_ATTRIBUTION_KEYS: Final = "COSTSPAN_ATTRIBUTION_KEYS"
 COSTSPAN_METRIC_TAGS: Final = "COSTSPAN_METRIC_TAGS"
 COSTSPAN_OPENLIT_COST_ATTRIBUTE: Final = "COSTSPAN_OPENLIT_COST_ATTRIBUTE"
+COSTSPAN_TRUST_INBOUND_BUDGETS: Final = "COSTSPAN_TRUST_INBOUND_BUDGETS"
 OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT: Final = (
     "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 )
@@ -61,6 +62,7 @@ class Settings:
     attribution_keys: tuple[str, ...] = DEFAULT_ATTRIBUTION_KEYS
     metric_tags: tuple[str, ...] = ()
     openlit_cost_attribute: bool = False
+    trust_inbound_budgets: bool = True
 
 
 # -- parsers of environment text ----------------------------------------------------------------
@@ -208,6 +210,7 @@ _SETTINGS: Final[dict[str, _Setting]] = {
     "attribution_keys": _Setting(COSTSPAN_ATTRIBUTION_KEYS, parse_keys, _check_keys),
     "metric_tags": _Setting(COSTSPAN_METRIC_TAGS, parse_keys, _check_keys),
     "openlit_cost_attribute": _Setting(COSTSPAN_OPENLIT_COST_ATTRIBUTE, parse_bool, _check_bool),
+    "trust_inbound_budgets": _Setting(COSTSPAN_TRUST_INBOUND_BUDGETS, parse_bool, _check_bool),
 }
 ENV_VARS: Final = tuple(s.env for s in _SETTINGS.values())
 

@@ -6,9 +6,13 @@
      └── UnpricedModelWarning       a call's model has no known price (once per model)
     LookupError
      └── UnpricedModelError         COSTSPAN_ON_UNPRICED=raise and a budgeted call has no price
+    RuntimeError
+     └── BudgetExceeded             a call would break a budget that refuses it; nothing was sent
 """
 
 from __future__ import annotations
+
+from decimal import Decimal
 
 
 class UnpricedModelWarning(UserWarning):
@@ -36,3 +40,52 @@ class UnpricedModelError(LookupError):
         )
         self.model = model
         self.provider = provider
+
+
+class BudgetExceeded(RuntimeError):
+    """Raised before a request is sent, when it could break a budget whose action refuses it.
+
+    Nothing was sent and nothing was charged. The attributes say which budget refused and why.
+
+    Attributes:
+        budget: the :class:`~costspan.Budget` that refused, or None for a budget that arrived in
+            baggage from another service.
+        scope: the refusing budget's name, or its scope id.
+        spent_usd: what that budget had spent (``Decimal``).
+        remaining_usd: what it could still hold (``Decimal``; None without a USD cap).
+        remaining_tokens: likewise for tokens.
+        estimate_usd: the most the refused call could have cost (None if its model is unpriced).
+        estimate_tokens: the most tokens it could have used.
+        model: the model the call asked for.
+    """
+
+    def __init__(
+        self,
+        *,
+        budget: object,
+        scope: str,
+        spent_usd: Decimal,
+        remaining_usd: Decimal | None,
+        remaining_tokens: int | None,
+        estimate_usd: Decimal | None,
+        estimate_tokens: int,
+        model: str,
+    ) -> None:
+        room = (
+            f"${remaining_usd:.6f} left"
+            if remaining_usd is not None
+            else f"{remaining_tokens} tokens left"
+        )
+        cost = f"${estimate_usd:.6f}" if estimate_usd is not None else f"{estimate_tokens} tokens"
+        super().__init__(
+            f"call to {model!r} refused before it was sent: budget {scope!r} has {room} "
+            f"(spent ${spent_usd:.6f}) and the call could cost up to {cost}"
+        )
+        self.budget = budget
+        self.scope = scope
+        self.spent_usd = spent_usd
+        self.remaining_usd = remaining_usd
+        self.remaining_tokens = remaining_tokens
+        self.estimate_usd = estimate_usd
+        self.estimate_tokens = estimate_tokens
+        self.model = model

@@ -24,6 +24,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, TracerProv
 from opentelemetry.util.types import AttributeValue
 
 from costspan import _attributes as A
+from costspan._admission import Admission, BudgetMeter
 from costspan._costing import CostMeter, metric_tags
 from costspan._operations import Attributes, Outcome
 from costspan._usage import TokenUsage
@@ -46,7 +47,15 @@ _METRIC_KEYS = (
 class Telemetry:
     """The tracer and the metric instruments of one instrumentation."""
 
-    __slots__ = ("costs", "duration", "meter", "time_to_first_chunk", "token_usage", "tracer")
+    __slots__ = (
+        "budgets",
+        "costs",
+        "duration",
+        "meter",
+        "time_to_first_chunk",
+        "token_usage",
+        "tracer",
+    )
 
     def __init__(
         self,
@@ -78,6 +87,7 @@ class Telemetry:
             explicit_bucket_boundaries_advisory=list(A.DURATION_BUCKETS),
         )
         self.costs = CostMeter(self.meter)
+        self.budgets = BudgetMeter(self.meter)
 
 
 def usage_attributes(usage: TokenUsage) -> Attributes:
@@ -106,6 +116,7 @@ class Invocation:
         "_ended",
         "_lock",
         "_token",
+        "admission",
         "estimate",
         "first_chunk_at",
         "metric_attributes",
@@ -125,6 +136,7 @@ class Invocation:
     ) -> None:
         self.telemetry = telemetry
         self.estimate = estimate
+        self.admission: Admission | None = None
         self.span = telemetry.tracer.start_span(
             name, kind=SpanKind.CLIENT, attributes=start_attributes
         )
@@ -177,8 +189,10 @@ class Invocation:
         return self._ended
 
     def _settle(self, attrs: Attributes, outcome: Outcome) -> TokenUsage | None:
-        """Usage (reported, else estimated) and its cost, added to ``attrs``. Never raises."""
+        """Usage (reported, else estimated) and its cost, added to ``attrs``, and the budget
+        reservation committed. Never raises."""
         usage = outcome.usage
+        cost = None
         try:
             if usage is None:
                 # The request was sent and may have been billed: never let it go unaccounted.
@@ -188,7 +202,7 @@ class Invocation:
             if usage is None:
                 return None
             attrs.update(usage_attributes(usage))
-            _, cost_attrs = self.telemetry.costs.settle(
+            cost, cost_attrs = self.telemetry.costs.settle(
                 usage,
                 models=(
                     _str(attrs.get(A.GEN_AI_RESPONSE_MODEL)),
@@ -202,7 +216,17 @@ class Invocation:
             attrs.update(cost_attrs)
         except Exception:
             _logger.exception("costspan could not price a call; the span goes out without cost")
+        finally:
+            self._release_or_commit(usage, cost)
         return usage
+
+    def _release_or_commit(self, usage: TokenUsage | None, cost: Any) -> None:
+        if self.admission is None:
+            return
+        try:
+            self.admission.settle(usage, cost, self.span)
+        except Exception:
+            _logger.exception("costspan could not settle a budget reservation")
 
     def _cost_dimensions(self, attrs: Attributes) -> dict[str, AttributeValue]:
         dims = {
@@ -246,6 +270,8 @@ class Invocation:
             # An outcome means the request went out (a stream broke midway): settle what it
             # used. Without one the provider refused the request and nothing was billed.
             usage = self._settle(attrs, outcome) if outcome is not None else None
+            if outcome is None:
+                self._release_or_commit(None, None)
             attrs[A.ERROR_TYPE] = error_type
             self.set_attributes(attrs)
             if exception is not None and self.span.is_recording():

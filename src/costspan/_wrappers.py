@@ -20,7 +20,9 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
 from costspan import _attributes as A
 from costspan import _config
+from costspan._admission import admit
 from costspan._config import ContentCapture
+from costspan._errors import BudgetExceeded, UnpricedModelError
 from costspan._invocation import Invocation, Telemetry, error_type_of
 from costspan._operations import Attributes, Operation, given
 from costspan._providers import provider_for_host
@@ -96,12 +98,45 @@ class Call:
         self.invocation = Invocation(telemetry, name, attrs, self._estimator(model or ""))
 
     def _estimator(self, model: str) -> Callable[[str | None], TokenUsage]:
-        operation, kwargs = self.operation, self.kwargs
-
         def estimate(text: str | None) -> TokenUsage:
-            return operation.estimate_usage(kwargs, model, text)
+            # Read at settlement: a budget action may have changed the request since.
+            current = self.kwargs.get("model")
+            return self.operation.estimate_usage(
+                self.kwargs, current if isinstance(current, str) else model, text
+            )
 
         return estimate
+
+    def admit(self) -> None:
+        """Reserve the call in every active budget; raise BudgetExceeded if one refuses."""
+        invocation = self.invocation
+        model = self.kwargs.get("model")
+        if not isinstance(model, str):
+            return
+        provider = str(invocation.metric_attributes.get(A.GEN_AI_PROVIDER_NAME, "openai"))
+        self.kwargs = dict(self.kwargs)  # actions rewrite the request; never the caller's dict
+        try:
+            admission, attrs, refusal = admit(
+                self.operation,
+                self.kwargs,
+                model,
+                provider,
+                invocation.start_ns,
+                invocation.telemetry.budgets,
+            )
+        except UnpricedModelError as exc:
+            invocation.fail(type(exc).__qualname__, str(exc), exception=exc)
+            raise
+        invocation.set_attributes(attrs)
+        if refusal is not None:
+            invocation.fail(type(refusal).__qualname__, str(refusal), exception=refusal)
+            raise refusal
+        invocation.admission = admission
+        new_model = self.kwargs.get("model")
+        if isinstance(new_model, str) and new_model != model:
+            invocation.span.update_name(f"{self.operation.name} {new_model}")
+            invocation.set_attributes({A.GEN_AI_REQUEST_MODEL: new_model})
+            invocation.metric_attributes[A.GEN_AI_REQUEST_MODEL] = new_model
 
     def _stream_state(self) -> StreamState:
         return StreamState(
@@ -227,10 +262,17 @@ def _prepare(
     if not is_instrumentation_enabled():
         return None
     try:
-        return Call(telemetry, operation, instance, kwargs)
+        call = Call(telemetry, operation, instance, kwargs)
     except Exception:
         _logger.exception("costspan could not prepare a span; the call goes on uninstrumented")
         return None
+    try:
+        call.admit()
+    except (BudgetExceeded, UnpricedModelError):
+        raise  # the deliberate refusals, before anything is sent
+    except Exception:
+        _logger.exception("costspan could not check budgets; the call goes on unmetered")
+    return call
 
 
 Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]

@@ -1,0 +1,537 @@
+"""Admission: before a call is sent, reserve its worst-case cost in every budget that applies.
+
+For each call made under one or more budgets:
+
+1. Estimate the worst case: input tokens counted exactly (offline tokenizer), output bounded by
+   the request's own output cap times ``n`` (or ``DEFAULT_OUTPUT_TOKENS`` when it has none),
+   priced with no cache hits.
+2. Reserve that amount in every budget's ledger scope at once (all or nothing).
+3. If a budget refuses, its action decides, before anything is sent: block (raise
+   :class:`BudgetExceeded`), downgrade the model, clamp the output cap, truncate the prompt, let
+   it through with a warning, or ask the user's callable. Then reserve again.
+4. After the call, commit its actual cost (and release the rest); a failed request is released.
+
+The refusing budget's action applies: an inner budget's ``downgrade`` never masks an outer
+budget's ``block``, because the outer scope is the one that refuses.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Final, cast
+
+from opentelemetry.metrics import Counter, Meter
+from opentelemetry.trace import Span
+from opentelemetry.util.types import AttributeValue
+
+from costspan import _attributes as A
+from costspan import _config
+from costspan._budget import Budget, InboundBudget, inbound_budgets, local_budgets, micros
+from costspan._costing import current_pricer
+from costspan._errors import BudgetExceeded, UnpricedModelError
+from costspan._operations import Operation, given
+from costspan._pricing import Cost
+from costspan._usage import TokenUsage
+from costspan.ledgers import Ledger, MemoryLedger, ScopeLimit, ScopeState
+
+_logger = logging.getLogger(__name__)
+
+DEFAULT_OUTPUT_TOKENS: Final = 1024
+"""The output bound of a request that sets no output cap of its own."""
+MIN_CLAMP_TOKENS: Final = 16
+"""Below this many affordable output tokens a clamp refuses instead (an answer that short is no
+answer). Reasoning models spend output tokens on reasoning first: a small clamp may leave them
+with an empty answer and ``finish_reason="length"``."""
+LEASE_S: Final = 900.0
+"""How long a hold lives without a commit: longer than any sane request or stream."""
+
+_ledger_lock = threading.Lock()
+_ledger: Ledger | None = None
+
+
+def current_ledger() -> Ledger:
+    """The process's ledger (in memory unless configured otherwise)."""
+    global _ledger
+    if _ledger is None:
+        with _ledger_lock:
+            if _ledger is None:
+                _ledger = MemoryLedger()
+    return _ledger
+
+
+def set_ledger(ledger: Ledger | None) -> None:
+    """Replace the process's ledger (None: a fresh in-memory one on next use)."""
+    global _ledger
+    with _ledger_lock:
+        _ledger = ledger
+
+
+# -- what a call sees ---------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """A budget as one call sees it: local (a Budget object) or inbound (from baggage)."""
+
+    scope_key: str
+    usd: Decimal | None
+    tokens: int | None
+    action: Any
+    downgrade: Mapping[str, str]
+    label: str
+    budget: Budget | None
+
+    @classmethod
+    def of_budget(cls, b: Budget) -> Limit:
+        return cls(b.scope_key, b.usd, b.tokens, b.on_exceed, b.downgrade, b.label, b)
+
+    @classmethod
+    def of_inbound(cls, b: InboundBudget) -> Limit:
+        return cls(b.scope_key, b.usd, b.tokens, b.action, {}, b.id, None)
+
+    def scope(self) -> ScopeLimit:
+        return ScopeLimit(
+            self.scope_key, None if self.usd is None else micros(self.usd), self.tokens
+        )
+
+
+class BudgetMeter:
+    """Decision, threshold and rejected-baggage counters."""
+
+    __slots__ = ("decisions", "rejected", "thresholds")
+
+    def __init__(self, meter: Meter) -> None:
+        self.decisions: Counter = meter.create_counter(
+            A.METRIC_BUDGET_DECISIONS, unit="{call}", description="Budget decisions on GenAI calls"
+        )
+        self.thresholds: Counter = meter.create_counter(
+            A.METRIC_BUDGET_THRESHOLDS,
+            unit="{event}",
+            description="Budgets passing a soft threshold (warn_at)",
+        )
+        self.rejected: Counter = meter.create_counter(
+            A.METRIC_BAGGAGE_REJECTED,
+            unit="{entry}",
+            description="Inbound budget baggage entries ignored as malformed or hostile",
+        )
+
+
+_warned_reasons: set[str] = set()
+
+
+def active_limits(meter: BudgetMeter | None = None) -> list[Limit]:
+    """Every budget the current context puts on a call; block-action budgets first."""
+    limits = [Limit.of_budget(b) for b in local_budgets()]
+    if _config.current().trust_inbound_budgets:
+
+        def reject(reason: str) -> None:
+            if meter is not None:
+                meter.rejected.add(1, {A.COSTSPAN_BAGGAGE_REJECT_REASON: reason})
+            if reason not in _warned_reasons:
+                _warned_reasons.add(reason)
+                _logger.warning(
+                    "costspan ignored a budget entry in inbound baggage (%s); further entries "
+                    "rejected for this reason are counted in %s, not logged",
+                    reason,
+                    A.METRIC_BAGGAGE_REJECTED,
+                )
+
+        limits.extend(Limit.of_inbound(b) for b in inbound_budgets(reject=reject))
+    # A failing block budget must be found first, so its refusal is never masked.
+    limits.sort(key=lambda limit: limit.action != "block")
+    return limits
+
+
+# -- estimates ----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """A worst-case projection of one call, made offline before it is sent."""
+
+    model: str
+    input_tokens: int
+    output_tokens: int
+    usd: Decimal | None
+    """None when no price is known for the model."""
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+_CAP_PARAMS: Final = ("max_completion_tokens", "max_output_tokens", "max_tokens")
+
+
+def output_cap(kwargs: Mapping[str, Any]) -> int | None:
+    for name in _CAP_PARAMS:
+        value = given(kwargs, name)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+    return None
+
+
+def project(
+    operation: Operation, kwargs: Mapping[str, Any], model: str, provider: str, when_ns: int
+) -> Estimate:
+    """The worst case of a request: exact input, capped output, no cache hits."""
+    input_tokens = operation.input_tokens(kwargs, model)
+    if operation.name == A.OP_EMBEDDINGS:
+        output = 0
+    else:
+        cap = output_cap(kwargs)
+        choices = given(kwargs, "n")
+        n = choices if isinstance(choices, int) and choices > 1 else 1
+        output = (DEFAULT_OUTPUT_TOKENS if cap is None else cap) * n
+    cost = current_pricer().price(
+        TokenUsage(input_tokens, output), models=(model,), provider=provider, when_ns=when_ns
+    )
+    return Estimate(model, input_tokens, output, None if cost is None else cost.total)
+
+
+# -- the admission of one call ------------------------------------------------------------------
+@dataclass(slots=True)
+class Admission:
+    """One call's reservation, its decision, and its settlement (exactly once)."""
+
+    limits: list[Limit]
+    rid: str
+    estimate: Estimate
+    decision: str = "allow"
+    warned: list[Limit] = field(default_factory=list[Limit])
+    meter: BudgetMeter | None = None
+    settled: bool = False
+
+    def attributes(self) -> dict[str, AttributeValue]:
+        attrs: dict[str, AttributeValue] = {
+            A.COSTSPAN_BUDGET_DECISION: self.decision,
+            A.COSTSPAN_BUDGET_IDS: [limit.label for limit in self.limits],
+        }
+        if self.estimate.usd is not None:
+            attrs[A.COSTSPAN_BUDGET_ESTIMATE_USD] = float(self.estimate.usd)
+        return attrs
+
+    def settle(self, usage: TokenUsage | None, cost: Cost | None, span: Span | None) -> None:
+        """Commit what the call used (or release it when nothing was billed)."""
+        if self.settled:
+            return
+        self.settled = True
+        ledger = current_ledger()
+        if usage is None:
+            ledger.release(self.rid)
+            return
+        spent = micros(cost.total) if cost is not None else 0
+        tokens = (usage.input_tokens or 0) + (usage.output_tokens or 0)
+        held = [limit for limit in self.limits if limit not in self.warned]
+        if held:
+            ledger.commit(self.rid, spent, tokens)
+        if self.warned:
+            ledger.commit(self.rid + ":over", spent, tokens, [w.scope() for w in self.warned])
+        self._after(span)
+
+    def _after(self, span: Span | None) -> None:
+        ledger = current_ledger()
+        remaining: list[Decimal] = []
+        for limit in self.limits:
+            state = ledger.snapshot(limit.scope_key)
+            if limit.usd is not None:
+                remaining.append(
+                    limit.usd - Decimal(state.spent_micros + state.held_micros) / 1_000_000
+                )
+            if limit.budget is not None:
+                self._thresholds(limit.budget, state, span)
+        if remaining and span is not None and span.is_recording():
+            span.set_attribute(A.COSTSPAN_BUDGET_REMAINING_USD, float(max(min(remaining), 0)))
+
+    def _thresholds(self, b: Budget, state: ScopeState, span: Span | None) -> None:
+        fractions: list[float] = []
+        if b.usd:
+            fractions.append(float(Decimal(state.spent_micros) / micros(b.usd)))
+        if b.tokens:
+            fractions.append(state.spent_tokens / b.tokens)
+        used = max(fractions, default=0.0)
+        for threshold in b.warn_at:
+            if used >= threshold and b.crossed(threshold):
+                attrs: dict[str, AttributeValue] = {
+                    A.COSTSPAN_BUDGET_ID: b.label,
+                    A.COSTSPAN_BUDGET_THRESHOLD: threshold,
+                    "costspan.budget.spent_usd": float(Decimal(state.spent_micros) / 1_000_000),
+                }
+                if span is not None and span.is_recording():
+                    span.add_event("costspan.budget.threshold", attrs)
+                _logger.warning(
+                    "costspan budget %r passed %d%% of its cap (spent $%s)",
+                    b.label,
+                    round(threshold * 100),
+                    Decimal(state.spent_micros) / 1_000_000,
+                )
+                if self.meter is not None:
+                    self.meter.thresholds.add(1, {A.COSTSPAN_BUDGET_THRESHOLD: threshold})
+
+
+class Refusal(Exception):
+    """Internal: the admission loop gives up on a call (turned into BudgetExceeded)."""
+
+    def __init__(self, limit: Limit) -> None:
+        super().__init__(limit.label)
+        self.limit = limit
+
+
+def _exceeded(limit: Limit, estimate: Estimate) -> BudgetExceeded:
+    state = current_ledger().snapshot(limit.scope_key)
+    remaining_usd = None
+    if limit.usd is not None:
+        remaining_usd = max(
+            limit.usd - Decimal(state.spent_micros + state.held_micros) / 1_000_000, Decimal(0)
+        )
+    return BudgetExceeded(
+        budget=limit.budget,
+        scope=limit.label,
+        spent_usd=Decimal(state.spent_micros) / 1_000_000,
+        remaining_usd=remaining_usd,
+        remaining_tokens=state.room_tokens,
+        estimate_usd=estimate.usd,
+        estimate_tokens=estimate.tokens,
+        model=estimate.model,
+    )
+
+
+@dataclass(slots=True)
+class Admitter:
+    """Runs the admission loop for one call; the wrapper owns the span and the kwargs."""
+
+    operation: Operation
+    kwargs: dict[str, Any]
+    model: str
+    provider: str
+    when_ns: int
+    limits: list[Limit]
+    meter: BudgetMeter | None
+    changes: dict[str, AttributeValue] = field(default_factory=dict[str, AttributeValue])
+
+    def run(self) -> Admission:
+        settings = _config.current()
+        estimate = self._estimate()
+        admission = Admission(self.limits, uuid.uuid4().hex, estimate, meter=self.meter)
+        ledger = current_ledger()
+        for _ in range(len(self.limits) + 4):
+            held = [limit for limit in self.limits if limit not in admission.warned]
+            usd = 0 if estimate.usd is None else micros(estimate.usd)
+            result = ledger.reserve(
+                admission.rid, [limit.scope() for limit in held], usd, estimate.tokens, LEASE_S
+            )
+            if result.granted:
+                admission.estimate = estimate
+                return admission
+            limit = next(x for x in self.limits if x.scope_key == result.failed_scope)
+            estimate = self._act(limit, estimate, admission, settings.on_unpriced)
+        raise Refusal(self.limits[0])
+
+    def _estimate(self) -> Estimate:
+        estimate = project(self.operation, self.kwargs, self.model, self.provider, self.when_ns)
+        if estimate.usd is None and _config.current().on_unpriced == "raise":
+            raise UnpricedModelError(self.model, self.provider)
+        return estimate
+
+    def _act(self, limit: Limit, estimate: Estimate, admission: Admission, _: str) -> Estimate:
+        action = limit.action
+        if action == "block":
+            raise Refusal(limit)
+        if action == "warn":
+            admission.warned.append(limit)
+            admission.decision = "warn"
+            return estimate
+        if action == "downgrade":
+            cheaper = limit.downgrade.get(self.model)
+            if cheaper is None:
+                raise Refusal(limit)
+            self.changes.setdefault(A.COSTSPAN_BUDGET_ORIGINAL_MODEL, self.model)
+            self.model = cheaper
+            self.kwargs["model"] = cheaper
+            admission.decision = "downgrade"
+            return self._estimate()
+        if action == "clamp":
+            return self._clamp(limit, estimate, admission)
+        if action == "truncate":
+            return self._truncate(limit, admission)
+        if callable(action):
+            overrides: object = action(_exceeded(limit, estimate))
+            if not isinstance(overrides, Mapping) or not overrides:
+                raise Refusal(limit)
+            changes = cast("Mapping[object, object]", overrides)
+            self.kwargs.update({str(k): v for k, v in changes.items()})
+            self.model = str(self.kwargs.get("model", self.model))
+            admission.decision = "callable"
+            return self._estimate()
+        raise Refusal(limit)
+
+    def _room(self) -> tuple[Decimal | None, int | None]:
+        """The least USD and token room among all the call's budgets."""
+        ledger = current_ledger()
+        usd: Decimal | None = None
+        tokens: int | None = None
+        for limit in self.limits:
+            state = ledger.snapshot(limit.scope_key)
+            if state.room_micros is not None:
+                room = Decimal(state.room_micros) / 1_000_000
+                usd = room if usd is None else min(usd, room)
+            if state.room_tokens is not None:
+                tokens = state.room_tokens if tokens is None else min(tokens, state.room_tokens)
+        return usd, tokens
+
+    def _clamp(self, limit: Limit, estimate: Estimate, admission: Admission) -> Estimate:
+        room_usd, room_tokens = self._room()
+        n = given(self.kwargs, "n")
+        choices = n if isinstance(n, int) and n > 1 else 1
+        affordable = math.inf
+        if room_tokens is not None:
+            affordable = (room_tokens - estimate.input_tokens) // choices
+        if room_usd is not None and estimate.usd is not None:
+            pricer = current_pricer()
+            base = pricer.price(
+                TokenUsage(estimate.input_tokens, 0),
+                models=(self.model,),
+                provider=self.provider,
+                when_ns=self.when_ns,
+            )
+            # The price of a million output tokens at this prompt's tier gives the output rate.
+            full = pricer.price(
+                TokenUsage(estimate.input_tokens, 1_000_000),
+                models=(self.model,),
+                provider=self.provider,
+                when_ns=self.when_ns,
+            )
+            if base is None or full is None:
+                raise Refusal(limit)
+            rate = (full.total - base.total) / 1_000_000
+            left = room_usd - base.total
+            if rate > 0:
+                affordable = min(affordable, int(left / rate) // choices)
+            elif left < 0:
+                affordable = 0
+        cap = output_cap(self.kwargs)
+        if cap is not None:
+            affordable = min(affordable, cap)
+        if affordable == math.inf or affordable < MIN_CLAMP_TOKENS:
+            raise Refusal(limit)
+        new_cap = int(affordable)
+        self.kwargs[self._cap_param()] = new_cap
+        self.changes[A.COSTSPAN_BUDGET_CLAMPED_MAX_TOKENS] = new_cap
+        admission.decision = "clamp"
+        return self._estimate()
+
+    def _cap_param(self) -> str:
+        if self.operation.api_type == A.API_RESPONSES:
+            return "max_output_tokens"
+        if self.operation.name == A.OP_TEXT_COMPLETION:
+            return "max_tokens"
+        # A caller's own max_tokens on a non-reasoning chat model is lowered in place rather
+        # than adding a second cap; otherwise max_completion_tokens, which every model accepts.
+        if (
+            given(self.kwargs, "max_tokens") is not None
+            and given(self.kwargs, "max_completion_tokens") is None
+        ):
+            return "max_tokens"
+        return "max_completion_tokens"
+
+    def _truncate(self, limit: Limit, admission: Admission) -> Estimate:
+        key = "messages" if "messages" in self.kwargs else "input"
+        items = self.kwargs.get(key)
+        if not isinstance(items, list) or len(items) < 2:  # pyright: ignore[reportUnknownArgumentType]
+            raise Refusal(limit)
+        messages: list[Any] = list(items)  # pyright: ignore[reportUnknownArgumentType]
+        # Drop the oldest message that is not a system/developer instruction.
+        for i, message in enumerate(messages[:-1]):
+            role = (
+                cast("Mapping[str, object]", message).get("role")
+                if isinstance(message, Mapping)
+                else None
+            )
+            if role not in ("system", "developer"):
+                del messages[i]
+                break
+        else:
+            raise Refusal(limit)
+        self.kwargs[key] = messages
+        dropped = int(self.changes.get(A.COSTSPAN_BUDGET_DROPPED_MESSAGES, 0)) + 1  # pyright: ignore[reportArgumentType]
+        self.changes[A.COSTSPAN_BUDGET_DROPPED_MESSAGES] = dropped
+        admission.decision = "truncate"
+        return self._estimate()
+
+
+def admit(
+    operation: Operation,
+    kwargs: dict[str, Any],
+    model: str,
+    provider: str,
+    when_ns: int,
+    meter: BudgetMeter | None,
+) -> tuple[Admission | None, dict[str, AttributeValue], BudgetExceeded | None]:
+    """Admit a call: (admission, span attributes, refusal). Mutates ``kwargs`` for actions."""
+    limits = active_limits(meter)
+    if not limits:
+        return None, {}, None
+    admitter = Admitter(operation, kwargs, model, provider, when_ns, limits, meter)
+    try:
+        admission = admitter.run()
+    except Refusal as refusal:
+        estimate = project(operation, kwargs, admitter.model, provider, when_ns)
+        exc = _exceeded(refusal.limit, estimate)
+        attrs: dict[str, AttributeValue] = {
+            A.COSTSPAN_BUDGET_DECISION: "refuse",
+            A.COSTSPAN_BUDGET_IDS: [limit.label for limit in limits],
+            A.COSTSPAN_BUDGET_REFUSED_BY: refusal.limit.label,
+        }
+        if estimate.usd is not None:
+            attrs[A.COSTSPAN_BUDGET_ESTIMATE_USD] = float(estimate.usd)
+        if meter is not None:
+            meter.decisions.add(1, {A.COSTSPAN_BUDGET_DECISION: "refuse"})
+        return None, attrs, exc
+    if meter is not None:
+        meter.decisions.add(1, {A.COSTSPAN_BUDGET_DECISION: admission.decision})
+    return admission, {**admission.attributes(), **admitter.changes}, None
+
+
+def estimate(
+    model: str,
+    messages_or_input: object,
+    *,
+    max_output_tokens: int | None = None,
+    provider: str = "openai",
+    operation: str = "chat",
+    when_ns: int | None = None,
+) -> Estimate:
+    """Project a call's worst-case tokens and cost without making it (offline).
+
+    Input tokens are counted exactly with the model's tokenizer (chat message overhead
+    included); output is bounded by ``max_output_tokens`` or ``DEFAULT_OUTPUT_TOKENS`` (1024).
+    ``operation`` is ``chat`` (messages), ``responses`` (input), ``text_completion`` (prompt) or
+    ``embeddings`` (input). ``usd`` is None when no price is known for the model.
+    """
+    import time
+
+    from costspan import _operations as ops
+
+    table: dict[str, tuple[Operation, str]] = {
+        "chat": (ops.CHAT, "messages"),
+        "responses": (ops.RESPONSES, "input"),
+        "text_completion": (ops.COMPLETIONS, "prompt"),
+        "embeddings": (ops.EMBEDDINGS, "input"),
+    }
+    if operation not in table:
+        raise ValueError(f"operation must be one of {', '.join(table)}, not {operation!r}")
+    op, key = table[operation]
+    value = messages_or_input
+    if operation == "chat" and isinstance(value, str):
+        value = [{"role": "user", "content": value}]
+    kwargs: dict[str, Any] = {key: value, "model": model}
+    if max_output_tokens is not None:
+        if isinstance(max_output_tokens, bool) or max_output_tokens < 0:
+            raise ValueError("max_output_tokens must be a whole number >= 0")
+        kwargs["max_output_tokens"] = max_output_tokens
+    return project(op, kwargs, model, provider, when_ns or time.time_ns())
+
+
+Hook = Callable[[BudgetExceeded], Mapping[str, Any] | None]

@@ -1,0 +1,489 @@
+"""Budgets and tags: what code puts into the OpenTelemetry context, and what baggage brings in.
+
+``budget()`` makes a :class:`Budget`, a scope with caps (USD, tokens) and an action for calls that
+would break it. Entering it puts the budget into the current context twice: as a Python object
+for calls in this process, and as a compact entry in W3C baggage (key ``costspan.budgets``) so
+that downstream services running costspan enforce it too. ``tags()`` puts attribution entries
+into baggage.
+
+Baggage that arrives from another process is untrusted input (:func:`inbound_budgets`): entries
+that are malformed, oversized, negative or absurd are dropped with a warning and a metric, never
+an exception. A well-formed inbound budget can only restrict: every call must fit every budget,
+and a ledger scope keeps the smallest cap it was ever given.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import logging
+import re
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from types import TracebackType
+from typing import Any, Final, Literal, ParamSpec, TypeVar, cast
+
+from opentelemetry import baggage, context
+
+_logger = logging.getLogger(__name__)
+
+BUDGETS_KEY: Final = "costspan.budgets"
+MAX_BUDGETS: Final = 8
+MAX_BUDGETS_VALUE: Final = 1024  # characters of the baggage value; real ones are ~40 per budget
+MAX_USD: Final = Decimal(1_000_000_000)
+MAX_TOKENS: Final = 10**15
+MAX_TAG_VALUE: Final = 256
+ACTIONS: Final = ("block", "downgrade", "clamp", "truncate", "warn")
+DEFAULT_WARN_AT: Final = (0.8,)
+
+Action = Literal["block", "downgrade", "clamp", "truncate", "warn"]
+OnExceed = Action | Callable[..., Mapping[str, Any] | None]
+
+_LOCAL_KEY: Final = context.create_key("costspan.local-budgets")
+_TOKENS: contextvars.ContextVar[tuple[object, ...]] = contextvars.ContextVar(
+    "costspan_budget_tokens", default=()
+)
+_ID: Final = re.compile(r"^[0-9a-f]{8,32}$")
+# RFC 7230 token characters: what a baggage key may be made of.
+_KEY: Final = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _usd(value: object, name: str) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        raise ValueError(f"{name} must be a number of US dollars, not {value!r}")
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation as exc:
+        raise ValueError(f"{name}={value!r} is not a number of US dollars") from exc
+    if not amount.is_finite() or amount < 0:
+        raise ValueError(f"{name} must be a finite amount >= 0, not {value!r}")
+    return amount
+
+
+def micros(amount: Decimal) -> int:
+    """USD to whole micro-dollars, rounded up (a hold or a charge never rounds to less)."""
+    return int((amount * 1_000_000).to_integral_value(rounding="ROUND_CEILING"))
+
+
+class Budget:
+    """A spending cap for the calls made inside it; see :func:`costspan.budget`.
+
+    A ``Budget`` is a context manager (sync and async) and a decorator (functions, coroutines,
+    generators and async generators). Entered as a context manager it is one scope: every
+    thread or task that enters the same object shares its cap. As a decorator, every call of the
+    decorated function runs under a fresh scope with the same caps.
+    """
+
+    def __init__(
+        self,
+        *,
+        usd: object = None,
+        tokens: object = None,
+        on_exceed: OnExceed = "block",
+        downgrade: object = None,
+        warn_at: object = DEFAULT_WARN_AT,
+        name: object = None,
+    ) -> None:
+        # Arguments are typed as object: they come from user code and are checked here.
+        self.usd: Decimal | None = None if usd is None else _usd(usd, "usd")
+        if tokens is not None and (
+            isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0
+        ):
+            raise ValueError(f"tokens must be a whole number >= 0, not {tokens!r}")
+        self.tokens: int | None = tokens
+        if self.usd is None and self.tokens is None:
+            raise ValueError("a budget needs a cap: usd=..., tokens=..., or both")
+        if not callable(on_exceed) and on_exceed not in ACTIONS:
+            raise ValueError(
+                f"on_exceed must be one of {', '.join(ACTIONS)} or a callable, not {on_exceed!r}"
+            )
+        self.on_exceed: OnExceed = on_exceed
+        self.downgrade: dict[str, str] = {}
+        if downgrade is not None:
+            pairs = (
+                list(cast("Mapping[object, object]", downgrade).items())
+                if isinstance(downgrade, Mapping)
+                else None
+            )
+            if pairs is None or not all(
+                isinstance(k, str) and isinstance(v, str) and k and v for k, v in pairs
+            ):
+                raise ValueError("downgrade must map model names to cheaper model names")
+            self.downgrade = {str(k): str(v) for k, v in pairs}
+        if on_exceed == "downgrade" and not self.downgrade:
+            raise ValueError('on_exceed="downgrade" needs downgrade={"model": "cheaper model"}')
+        if not isinstance(warn_at, Iterable):
+            raise ValueError(f"warn_at must be fractions of the cap in (0, 1], not {warn_at!r}")
+        thresholds = tuple(cast("Iterable[object]", warn_at))
+        if not all(
+            isinstance(t, int | float) and not isinstance(t, bool) and 0 < t <= 1
+            for t in thresholds
+        ):
+            raise ValueError(f"warn_at must be fractions of the cap in (0, 1], not {thresholds!r}")
+        self.warn_at: tuple[float, ...] = tuple(sorted(float(cast("float", t)) for t in thresholds))
+        if name is not None and (not isinstance(name, str) or not 0 < len(name) <= 64):
+            raise ValueError("name must be a string of 1 to 64 characters")
+        self.name: str | None = name
+        self.id = uuid.uuid4().hex[:16]
+        self._crossed: set[float] = set()
+        self._crossed_lock = threading.Lock()
+        self._latest: Budget = self
+
+    # -- identity ----------------------------------------------------------------------------
+    @property
+    def scope_key(self) -> str:
+        """The ledger scope that holds this budget's spend."""
+        return f"budget:{self.id}"
+
+    @property
+    def label(self) -> str:
+        return self.name or self.id
+
+    def _fresh(self) -> Budget:
+        copy = Budget(
+            usd=self.usd,
+            tokens=self.tokens,
+            on_exceed=self.on_exceed,
+            downgrade=self.downgrade or None,
+            warn_at=self.warn_at,
+            name=self.name,
+        )
+        self._latest = copy
+        return copy
+
+    def __repr__(self) -> str:
+        caps = ", ".join(
+            c for c in (f"usd={self.usd}" if self.usd is not None else "",
+                        f"tokens={self.tokens}" if self.tokens is not None else "") if c
+        )  # fmt: skip
+        return f"Budget({caps}, on_exceed={self.on_exceed!r}, id={self.id!r})"
+
+    # -- what it has spent (of the most recent run, when used as a decorator) -----------------
+    def _state(self) -> Any:
+        from costspan._admission import current_ledger
+
+        return current_ledger().snapshot(self._latest.scope_key)
+
+    @property
+    def spent_usd(self) -> Decimal:
+        return Decimal(self._state().spent_micros) / 1_000_000
+
+    @property
+    def remaining_usd(self) -> Decimal | None:
+        """What new calls may still spend: the cap less spend and in-flight holds."""
+        if self._latest.usd is None:
+            return None
+        state = self._state()
+        left = self._latest.usd - Decimal(state.spent_micros + state.held_micros) / 1_000_000
+        return max(left, Decimal(0))
+
+    @property
+    def spent_tokens(self) -> int:
+        return int(self._state().spent_tokens)
+
+    @property
+    def remaining_tokens(self) -> int | None:
+        if self._latest.tokens is None:
+            return None
+        state = self._state()
+        return max(self._latest.tokens - state.spent_tokens - state.held_tokens, 0)
+
+    @property
+    def calls(self) -> int:
+        """Calls settled against this budget (sent and paid for)."""
+        return int(self._state().calls)
+
+    def crossed(self, fraction: float) -> bool:
+        """Record that ``fraction`` of the cap was passed; True the first time only."""
+        with self._crossed_lock:
+            if fraction in self._crossed:
+                return False
+            self._crossed.add(fraction)
+            return True
+
+    # -- context manager ---------------------------------------------------------------------
+    def __enter__(self) -> Budget:
+        ctx = context.get_current()
+        local = cast("tuple[Budget, ...]", context.get_value(_LOCAL_KEY, ctx) or ())
+        ctx = context.set_value(_LOCAL_KEY, (*local, self), ctx)
+        entries = [e for e in _parse_entries(baggage.get_baggage(BUDGETS_KEY, ctx)) if e]
+        entries.append(self.baggage_entry())
+        if len(entries) > MAX_BUDGETS:
+            _logger.warning(
+                "more than %d nested budgets: only the innermost travel to other services",
+                MAX_BUDGETS,
+            )
+            entries = entries[-MAX_BUDGETS:]
+        ctx = baggage.set_baggage(BUDGETS_KEY, ",".join(entries), context=ctx)
+        _TOKENS.set((*_TOKENS.get(), context.attach(ctx)))
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        tokens = _TOKENS.get()
+        if tokens:
+            _TOKENS.set(tokens[:-1])
+            context.detach(tokens[-1])  # pyright: ignore[reportArgumentType]
+
+    async def __aenter__(self) -> Budget:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def baggage_entry(self) -> str:
+        usd = "-" if self.usd is None else format(self.usd.normalize(), "f")
+        tokens = "-" if self.tokens is None else str(self.tokens)
+        action = self.on_exceed if isinstance(self.on_exceed, str) else "block"
+        return f"{self.id}:{usd}:{tokens}:{action}"
+
+    # -- decorator ---------------------------------------------------------------------------
+    def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
+        if inspect.isasyncgenfunction(func):
+            return cast("Callable[P, R]", self._wrap_async_gen(func))
+        if inspect.isgeneratorfunction(func):
+            return cast("Callable[P, R]", self._wrap_gen(func))
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def run_async(*args: P.args, **kwargs: P.kwargs) -> Any:
+                async with self._fresh():
+                    return await func(*args, **kwargs)
+
+            return cast("Callable[P, R]", run_async)
+
+        @functools.wraps(func)
+        def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            with self._fresh():
+                return func(*args, **kwargs)
+
+        return run
+
+    def _wrap_gen(self, func: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+        @functools.wraps(func)
+        def run(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            scope = self._fresh()
+            # Enter the budget around each step only: between steps the consumer runs, and the
+            # budget must not leak into its context.
+            with scope:
+                gen = func(*args, **kwargs)
+            while True:
+                with scope:
+                    try:
+                        value = next(gen)
+                    except StopIteration as stop:
+                        return stop.value
+                yield value
+
+        return run
+
+    def _wrap_async_gen(
+        self, func: Callable[..., AsyncIterator[Any]]
+    ) -> Callable[..., AsyncIterator[Any]]:
+        @functools.wraps(func)
+        async def run(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+            scope = self._fresh()
+            with scope:
+                agen = func(*args, **kwargs)
+            while True:
+                with scope:
+                    try:
+                        value = await anext(agen)
+                    except StopAsyncIteration:
+                        return
+                yield value
+
+        return run
+
+
+def budget(
+    usd: object = None,
+    tokens: object = None,
+    on_exceed: OnExceed = "block",
+    downgrade: Mapping[str, str] | None = None,
+    warn_at: Iterable[float] = DEFAULT_WARN_AT,
+    name: str | None = None,
+) -> Budget:
+    """Cap the spend of the calls made inside: ``with costspan.budget(usd=0.50): ...``.
+
+    Args:
+        usd: the USD cap (a number or a numeric string; kept as ``Decimal``).
+        tokens: the token cap (input plus output tokens).
+        on_exceed: what happens to a call that could break the cap, decided before it is sent:
+            ``"block"`` raises :class:`~costspan.BudgetExceeded`; ``"downgrade"`` switches to
+            the cheaper model of ``downgrade`` if that fits; ``"clamp"`` sets the request's
+            output cap to what the budget affords; ``"truncate"`` drops the oldest messages
+            until the prompt fits; ``"warn"`` lets it through and records it; a callable gets the
+            :class:`~costspan.BudgetExceeded` and returns request changes to retry with (e.g.
+            ``{"model": "gpt-4o-mini"}``) or None to refuse.
+        downgrade: ``{model: cheaper model}``, followed as a chain.
+        warn_at: fractions of the cap whose crossing emits a span event, a log record and a
+            metric, once each.
+        name: a label for reports and errors.
+
+    Raises:
+        ValueError: no cap, a negative cap, an unknown action, ``downgrade`` without a map.
+    """
+    return Budget(
+        usd=usd, tokens=tokens, on_exceed=on_exceed, downgrade=downgrade, warn_at=warn_at, name=name
+    )
+
+
+def local_budgets(ctx: context.Context | None = None) -> tuple[Budget, ...]:
+    """The budgets entered in this process, outermost first."""
+    return cast("tuple[Budget, ...]", context.get_value(_LOCAL_KEY, ctx) or ())
+
+
+# -- tags ---------------------------------------------------------------------------------------
+class tags:
+    """Attribution entries in baggage: ``with costspan.tags(feature="search", **{"user.id": uid})``.
+
+    Entries land on every span (through :class:`~costspan.CostSpanProcessor`) and travel to
+    downstream services with the rest of the baggage. Baggage rides on every outgoing request:
+    never put secrets in it.
+
+    Raises:
+        ValueError: a key that is not a valid baggage key, or a value over 256 characters.
+    """
+
+    def __init__(self, mapping: Mapping[str, object] | None = None, **entries: object) -> None:
+        merged = {**(mapping or {}), **entries}
+        if not merged:
+            raise ValueError("tags() needs at least one entry")
+        self.entries: dict[str, str] = {}
+        for key, value in merged.items():
+            if not _KEY.match(key):
+                raise ValueError(f"{key!r} is not a valid baggage key")
+            if key == BUDGETS_KEY:
+                raise ValueError(f"{BUDGETS_KEY} is reserved for budgets; use costspan.budget()")
+            text = str(value)
+            if len(text) > MAX_TAG_VALUE:
+                raise ValueError(f"the value of {key!r} is over {MAX_TAG_VALUE} characters")
+            self.entries[key] = text
+
+    def __enter__(self) -> tags:
+        ctx = context.get_current()
+        for key, value in self.entries.items():
+            ctx = baggage.set_baggage(key, value, context=ctx)
+        _TOKENS.set((*_TOKENS.get(), context.attach(ctx)))
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        tokens = _TOKENS.get()
+        if tokens:
+            _TOKENS.set(tokens[:-1])
+            context.detach(tokens[-1])  # pyright: ignore[reportArgumentType]
+
+    async def __aenter__(self) -> tags:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+# -- inbound baggage ----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class InboundBudget:
+    """A budget that arrived in baggage from another service."""
+
+    id: str
+    usd: Decimal | None
+    tokens: int | None
+    action: Action
+
+    @property
+    def scope_key(self) -> str:
+        return f"budget:{self.id}"
+
+
+def _parse_entries(value: object) -> list[str]:
+    if not isinstance(value, str) or not value:
+        return []
+    return [part.strip() for part in value.split(",")]
+
+
+def parse_budget_entry(entry: str) -> InboundBudget | str:
+    """An inbound budget, or the reason the entry is rejected."""
+    parts = entry.split(":")
+    if len(parts) != 4:
+        return "malformed"
+    ident, usd_text, tokens_text, action = parts
+    if not _ID.match(ident):
+        return "bad id"
+    usd: Decimal | None = None
+    if usd_text != "-":
+        try:
+            usd = Decimal(usd_text)
+        except InvalidOperation:
+            return "bad usd"
+        if not usd.is_finite() or usd < 0 or usd > MAX_USD:
+            return "bad usd"
+    tokens: int | None = None
+    if tokens_text != "-":
+        if not tokens_text.isdigit() or len(tokens_text) > 16 or int(tokens_text) > MAX_TOKENS:
+            return "bad tokens"
+        tokens = int(tokens_text)
+    if usd is None and tokens is None:
+        return "no cap"
+    if action not in ACTIONS:
+        return "bad action"
+    return InboundBudget(ident, usd, tokens, action)
+
+
+def inbound_budgets(
+    ctx: context.Context | None = None,
+    reject: Callable[[str], None] | None = None,
+) -> list[InboundBudget]:
+    """Budgets from baggage that were not entered in this process, validated.
+
+    Rejected entries are reported to ``reject`` with a short reason and otherwise ignored.
+    """
+    value = baggage.get_baggage(BUDGETS_KEY, ctx)
+    if value is None:
+        return []
+    report: Callable[[str], None] = reject or (lambda _reason: None)
+    if not isinstance(value, str) or len(value) > MAX_BUDGETS_VALUE:
+        report("oversized")
+        return []
+    local = {b.id for b in local_budgets(ctx)}
+    found: list[InboundBudget] = []
+    seen: set[str] = set()
+    for entry in _parse_entries(value):
+        parsed = parse_budget_entry(entry)
+        if isinstance(parsed, str):
+            report(parsed)
+            continue
+        if parsed.id in local or parsed.id in seen:
+            continue
+        if len(found) >= MAX_BUDGETS:
+            report("too many")
+            break
+        seen.add(parsed.id)
+        found.append(parsed)
+    return found

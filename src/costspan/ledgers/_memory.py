@@ -1,0 +1,226 @@
+"""The in-memory ledger: one process, one lock, bounded memory.
+
+Every operation takes the lock once, so checking all caps and writing all counters is atomic
+with respect to every other thread of the process. Expired holds are swept lazily, in the scopes
+a reservation touches. Records of finished reservations are kept for ``record_ttl_s`` (so a
+retried commit is recognised as a duplicate) and idle scopes for ``scope_ttl_s``; both are
+purged as new work arrives, and the number of scopes is capped.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from costspan.ledgers._protocol import CommitCode, Reservation, ScopeLimit, ScopeState
+
+
+@dataclass(slots=True)
+class _Counter:
+    spent_micros: int = 0
+    held_micros: int = 0
+    spent_tokens: int = 0
+    held_tokens: int = 0
+    calls: int = 0
+    cap_micros: int | None = None
+    cap_tokens: int | None = None
+    # rid -> (held µ$, held tokens, lease expiry)
+    holds: dict[str, tuple[int, int, float]] = field(
+        default_factory=dict[str, tuple[int, int, float]]
+    )
+    touched: float = 0.0
+
+    def tighten(self, limit: ScopeLimit) -> None:
+        if limit.cap_micros is not None:
+            self.cap_micros = (
+                limit.cap_micros
+                if self.cap_micros is None
+                else min(self.cap_micros, limit.cap_micros)
+            )
+        if limit.cap_tokens is not None:
+            self.cap_tokens = (
+                limit.cap_tokens
+                if self.cap_tokens is None
+                else min(self.cap_tokens, limit.cap_tokens)
+            )
+
+    def sweep(self, now: float) -> None:
+        expired = [rid for rid, (_, _, expiry) in self.holds.items() if expiry <= now]
+        for rid in expired:
+            micros, tokens, _ = self.holds.pop(rid)
+            self.held_micros -= micros
+            self.held_tokens -= tokens
+
+
+@dataclass(slots=True)
+class _Record:
+    scopes: tuple[str, ...]
+    state: str  # "held", "committed", "released"
+    expires: float  # when the record may be forgotten
+
+
+class MemoryLedger:
+    """The embedded default engine. Thread-safe; per process.
+
+    Args:
+        record_ttl_s: how long a finished reservation is remembered (idempotency window).
+        scope_ttl_s: how long an idle scope without holds is kept.
+        max_scopes: the most scopes kept; the least recently used idle ones go first.
+        clock: seconds, monotonic; injectable for tests.
+    """
+
+    def __init__(
+        self,
+        *,
+        record_ttl_s: float = 7200.0,
+        scope_ttl_s: float = 86400.0,
+        max_scopes: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._counters: dict[str, _Counter] = {}
+        self._records: dict[str, _Record] = {}
+        self._lock = threading.Lock()
+        self._record_ttl = record_ttl_s
+        self._scope_ttl = scope_ttl_s
+        self._max_scopes = max_scopes
+        self._clock = clock
+        self._next_purge = 0.0
+
+    # -- protocol ----------------------------------------------------------------------------
+    def reserve(
+        self,
+        rid: str,
+        scopes: Sequence[ScopeLimit],
+        usd_micros: int,
+        tokens: int,
+        lease_s: float,
+    ) -> Reservation:
+        if usd_micros < 0 or tokens < 0:
+            raise ValueError("reservation amounts must be >= 0")
+        with self._lock:
+            now = self._clock()
+            self._maybe_purge(now)
+            if rid in self._records:
+                return Reservation(granted=True, duplicate=True)
+            counters = [self._counter(limit.key, now) for limit in scopes]
+            # Check every cap before writing anything: all scopes or none.
+            for limit, counter in zip(scopes, counters, strict=True):
+                counter.tighten(limit)
+                counter.sweep(now)
+                room_micros = (
+                    None
+                    if counter.cap_micros is None
+                    else counter.cap_micros - counter.spent_micros - counter.held_micros
+                )
+                room_tokens = (
+                    None
+                    if counter.cap_tokens is None
+                    else counter.cap_tokens - counter.spent_tokens - counter.held_tokens
+                )
+                if (room_micros is not None and usd_micros > room_micros) or (
+                    room_tokens is not None and tokens > room_tokens
+                ):
+                    return Reservation(
+                        granted=False,
+                        failed_scope=limit.key,
+                        room_micros=None if room_micros is None else max(room_micros, 0),
+                        room_tokens=None if room_tokens is None else max(room_tokens, 0),
+                    )
+            expiry = now + lease_s
+            for counter in counters:
+                counter.held_micros += usd_micros
+                counter.held_tokens += tokens
+                counter.holds[rid] = (usd_micros, tokens, expiry)
+            self._records[rid] = _Record(
+                tuple(limit.key for limit in scopes), "held", expiry + self._record_ttl
+            )
+            return Reservation(granted=True)
+
+    def commit(
+        self,
+        rid: str,
+        usd_micros: int,
+        tokens: int,
+        scopes: Sequence[ScopeLimit] = (),
+    ) -> CommitCode:
+        if usd_micros < 0 or tokens < 0:
+            raise ValueError("committed amounts must be >= 0")
+        with self._lock:
+            return self._settle(rid, usd_micros, tokens, scopes, "committed")
+
+    def release(self, rid: str) -> CommitCode:
+        with self._lock:
+            return self._settle(rid, 0, 0, (), "released")
+
+    def snapshot(self, scope: str) -> ScopeState:
+        with self._lock:
+            counter = self._counters.get(scope)
+            if counter is None:
+                return ScopeState(scope)
+            counter.sweep(self._clock())
+            return ScopeState(
+                scope,
+                spent_micros=counter.spent_micros,
+                held_micros=counter.held_micros,
+                spent_tokens=counter.spent_tokens,
+                held_tokens=counter.held_tokens,
+                calls=counter.calls,
+                cap_micros=counter.cap_micros,
+                cap_tokens=counter.cap_tokens,
+            )
+
+    # -- internals (lock held) ---------------------------------------------------------------
+    def _counter(self, key: str, now: float) -> _Counter:
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = _Counter()
+        counter.touched = now
+        return counter
+
+    def _settle(
+        self,
+        rid: str,
+        usd_micros: int,
+        tokens: int,
+        scopes: Sequence[ScopeLimit],
+        state: str,
+    ) -> CommitCode:
+        now = self._clock()
+        record = self._records.get(rid)
+        if record is not None and record.state != "held":
+            return CommitCode.DUPLICATE
+        if record is None:
+            keys = tuple(limit.key for limit in scopes)
+            code = CommitCode.POST_HOC
+        else:
+            keys = record.scopes
+            code = CommitCode.COMMITTED
+        for key in keys:
+            counter = self._counter(key, now)
+            hold = counter.holds.pop(rid, None)
+            if hold is not None:
+                counter.held_micros -= hold[0]
+                counter.held_tokens -= hold[1]
+            elif record is not None:
+                code = CommitCode.LATE  # the lease ran out and the hold was swept
+            if state == "committed":
+                counter.spent_micros += usd_micros
+                counter.spent_tokens += tokens
+                counter.calls += 1
+        self._records[rid] = _Record(keys, state, now + self._record_ttl)
+        return code
+
+    def _maybe_purge(self, now: float) -> None:
+        if now < self._next_purge and len(self._counters) <= self._max_scopes:
+            return
+        self._next_purge = now + 60.0
+        self._records = {rid: r for rid, r in self._records.items() if r.expires > now}
+        idle = now - self._scope_ttl
+        self._counters = {k: c for k, c in self._counters.items() if c.holds or c.touched > idle}
+        if len(self._counters) > self._max_scopes:
+            by_age = sorted(self._counters.items(), key=lambda kv: kv[1].touched)
+            for key, counter in by_age[: len(self._counters) - self._max_scopes]:
+                if not counter.holds:
+                    del self._counters[key]
