@@ -313,8 +313,20 @@ class Admitter:
 
     def run(self) -> Admission:
         settings = _config.current()
+        admission = Admission(
+            self.limits, uuid.uuid4().hex, Estimate("", 0, 0, None), meter=self.meter
+        )
+        if (
+            any(limit.action == "clamp" for limit in self.limits)
+            and output_cap(self.kwargs) is None
+            and self.operation.name != A.OP_EMBEDDINGS
+        ):
+            # An uncapped request could outspend its estimate; under a clamp budget it gets the
+            # cap it was estimated with, so that what is reserved really bounds what is spent.
+            self.kwargs[self._cap_param()] = DEFAULT_OUTPUT_TOKENS
+            self.changes[A.COSTSPAN_BUDGET_CLAMPED_MAX_TOKENS] = DEFAULT_OUTPUT_TOKENS
+            admission.decision = "clamp"
         estimate = self._estimate()
-        admission = Admission(self.limits, uuid.uuid4().hex, estimate, meter=self.meter)
         ledger = current_ledger()
         for _ in range(len(self.limits) + 4):
             held = [limit for limit in self.limits if limit not in admission.warned]

@@ -150,6 +150,7 @@ def make_reply(
     cap: int | None,
     choices: int = 1,
     structured: str | None = None,
+    length: int | None = None,
 ) -> Reply:
     words = prompt_text.split()
     topic = " ".join(words[-8:]) if words else "nothing in particular"
@@ -157,6 +158,12 @@ def make_reply(
         structured
         or f"Here is a short answer about {topic}. It comes from the costspan test server."
     )
+    if length is not None and structured is None:
+        # A reply of about `length` tokens (then cut by the cap like any other reply).
+        enc = _tokens.encoder(_tokens.encoding_name(model))
+        sentence = " The test server keeps talking to make a long answer."
+        repeats = length // max(len(enc.encode_ordinary(sentence)), 1) + 1
+        base = enc.decode(enc.encode_ordinary(base + sentence * repeats)[:length])
     reasoning = REASONING_TOKENS if is_reasoning_model(model) else 0
     texts: list[str] = []
     reasons: list[str] = []

@@ -12,6 +12,7 @@ Per-request test behaviour travels in headers (so parallel tests don't share sta
 - ``x-costspan-test-delay-ms: N`` -- wait before answering.
 - ``x-costspan-test-reasoning-tokens: N`` -- report N reasoning tokens (inside the output).
 - ``x-costspan-test-cost: USD`` -- report ``usage.cost`` as gateways such as OpenRouter do.
+- ``x-costspan-test-output-tokens: N`` -- answer with about N tokens (still cut by the cap).
 """
 
 from __future__ import annotations
@@ -224,6 +225,7 @@ class OpenAICompatibleServer:
                 cap=cap,
                 choices=int(body.get("n") or 1),
                 structured=structured,
+                length=_length(headers),
             ),
         )
         tier = self._tier(body)
@@ -248,6 +250,7 @@ class OpenAICompatibleServer:
                 cached_tokens=0,
                 cap=body.get("max_tokens"),
                 choices=int(body.get("n") or 1),
+                length=_length(headers),
             ),
         )
         if body.get("stream"):
@@ -280,6 +283,7 @@ class OpenAICompatibleServer:
                 cached_tokens=cached,
                 cap=body.get("max_output_tokens"),
                 structured=structured,
+                length=_length(headers),
             ),
         )
         tier = self._tier(body)
@@ -306,6 +310,11 @@ class OpenAICompatibleServer:
         return (
             requested if isinstance(requested, str) and requested != "auto" else self.service_tier
         )
+
+
+def _length(headers: Mapping[str, str]) -> int | None:
+    value = headers.get("x-costspan-test-output-tokens")
+    return int(value) if value else None
 
 
 def _with_test_usage(headers: Mapping[str, str], reply: R.Reply) -> R.Reply:
