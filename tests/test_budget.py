@@ -226,7 +226,9 @@ def test_truncate_drops_the_oldest_messages(
     history += [{"role": "user", "content": "old " * 300}, {"role": "assistant", "content": "ok"}]
     history += [{"role": "user", "content": "Now: what is 2+2?"}]
     with costspan.budget(tokens=200, on_exceed="truncate"):
-        client.chat.completions.create(model="gpt-4o-mini", messages=history, max_completion_tokens=50)
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=history, max_completion_tokens=50
+        )
     sent = server.requests[-1].body["messages"]
     assert sent[0]["role"] == "system"
     assert sent[-1]["content"] == "Now: what is 2+2?"
@@ -341,7 +343,9 @@ def test_decorator_gives_each_call_a_fresh_budget(client: openai.OpenAI) -> None
 
     @limit
     def handler() -> None:
-        client.chat.completions.create(model="gpt-4o-mini", messages=USER, max_completion_tokens=200)
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=USER, max_completion_tokens=200
+        )
 
     handler()
     first = limit.spent_usd

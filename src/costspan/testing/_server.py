@@ -353,6 +353,9 @@ class Reply:
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog is 5: a fan-out of concurrent clients would see
+    # connections reset before the server accepts them.
+    request_queue_size = 1024
     app: OpenAICompatibleServer
 
     def handle_error(self, request: Any, client_address: Any) -> None:

@@ -1,0 +1,135 @@
+"""Concurrent fan-out under one budget never spends more than the cap.
+
+Each competing budget library we measured spent about 3x the cap in the 20-thread scenario: they
+check the spend, send, and charge afterwards, so every concurrent call passes the check. costspan
+reserves each call's worst case first, in one atomic step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+
+import openai
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import costspan
+from costspan import BudgetExceeded
+from costspan._admission import set_ledger
+from costspan.testing import OpenAICompatibleServer
+from tests.conftest import USER, attrs
+
+pytestmark = pytest.mark.usefixtures("instrumented", "fresh_ledger")
+
+CAP = Decimal("0.05")
+# Each reply is as long as its cap allows: the actual cost comes close to the reservation, so
+# the cap really binds (short replies would leave it unreachable and prove nothing).
+LONG = {"x-costspan-test-output-tokens": "5000"}
+
+
+@pytest.fixture(name="fresh_ledger")
+def _fresh_ledger() -> Iterator[None]:
+    set_ledger(None)
+    yield
+    set_ledger(None)
+
+
+def _spent(exporter: InMemorySpanExporter) -> tuple[Decimal, int]:
+    spans = [s for s in exporter.get_finished_spans() if "gen_ai.usage.cost.amount" in attrs(s)]
+    return sum(
+        (Decimal(repr(attrs(s)["gen_ai.usage.cost.amount"])) for s in spans), Decimal(0)
+    ), len(spans)
+
+
+@pytest.mark.parametrize("mode", ["output cap", "clamp"])
+def test_twenty_threads_never_overspend(
+    mode: str, server: OpenAICompatibleServer, span_exporter: InMemorySpanExporter
+) -> None:
+    """20 threads x 5 calls under one $0.05 budget: spend stays under the cap, some refused."""
+    client = openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+    refused: list[BudgetExceeded] = []
+    kwargs = {"max_completion_tokens": 400} if mode == "output cap" else {}
+
+    def worker() -> None:
+        for _ in range(5):
+            try:
+                client.chat.completions.create(
+                    model="gpt-4o", messages=USER, extra_headers=LONG, **kwargs
+                )
+            except BudgetExceeded as exc:
+                refused.append(exc)
+
+    on_exceed = "block" if mode == "output cap" else "clamp"
+    with costspan.budget(usd=CAP, on_exceed=on_exceed) as b, ThreadPoolExecutor(20) as pool:
+        # A plain thread does not inherit contextvars: copy the context into each task.
+        futures = [pool.submit(contextvars.copy_context().run, worker) for _ in range(20)]
+        for future in futures:
+            future.result()
+    client.close()
+    spent, calls = _spent(span_exporter)
+    assert spent <= CAP
+    assert b.spent_usd <= CAP
+    assert refused, "the cap never bound: the test proves nothing"
+    assert calls >= 5
+    assert spent > CAP / 2  # the budget was used, not refused wholesale
+    assert b.remaining_usd == CAP - b.spent_usd  # nothing left held
+
+
+async def test_two_hundred_tasks_never_overspend(
+    server: OpenAICompatibleServer, span_exporter: InMemorySpanExporter
+) -> None:
+    """200 asyncio tasks under one budget: tasks inherit the context; spend stays under the cap."""
+    client = openai.AsyncOpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+    outcomes: list[str] = []
+
+    async def one() -> None:
+        try:
+            await client.chat.completions.create(
+                model="gpt-4o", messages=USER, max_completion_tokens=200, extra_headers=LONG
+            )
+            outcomes.append("sent")
+        except BudgetExceeded:
+            outcomes.append("refused")
+
+    async with costspan.budget(usd=CAP) as b:
+        await asyncio.gather(*(one() for _ in range(200)))
+    await client.close()
+    spent, calls = _spent(span_exporter)
+    assert spent <= CAP
+    assert b.spent_usd <= CAP
+    assert outcomes.count("refused") > 0
+    assert calls == outcomes.count("sent") >= 10
+
+
+def test_streams_under_fan_out_never_overspend(
+    server: OpenAICompatibleServer, span_exporter: InMemorySpanExporter
+) -> None:
+    """Streams hold their reservation until they end, so concurrent streams respect the cap."""
+    client = openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+
+    def worker() -> None:
+        for _ in range(3):
+            try:
+                stream = client.chat.completions.create(
+                    model="gpt-4o",
+                    messages=USER,
+                    stream=True,
+                    max_completion_tokens=400,
+                    extra_headers=LONG,
+                )
+                for _chunk in stream:
+                    pass
+            except BudgetExceeded:
+                pass
+
+    with costspan.budget(usd=CAP) as b, ThreadPoolExecutor(10) as pool:
+        for future in [pool.submit(contextvars.copy_context().run, worker) for _ in range(10)]:
+            future.result()
+    client.close()
+    spent, _ = _spent(span_exporter)
+    assert spent <= CAP
+    assert b.spent_usd <= CAP
