@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = sorted((ROOT / "examples").rglob("*.py"))
+# Each example has one entry point (app.py or main.py); other files are its helpers.
+EXAMPLES = sorted(p for p in (ROOT / "examples").rglob("*.py") if p.name in ("app.py", "main.py"))
 
 
 def test_there_are_examples() -> None:
@@ -34,7 +35,9 @@ def test_example_runs(path: Path) -> None:
     assert result.stdout.strip()
 
 
-def test_every_example_folder_has_a_readme() -> None:
-    """Each example explains itself."""
-    for folder in {p.parent for p in EXAMPLES}:
+def test_every_example_folder_has_a_readme_and_an_entry_point() -> None:
+    """Each example explains itself and has a file the suite runs."""
+    folders = {p.parent for p in (ROOT / "examples").rglob("*.py")}
+    for folder in folders:
         assert (folder / "README.md").is_file(), folder
+        assert {p.parent for p in EXAMPLES} >= folders
