@@ -12,6 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import ledger
 import overhead
 import pricing
 
@@ -27,6 +28,10 @@ def main() -> int:
     price_rounds, price_calls = (1, 20) if args.quick else (20, 500)
     print(f"pricing ({price_rounds} rounds x {price_calls} usages x {len(pricing.MODELS)} models)")
     print(pricing.table(pricing.measure(price_rounds, price_calls)))
+    print()
+    ledger_rounds, cycles = (1, 50) if args.quick else (20, 2000)
+    print(f"budget ledger ({ledger_rounds} rounds x {cycles} reserve+commit cycles)")
+    print(ledger.table(ledger.measure(ledger_rounds, cycles)))
     return 0
 
 

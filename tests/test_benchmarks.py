@@ -25,3 +25,5 @@ def test_quick_benchmark_prints_its_table() -> None:
     assert "stream: costspan adds" in result.stdout
     assert "costspan cached" in result.stdout
     assert "the 5 µs target" in result.stdout
+    assert "costspan + budget adds" in result.stdout
+    assert "the 20 µs target" in result.stdout

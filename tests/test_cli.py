@@ -23,6 +23,9 @@ def test_demo_prints_spans_with_usage_and_an_error() -> None:
         "gpt-5",
         "text-embedding-3-small",
         "o3",
+        "gpt-4o",
+        "gpt-4o-mini",
+        "gpt-4o",
     ]
     assert "in 13  out 21" in rows[0]
     assert "$0.00001455" in rows[0]  # 13 x $0.15 + 21 x $0.60 per million tokens
@@ -32,7 +35,11 @@ def test_demo_prints_spans_with_usage_and_an_error() -> None:
     assert "gen_ai.usage.input_tokens" in result.stdout
     assert "gen_ai.usage.cost.amount" in result.stdout
     total = next(line for line in lines if line.strip().startswith("total"))
-    assert total.split()[1] == "4"  # the refused call was not billed
+    assert total.split()[1] == "6"  # the rejected and the refused call were not billed
+    assert "[budget: refuse by 'block $0.002', nothing sent]" in rows[5]
+    assert "[budget: downgrade from gpt-4o]" in rows[6]
+    assert "[budget: clamp to" in rows[7]
+    assert "refused before it was sent" in result.stdout
 
 
 def test_unknown_command_is_one_clear_error() -> None:

@@ -17,10 +17,11 @@ budget's ``block``, because the outer scope is the one that refuses.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import secrets
 import threading
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -73,7 +74,7 @@ def set_ledger(ledger: Ledger | None) -> None:
 
 
 # -- what a call sees ---------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Limit:
     """A budget as one call sees it: local (a Budget object) or inbound (from baggage)."""
 
@@ -87,16 +88,25 @@ class Limit:
 
     @classmethod
     def of_budget(cls, b: Budget) -> Limit:
-        return cls(b.scope_key, b.usd, b.tokens, b.on_exceed, b.downgrade, b.label, b)
+        # A Budget's caps never change: build its Limit once, not on every call.
+        limit = b.__dict__.get("_limit")
+        if limit is None:
+            limit = cls(b.scope_key, b.usd, b.tokens, b.on_exceed, b.downgrade, b.label, b)
+            b.__dict__["_limit"] = limit
+        return limit
 
     @classmethod
     def of_inbound(cls, b: InboundBudget) -> Limit:
         return cls(b.scope_key, b.usd, b.tokens, b.action, {}, b.id, None)
 
-    def scope(self) -> ScopeLimit:
+    @functools.cached_property
+    def scope_limit(self) -> ScopeLimit:
         return ScopeLimit(
             self.scope_key, None if self.usd is None else micros(self.usd), self.tokens
         )
+
+    def scope(self) -> ScopeLimit:
+        return self.scope_limit
 
 
 class BudgetMeter:
@@ -213,15 +223,18 @@ class Admission:
             attrs[A.COSTSPAN_BUDGET_ESTIMATE_USD] = float(self.estimate.usd)
         return attrs
 
-    def settle(self, usage: TokenUsage | None, cost: Cost | None, span: Span | None) -> None:
-        """Commit what the call used (or release it when nothing was billed)."""
+    def settle(
+        self, usage: TokenUsage | None, cost: Cost | None, span: Span | None
+    ) -> dict[str, AttributeValue]:
+        """Commit what the call used (or release it when nothing was billed); returns the
+        span attributes that describe the budgets afterwards."""
         if self.settled:
-            return
+            return {}
         self.settled = True
         ledger = current_ledger()
         if usage is None:
             ledger.release(self.rid)
-            return
+            return {}
         spent = micros(cost.total) if cost is not None else 0
         tokens = (usage.input_tokens or 0) + (usage.output_tokens or 0)
         held = [limit for limit in self.limits if limit not in self.warned]
@@ -229,28 +242,28 @@ class Admission:
             ledger.commit(self.rid, spent, tokens)
         if self.warned:
             ledger.commit(self.rid + ":over", spent, tokens, [w.scope() for w in self.warned])
-        self._after(span)
+        return self._after(span)
 
-    def _after(self, span: Span | None) -> None:
+    def _after(self, span: Span | None) -> dict[str, AttributeValue]:
         ledger = current_ledger()
-        remaining: list[Decimal] = []
+        remaining: list[int] = []
         for limit in self.limits:
             state = ledger.snapshot(limit.scope_key)
-            if limit.usd is not None:
-                remaining.append(
-                    limit.usd - Decimal(state.spent_micros + state.held_micros) / 1_000_000
-                )
-            if limit.budget is not None:
+            if state.cap_micros is not None:
+                remaining.append(state.cap_micros - state.spent_micros - state.held_micros)
+            if limit.budget is not None and limit.budget.warn_at:
                 self._thresholds(limit.budget, state, span)
-        if remaining and span is not None and span.is_recording():
-            span.set_attribute(A.COSTSPAN_BUDGET_REMAINING_USD, float(max(min(remaining), 0)))
+        if not remaining:
+            return {}
+        # A display value: the ledger keeps the exact integer micro-dollars.
+        return {A.COSTSPAN_BUDGET_REMAINING_USD: max(min(remaining), 0) / 1_000_000}
 
     def _thresholds(self, b: Budget, state: ScopeState, span: Span | None) -> None:
         fractions: list[float] = []
-        if b.usd:
-            fractions.append(float(Decimal(state.spent_micros) / micros(b.usd)))
-        if b.tokens:
-            fractions.append(state.spent_tokens / b.tokens)
+        if state.cap_micros:
+            fractions.append(state.spent_micros / state.cap_micros)
+        if state.cap_tokens:
+            fractions.append(state.spent_tokens / state.cap_tokens)
         used = max(fractions, default=0.0)
         for threshold in b.warn_at:
             if used >= threshold and b.crossed(threshold):
@@ -314,7 +327,7 @@ class Admitter:
     def run(self) -> Admission:
         settings = _config.current()
         admission = Admission(
-            self.limits, uuid.uuid4().hex, Estimate("", 0, 0, None), meter=self.meter
+            self.limits, secrets.token_hex(12), Estimate("", 0, 0, None), meter=self.meter
         )
         if (
             any(limit.action == "clamp" for limit in self.limits)
@@ -501,7 +514,9 @@ def admit(
         if meter is not None:
             meter.decisions.add(1, {A.COSTSPAN_BUDGET_DECISION: "refuse"})
         return None, attrs, exc
-    if meter is not None:
+    if meter is not None and admission.decision != "allow":
+        # Plain admissions are just calls (gen_ai.client.operation.duration counts them); the
+        # counter tracks what budgets changed or refused.
         meter.decisions.add(1, {A.COSTSPAN_BUDGET_DECISION: admission.decision})
     return admission, {**admission.attributes(), **admitter.changes}, None
 

@@ -456,6 +456,31 @@ def parse_budget_entry(entry: str) -> InboundBudget | str:
     return InboundBudget(ident, usd, tokens, action)
 
 
+_parsed_cache: dict[str, tuple[tuple[InboundBudget, ...], tuple[str, ...]]] = {}
+
+
+def _parse_value(value: str) -> tuple[tuple[InboundBudget, ...], tuple[str, ...]]:
+    """(budgets, rejection reasons) of a baggage value; memoised, since every call of a request
+    carries the same value."""
+    cached = _parsed_cache.get(value)
+    if cached is not None:
+        return cached
+    found: list[InboundBudget] = []
+    reasons: list[str] = []
+    seen: set[str] = set()
+    for entry in _parse_entries(value):
+        parsed = parse_budget_entry(entry)
+        if isinstance(parsed, str):
+            reasons.append(parsed)
+        elif parsed.id not in seen:
+            seen.add(parsed.id)
+            found.append(parsed)
+    if len(_parsed_cache) >= 1024:
+        _parsed_cache.clear()
+    result = _parsed_cache[value] = (tuple(found), tuple(reasons))
+    return result
+
+
 def inbound_budgets(
     ctx: context.Context | None = None,
     reject: Callable[[str], None] | None = None,
@@ -471,19 +496,12 @@ def inbound_budgets(
     if not isinstance(value, str) or len(value) > MAX_BUDGETS_VALUE:
         report("oversized")
         return []
+    parsed, reasons = _parse_value(value)
+    for reason in reasons:
+        report(reason)
     local = {b.id for b in local_budgets(ctx)}
-    found: list[InboundBudget] = []
-    seen: set[str] = set()
-    for entry in _parse_entries(value):
-        parsed = parse_budget_entry(entry)
-        if isinstance(parsed, str):
-            report(parsed)
-            continue
-        if parsed.id in local or parsed.id in seen:
-            continue
-        if len(found) >= MAX_BUDGETS:
-            report("too many")
-            break
-        seen.add(parsed.id)
-        found.append(parsed)
+    found = [b for b in parsed if b.id not in local]
+    if len(found) > MAX_BUDGETS:
+        report("too many")
+        found = found[:MAX_BUDGETS]
     return found

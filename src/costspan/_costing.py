@@ -82,10 +82,14 @@ def cost_attributes(cost: Cost) -> Attributes:
     }
     if cost.source != "provider":
         attrs[A.COSTSPAN_COST_INPUT] = float(cost.input)
-        attrs[A.COSTSPAN_COST_CACHED_INPUT] = float(cost.cached_input)
-        attrs[A.COSTSPAN_COST_CACHE_WRITE] = float(cost.cache_write)
         attrs[A.COSTSPAN_COST_OUTPUT] = float(cost.output)
-        attrs[A.COSTSPAN_COST_REASONING] = float(cost.reasoning)
+        # The parts most calls don't have are left out rather than written as 0.
+        if cost.cached_input:
+            attrs[A.COSTSPAN_COST_CACHED_INPUT] = float(cost.cached_input)
+        if cost.cache_write:
+            attrs[A.COSTSPAN_COST_CACHE_WRITE] = float(cost.cache_write)
+        if cost.reasoning:
+            attrs[A.COSTSPAN_COST_REASONING] = float(cost.reasoning)
     if cost.provider:
         attrs[A.COSTSPAN_PRICE_PROVIDER] = cost.provider
     if cost.model:
@@ -105,7 +109,9 @@ class CostMeter:
             A.METRIC_COST, unit="USD", description="Cost of GenAI calls in US dollars"
         )
         self.tokens: Counter = meter.create_counter(
-            A.METRIC_TOKENS, unit="{token}", description="Tokens of GenAI calls by type"
+            A.METRIC_TOKENS,
+            unit="{token}",
+            description="Cached-input, cache-write and reasoning tokens of GenAI calls",
         )
         self.unpriced: Counter = meter.create_counter(
             A.METRIC_UNPRICED_CALLS,
@@ -143,10 +149,11 @@ class CostMeter:
         else:
             attrs.update(cost_attributes(cost))
             self.cost.add(float(cost.total), dims)
+        # Input and output totals are in gen_ai.client.token.usage; this counter breaks out the
+        # subsets that histogram cannot show.
         for kind, count in (
-            ("input", usage.input_tokens),
             ("cached_input", usage.cache_read_tokens),
-            ("output", usage.output_tokens),
+            ("cache_write", usage.cache_write_tokens),
             ("reasoning", usage.reasoning_tokens),
         ):
             if count:

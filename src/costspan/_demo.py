@@ -44,6 +44,43 @@ def run_app(base_url: str) -> None:
         client.chat.completions.create(model="o3", messages=question, max_tokens=50)
 
 
+def run_budgets(base_url: str, out: TextIO) -> None:
+    """The budget part of the demo: a refusal, a downgrade and a clamp, all before sending."""
+    import openai
+    from openai.types.chat import ChatCompletionMessageParam
+
+    client = openai.OpenAI(base_url=base_url, api_key="demo-key", max_retries=0)
+    question: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": "Write a long essay on the Louvre."}
+    ]
+    long_answer = {"x-costspan-test-output-tokens": "2000"}  # the local server talks at length
+    with costspan.tags({"feature": "essays", "user.id": "demo-user"}):
+        with costspan.budget(usd="0.002", name="block $0.002"):
+            try:
+                client.chat.completions.create(
+                    model="gpt-4o", messages=question, max_completion_tokens=1000
+                )
+            except costspan.BudgetExceeded as refused:
+                print(f"refused: {refused}", file=out)
+        with costspan.budget(
+            usd="0.002", name="downgrade $0.002", on_exceed="downgrade",
+            downgrade={"gpt-4o": "gpt-4o-mini"},
+        ):  # fmt: skip
+            client.chat.completions.create(
+                model="gpt-4o", messages=question, max_completion_tokens=1000,
+                extra_headers=long_answer,
+            )  # fmt: skip
+        with costspan.budget(usd="0.002", name="clamp $0.002", on_exceed="clamp") as clamped:
+            client.chat.completions.create(
+                model="gpt-4o", messages=question, extra_headers=long_answer
+            )
+            print(
+                f"clamped budget spent ${clamped.spent_usd} of $0.002 "
+                f"(${clamped.remaining_usd} left)",
+                file=out,
+            )
+
+
 def _usd(value: object) -> str:
     return f"${value:.8f}" if isinstance(value, float) else "unpriced"
 
@@ -55,6 +92,14 @@ def _line(span: ReadableSpan) -> str:
     parts = [f"{span.name:<38}", f"{kind:<6}", f"{duration_ms:7.1f} ms"]
     if A.ERROR_TYPE not in attrs:
         parts.append(f"{_usd(attrs.get(A.GEN_AI_USAGE_COST_AMOUNT)):>10}")
+    decision = attrs.get(A.COSTSPAN_BUDGET_DECISION)
+    if decision is not None and decision != "allow":
+        detail = {
+            "downgrade": f" from {attrs.get(A.COSTSPAN_BUDGET_ORIGINAL_MODEL)}",
+            "clamp": f" to {attrs.get(A.COSTSPAN_BUDGET_CLAMPED_MAX_TOKENS)} output tokens",
+            "refuse": f" by {attrs.get(A.COSTSPAN_BUDGET_REFUSED_BY)!r}, nothing sent",
+        }.get(str(decision), "")
+        parts.append(f"[budget: {decision}{detail}]")
     if A.ERROR_TYPE in attrs:
         parts.append(f"ERROR {attrs[A.ERROR_TYPE]}")
     else:
@@ -118,10 +163,13 @@ def run(out: TextIO) -> int:
         try:
             print(f"costspan demo: local OpenAI-compatible server at {server.base_url}", file=out)
             print(
-                "running an instrumented app (chat, stream, Responses, embeddings, an error)\n",
+                "running an instrumented app (chat, stream, Responses, embeddings, an error),\n"
+                "then three calls under $0.002 budgets (block, downgrade, clamp)\n",
                 file=out,
             )
             run_app(server.base_url)
+            run_budgets(server.base_url, out)
+            print(file=out)
         finally:
             costspan.uninstrument()
             tracer_provider.shutdown()

@@ -120,6 +120,7 @@ class Invocation:
         "estimate",
         "first_chunk_at",
         "metric_attributes",
+        "pending",
         "request_tier",
         "span",
         "start_ns",
@@ -137,6 +138,9 @@ class Invocation:
         self.telemetry = telemetry
         self.estimate = estimate
         self.admission: Admission | None = None
+        # Attributes decided before the call (budget decisions), written with the outcome's in
+        # one go: each separate set_attributes() costs a pass through the SDK's validation.
+        self.pending: Attributes = {}
         self.span = telemetry.tracer.start_span(
             name, kind=SpanKind.CLIENT, attributes=start_attributes
         )
@@ -244,7 +248,7 @@ class Invocation:
         if not self._claim_end():
             return
         try:
-            attrs = dict(outcome.attributes)
+            attrs = {**self.pending, **outcome.attributes}
             usage = self._settle(attrs, outcome)
             self.set_attributes(attrs)
             self._record_metrics(attrs, usage, error_type=None)
@@ -266,7 +270,7 @@ class Invocation:
         if not self._claim_end():
             return
         try:
-            attrs: Attributes = dict(outcome.attributes) if outcome is not None else {}
+            attrs: Attributes = {**self.pending, **(outcome.attributes if outcome else {})}
             # An outcome means the request went out (a stream broke midway): settle what it
             # used. Without one the provider refused the request and nothing was billed.
             usage = self._settle(attrs, outcome) if outcome is not None else None
@@ -291,9 +295,9 @@ class Invocation:
         if error_type is not None:
             attrs[A.ERROR_TYPE] = error_type
         self.telemetry.duration.record(timeit.default_timer() - self.started_at, attrs)
-        # The conventions ask not to record token usage that was not reported (estimates stay
-        # on the span and in costspan's own counters).
-        if usage is None or usage.estimated:
+        # The conventions allow recording counted (not reported) usage when offline counting
+        # is on, as it is here; the span says which it was.
+        if usage is None:
             return
         if usage.input_tokens is not None:
             self.telemetry.token_usage.record(

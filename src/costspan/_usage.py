@@ -14,17 +14,29 @@ from decimal import Decimal
 from typing import Any, cast
 
 
+_MISSING: Any = object()
+
+
 def field(obj: object, name: str) -> Any:
     """Read ``name`` from a pydantic model, any object, or a mapping; ``None`` when absent."""
+    # Runs for every field of every request and response: exact-type checks first, because an
+    # isinstance() against the Mapping ABC costs several times more.
     if obj is None:
         return None
+    if type(obj) is dict:
+        return cast("dict[str, Any]", obj).get(name)
+    value = getattr(obj, name, _MISSING)
+    if value is not _MISSING:
+        return value
     if isinstance(obj, Mapping):
         return cast("Mapping[str, Any]", obj).get(name)
-    return getattr(obj, name, None)
+    return None
 
 
 def items(value: object) -> list[Any]:
     """The elements of a list-like value (not a string, bytes or mapping); else nothing."""
+    if type(value) is list or type(value) is tuple:
+        return list(cast("list[Any]", value))
     if isinstance(value, Iterable) and not isinstance(value, str | bytes | Mapping):
         return list(cast("Iterable[Any]", value))
     return []

@@ -127,7 +127,7 @@ class Call:
         except UnpricedModelError as exc:
             invocation.fail(type(exc).__qualname__, str(exc), exception=exc)
             raise
-        invocation.set_attributes(attrs)
+        invocation.pending.update(attrs)
         if refusal is not None:
             invocation.fail(type(refusal).__qualname__, str(refusal), exception=refusal)
             raise refusal
@@ -135,7 +135,7 @@ class Call:
         new_model = self.kwargs.get("model")
         if isinstance(new_model, str) and new_model != model:
             invocation.span.update_name(f"{self.operation.name} {new_model}")
-            invocation.set_attributes({A.GEN_AI_REQUEST_MODEL: new_model})
+            invocation.pending[A.GEN_AI_REQUEST_MODEL] = new_model
             invocation.metric_attributes[A.GEN_AI_REQUEST_MODEL] = new_model
 
     def _stream_state(self) -> StreamState:
