@@ -52,13 +52,13 @@ def test_twenty_threads_never_overspend(
     """20 threads x 5 calls under one $0.05 budget: spend stays under the cap, some refused."""
     client = openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
     refused: list[BudgetExceeded] = []
-    kwargs = {"max_completion_tokens": 400} if mode == "output cap" else {}
+    cap: int | openai.Omit = 400 if mode == "output cap" else openai.omit
 
     def worker() -> None:
         for _ in range(5):
             try:
                 client.chat.completions.create(
-                    model="gpt-4o", messages=USER, extra_headers=LONG, **kwargs
+                    model="gpt-4o", messages=USER, extra_headers=LONG, max_completion_tokens=cap
                 )
             except BudgetExceeded as exc:
                 refused.append(exc)

@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import costspan
 from costspan import BudgetExceeded
-from costspan._admission import set_ledger
+from costspan._admission import _warned_reasons, set_ledger
 from costspan._budget import inbound_budgets
 from costspan.testing import OpenAICompatibleServer
 from tests.conftest import USER, attrs
@@ -31,7 +31,7 @@ def _fresh_ledger() -> Iterator[None]:
     set_ledger(None)
 
 
-class inbound:  # noqa: N801
+class inbound:
     """Attach the context a server would extract from a request's W3C baggage header."""
 
     def __init__(self, header: str) -> None:
@@ -88,7 +88,7 @@ def test_hostile_entries_are_ignored_with_a_warning_and_a_metric(
     metric_reader: InMemoryMetricReader,
 ) -> None:
     """Malformed, negative, absurd or oversized entries never raise and never apply."""
-    costspan._admission._warned_reasons.clear()  # pyright: ignore[reportPrivateUsage]
+    _warned_reasons.clear()
     with caplog.at_level(logging.WARNING), inbound(_budgets(entry)):
         _call(client)  # not refused: the entry does not count
     assert "ignored a budget entry in inbound baggage" in caplog.text

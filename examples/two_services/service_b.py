@@ -30,10 +30,10 @@ SHOWN = ("user.id", "feature", "gen_ai.usage.cost.amount", "costspan.budget.deci
 
 
 class Handler(BaseHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         """Quiet."""
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         question = self.rfile.read(int(self.headers["content-length"])).decode()
         # Header names arrive capitalised (urllib sends "Baggage"); the W3C getters want lower case.
         token = context.attach(propagate.extract({k.lower(): v for k, v in self.headers.items()}))
@@ -44,14 +44,17 @@ class Handler(BaseHTTPRequestHandler):
                 max_completion_tokens=200,
                 extra_headers={"x-costspan-test-output-tokens": "200"},  # long answers
             )
-            status, body = 200, {"answered": True}
+            status, outcome = 200, {"answered": True}
         except costspan.BudgetExceeded as refused:
-            status, body = 402, {"answered": False, "refused_by": refused.scope}
+            status, outcome = 402, {"answered": False, "refused_by": refused.scope}
         finally:
             context.detach(token)
-        span = exporter.get_finished_spans()[-1]
-        body["span"] = {k: v for k, v in (span.attributes or {}).items() if k in SHOWN}
-        body["budgets"] = list((span.attributes or {}).get("costspan.budget.ids", ()))
+        attributes = exporter.get_finished_spans()[-1].attributes or {}
+        body: dict[str, object] = {
+            **outcome,
+            "span": {k: v for k, v in attributes.items() if k in SHOWN},
+            "budgets": list(attributes.get("costspan.budget.ids", ())),  # pyright: ignore[reportArgumentType]
+        }
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("content-type", "application/json")

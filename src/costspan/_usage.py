@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, cast
 
-
 _MISSING: Any = object()
 
 

@@ -138,8 +138,8 @@ def test_idle_scopes_and_old_records_are_purged(clock: Clock) -> None:
         ledger.commit(f"r{i}", 1, 0)
     clock.now += 100
     ledger.reserve("fresh", [ScopeLimit("new", cap_micros=100)], 1, 0, 60)
-    assert len(ledger._counters) == 1  # pyright: ignore[reportPrivateUsage]
-    assert len(ledger._records) == 1  # pyright: ignore[reportPrivateUsage]
+    assert len(ledger._counters) == 1
+    assert len(ledger._records) == 1
 
 
 def test_concurrent_reservations_never_exceed_the_cap(ledger: MemoryLedger) -> None:
