@@ -10,13 +10,18 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import (
+    HistogramDataPoint,
+    InMemoryMetricReader,
+    NumberDataPoint,
+)
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import costspan
 from costspan import _config
+from costspan._admission import set_ledger
 from costspan.testing import OpenAICompatibleServer
 
 
@@ -86,18 +91,35 @@ async def _async_client(server: OpenAICompatibleServer) -> AsyncIterator[openai.
     await client.close()
 
 
-def histogram_points(reader: InMemoryMetricReader, name: str) -> list[HistogramDataPoint]:
-    """The data points of one histogram metric collected by ``reader``."""
+def _points(reader: InMemoryMetricReader, name: str) -> list[object]:
     data = reader.get_metrics_data()
     assert data is not None
     return [
-        cast(HistogramDataPoint, point)
+        point
         for rm in data.resource_metrics
         for sm in rm.scope_metrics
         for metric in sm.metrics
         if metric.name == name
         for point in metric.data.data_points
     ]
+
+
+def histogram_points(reader: InMemoryMetricReader, name: str) -> list[HistogramDataPoint]:
+    """The data points of one histogram metric collected by ``reader``."""
+    return [cast(HistogramDataPoint, p) for p in _points(reader, name)]
+
+
+def counter_points(reader: InMemoryMetricReader, name: str) -> list[NumberDataPoint]:
+    """The data points of one counter collected by ``reader``."""
+    return [cast(NumberDataPoint, p) for p in _points(reader, name)]
+
+
+@pytest.fixture(name="fresh_ledger")
+def _fresh_ledger() -> Iterator[None]:
+    """A new in-memory ledger for the test, so budgets start from nothing."""
+    set_ledger(None)
+    yield
+    set_ledger(None)
 
 
 def only_span(exporter: InMemorySpanExporter) -> ReadableSpan:

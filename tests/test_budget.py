@@ -15,20 +15,13 @@ from opentelemetry.trace import StatusCode
 
 import costspan
 from costspan import BudgetExceeded, UnpricedModelError
-from costspan._admission import DEFAULT_OUTPUT_TOKENS, set_ledger
+from costspan._admission import DEFAULT_OUTPUT_TOKENS
 from costspan.testing import OpenAICompatibleServer
-from tests.conftest import USER, attrs
+from tests.conftest import USER, attrs, counter_points
 
 pytestmark = pytest.mark.usefixtures("instrumented", "fresh_ledger")
 
 LONG = {"x-costspan-test-output-tokens": "400"}
-
-
-@pytest.fixture(name="fresh_ledger")
-def _fresh_ledger() -> Iterator[None]:
-    set_ledger(None)
-    yield
-    set_ledger(None)
 
 
 def _cost(span: Any) -> float:
@@ -291,17 +284,7 @@ def test_soft_threshold_emits_event_log_and_metric_once(
     assert len(thresholds) == 1
     assert (thresholds[0].attributes or {})["costspan.budget.threshold"] == 0.5
     assert caplog.text.count("passed 50% of its cap") == 1
-    data = metric_reader.get_metrics_data()
-    assert data is not None
-    counts = [
-        p.value  # pyright: ignore[reportAttributeAccessIssue]
-        for rm in data.resource_metrics
-        for sm in rm.scope_metrics
-        for m in sm.metrics
-        if m.name == "costspan.budget.thresholds"
-        for p in m.data.data_points
-    ]
-    assert counts == [1]
+    assert [p.value for p in counter_points(metric_reader, "costspan.budget.thresholds")] == [1]
 
 
 # -- nesting ------------------------------------------------------------------------------------

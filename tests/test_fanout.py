@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
@@ -19,7 +18,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import costspan
 from costspan import BudgetExceeded
-from costspan._admission import set_ledger
 from costspan.testing import OpenAICompatibleServer
 from tests.conftest import USER, attrs
 
@@ -29,13 +27,6 @@ CAP = Decimal("0.05")
 # Each reply is as long as its cap allows: the actual cost comes close to the reservation, so
 # the cap really binds (short replies would leave it unreachable and prove nothing).
 LONG = {"x-costspan-test-output-tokens": "5000"}
-
-
-@pytest.fixture(name="fresh_ledger")
-def _fresh_ledger() -> Iterator[None]:
-    set_ledger(None)
-    yield
-    set_ledger(None)
 
 
 def _spent(exporter: InMemorySpanExporter) -> tuple[Decimal, int]:

@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import costspan
 from costspan import UnpricedModelWarning, _costing
 from costspan.testing import OpenAICompatibleServer
-from tests.conftest import USER, attrs, only_span
+from tests.conftest import USER, attrs, counter_points, only_span
 from tests.transport import provider_client
 
 pytestmark = pytest.mark.usefixtures("instrumented")
@@ -175,17 +175,7 @@ def test_unknown_model_warns_once_marks_spans_and_counts(
         assert attrs(span)["costspan.unpriced"] is True
         assert "gen_ai.usage.cost.amount" not in attrs(span)
         assert attrs(span)["gen_ai.usage.input_tokens"] > 0
-    data = metric_reader.get_metrics_data()
-    assert data is not None
-    unpriced = [
-        point.value  # pyright: ignore[reportAttributeAccessIssue]
-        for rm in data.resource_metrics
-        for sm in rm.scope_metrics
-        for m in sm.metrics
-        if m.name == "costspan.calls.unpriced"
-        for point in m.data.data_points
-    ]
-    assert unpriced == [2]
+    assert [p.value for p in counter_points(metric_reader, "costspan.calls.unpriced")] == [2]
 
 
 def test_unknown_model_under_warnings_as_errors_keeps_its_telemetry(
@@ -293,15 +283,9 @@ def test_cost_metric_sums_span_costs(
     for span in span_exporter.get_finished_spans():
         model = attrs(span)["gen_ai.request.model"]
         by_model[model] = by_model.get(model, 0.0) + attrs(span)["gen_ai.usage.cost.amount"]
-    data = metric_reader.get_metrics_data()
-    assert data is not None
     points = {
-        dict(p.attributes or {})["gen_ai.request.model"]: p.value  # pyright: ignore[reportAttributeAccessIssue]
-        for rm in data.resource_metrics
-        for sm in rm.scope_metrics
-        for m in sm.metrics
-        if m.name == "costspan.cost"
-        for p in m.data.data_points
+        dict(p.attributes or {})["gen_ai.request.model"]: p.value
+        for p in counter_points(metric_reader, "costspan.cost")
     }
     assert points == pytest.approx(by_model, rel=1e-9)
 
@@ -320,16 +304,7 @@ def test_metric_tags_come_from_baggage_only_when_configured(
         client.chat.completions.create(model="gpt-4o-mini", messages=USER)
     finally:
         context.detach(token)
-    data = metric_reader.get_metrics_data()
-    assert data is not None
-    (point,) = [
-        p
-        for rm in data.resource_metrics
-        for sm in rm.scope_metrics
-        for m in sm.metrics
-        if m.name == "costspan.cost"
-        for p in m.data.data_points
-    ]
+    (point,) = counter_points(metric_reader, "costspan.cost")
     dims = dict(point.attributes or {})
     assert dims["feature"] == "search"
     assert "user.id" not in dims

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from urllib.parse import quote
 
 import openai
@@ -14,21 +13,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import costspan
 from costspan import BudgetExceeded
-from costspan._admission import _warned_reasons, set_ledger
+from costspan._admission import _warned_reasons
 from costspan._budget import inbound_budgets
 from costspan.testing import OpenAICompatibleServer
-from tests.conftest import USER, attrs
+from tests.conftest import USER, attrs, counter_points
 
 pytestmark = pytest.mark.usefixtures("instrumented", "fresh_ledger")
 
 TIGHT = "0123456789abcdef:0.00001:-:block"
-
-
-@pytest.fixture(name="fresh_ledger")
-def _fresh_ledger() -> Iterator[None]:
-    set_ledger(None)
-    yield
-    set_ledger(None)
 
 
 class inbound:
@@ -92,17 +84,8 @@ def test_hostile_entries_are_ignored_with_a_warning_and_a_metric(
     with caplog.at_level(logging.WARNING), inbound(_budgets(entry)):
         _call(client)  # not refused: the entry does not count
     assert "ignored a budget entry in inbound baggage" in caplog.text
-    data = metric_reader.get_metrics_data()
-    assert data is not None
-    rejected = [
-        p
-        for rm in data.resource_metrics
-        for sm in rm.scope_metrics
-        for m in sm.metrics
-        if m.name == "costspan.baggage.rejected"
-        for p in m.data.data_points
-    ]
-    assert sum(p.value for p in rejected) >= 1  # pyright: ignore[reportAttributeAccessIssue]
+    rejected = counter_points(metric_reader, "costspan.baggage.rejected")
+    assert sum(p.value for p in rejected) >= 1
 
 
 def test_a_hostile_entry_does_not_hide_a_valid_one(client: openai.OpenAI) -> None:

@@ -67,12 +67,45 @@ def _usd(value: object, name: str) -> Decimal:
     return amount
 
 
+class _ContextEntry:
+    """Entering attaches a context derived from the current one; leaving detaches it.
+
+    Tokens live in a context variable, not on the object, so one object can be entered by
+    several threads or tasks at once, each detaching its own.
+    """
+
+    def _derive(self, ctx: context.Context) -> context.Context:
+        raise NotImplementedError
+
+    def _attach(self) -> None:
+        _TOKENS.set((*_TOKENS.get(), context.attach(self._derive(context.get_current()))))
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        tokens = _TOKENS.get()
+        if tokens:
+            _TOKENS.set(tokens[:-1])
+            context.detach(tokens[-1])  # pyright: ignore[reportArgumentType]
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
 def micros(amount: Decimal) -> int:
     """USD to whole micro-dollars, rounded up (a hold or a charge never rounds to less)."""
     return int((amount * 1_000_000).to_integral_value(rounding="ROUND_CEILING"))
 
 
-class Budget:
+class Budget(_ContextEntry):
     """A spending cap for the calls made inside it; see :func:`costspan.budget`.
 
     A ``Budget`` is a context manager (sync and async) and a decorator (functions, coroutines,
@@ -210,7 +243,13 @@ class Budget:
 
     # -- context manager ---------------------------------------------------------------------
     def __enter__(self) -> Budget:
-        ctx = context.get_current()
+        self._attach()
+        return self
+
+    async def __aenter__(self) -> Budget:
+        return self.__enter__()
+
+    def _derive(self, ctx: context.Context) -> context.Context:
         local = cast("tuple[Budget, ...]", context.get_value(_LOCAL_KEY, ctx) or ())
         ctx = context.set_value(_LOCAL_KEY, (*local, self), ctx)
         entries = [e for e in _parse_entries(baggage.get_baggage(BUDGETS_KEY, ctx)) if e]
@@ -221,31 +260,7 @@ class Budget:
                 MAX_BUDGETS,
             )
             entries = entries[-MAX_BUDGETS:]
-        ctx = baggage.set_baggage(BUDGETS_KEY, ",".join(entries), context=ctx)
-        _TOKENS.set((*_TOKENS.get(), context.attach(ctx)))
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        tokens = _TOKENS.get()
-        if tokens:
-            _TOKENS.set(tokens[:-1])
-            context.detach(tokens[-1])  # pyright: ignore[reportArgumentType]
-
-    async def __aenter__(self) -> Budget:
-        return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)
+        return baggage.set_baggage(BUDGETS_KEY, ",".join(entries), context=ctx)
 
     def baggage_entry(self) -> str:
         usd = "-" if self.usd is None else format(self.usd.normalize(), "f")
@@ -351,7 +366,7 @@ def local_budgets(ctx: context.Context | None = None) -> tuple[Budget, ...]:
 
 
 # -- tags ---------------------------------------------------------------------------------------
-class tags:
+class tags(_ContextEntry):  # lower-case: a context manager used like a function
     """Attribution entries in baggage: ``with costspan.tags(feature="search", **{"user.id": uid})``.
 
     Entries land on every span (through :class:`~costspan.CostSpanProcessor`) and travel to
@@ -378,33 +393,16 @@ class tags:
             self.entries[key] = text
 
     def __enter__(self) -> tags:
-        ctx = context.get_current()
-        for key, value in self.entries.items():
-            ctx = baggage.set_baggage(key, value, context=ctx)
-        _TOKENS.set((*_TOKENS.get(), context.attach(ctx)))
+        self._attach()
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        tokens = _TOKENS.get()
-        if tokens:
-            _TOKENS.set(tokens[:-1])
-            context.detach(tokens[-1])  # pyright: ignore[reportArgumentType]
 
     async def __aenter__(self) -> tags:
         return self.__enter__()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)
+    def _derive(self, ctx: context.Context) -> context.Context:
+        for key, value in self.entries.items():
+            ctx = baggage.set_baggage(key, value, context=ctx)
+        return ctx
 
 
 # -- inbound baggage ----------------------------------------------------------------------------
