@@ -257,6 +257,36 @@ def test_callable_action_can_rewrite_the_request(
     assert server.requests[-1].body["model"] == "gpt-4o-mini"
 
 
+def test_callable_may_raise_the_refusal_itself(
+    client: openai.OpenAI, server: OpenAICompatibleServer, span_exporter: InMemorySpanExporter
+) -> None:
+    """Re-raising the BudgetExceeded it was given refuses the call, and its span still ends."""
+
+    def refuse(exceeded: BudgetExceeded) -> None:
+        raise exceeded
+
+    with costspan.budget(usd="0.0001", on_exceed=refuse), pytest.raises(BudgetExceeded):
+        client.chat.completions.create(model="gpt-4o", messages=USER, max_completion_tokens=500)
+    assert server.requests == []
+    (span,) = span_exporter.get_finished_spans()
+    assert attrs(span)["error.type"] == "BudgetExceeded"
+
+
+def test_a_failing_callable_lets_the_call_through_unchecked(
+    client: openai.OpenAI, span_exporter: InMemorySpanExporter, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug in the user's callable never breaks the call: it goes on, marked unchecked."""
+
+    def broken(exceeded: BudgetExceeded) -> None:
+        raise ZeroDivisionError
+
+    with costspan.budget(usd="0.0001", on_exceed=broken):
+        client.chat.completions.create(model="gpt-4o", messages=USER, max_completion_tokens=500)
+    (span,) = span_exporter.get_finished_spans()
+    assert attrs(span)["costspan.budget.decision"] == "unchecked"
+    assert "could not check budgets" in caplog.text
+
+
 def test_callable_returning_none_refuses(client: openai.OpenAI) -> None:
     """None from the callable means refuse."""
     with costspan.budget(usd="0.0001", on_exceed=lambda e: None), pytest.raises(BudgetExceeded):

@@ -229,7 +229,7 @@ def test_price_override_from_a_file(
     ("prices", "message"),
     [
         ({"m": {"input_mtok": 1}}, "needs output_mtok"),
-        ({"m": {"input_mtok": 1, "output_mtok": -2}}, "finite price >= 0"),
+        ({"m": {"input_mtok": 1, "output_mtok": -2}}, "finite amount >= 0"),
         ({"m": {"input_mtok": 1, "output_mtok": 2, "reasoning_mtok": 3}}, "unknown price key"),
         ({"m": {"input_mtok": "x", "output_mtok": 2}}, "is not a number"),
         ({"m": 3}, "must be a mapping"),

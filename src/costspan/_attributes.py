@@ -125,7 +125,8 @@ COSTSPAN_TOKEN_TYPE: Final = "costspan.token.type"
 
 # -- budgets ------------------------------------------------------------------------------------
 COSTSPAN_BUDGET_DECISION: Final = "costspan.budget.decision"
-"""``allow``, ``downgrade``, ``clamp``, ``truncate``, ``warn``, ``callable`` or ``refuse``."""
+"""``allow``, ``downgrade``, ``clamp``, ``truncate``, ``warn``, ``callable``, ``refuse``, or
+``unchecked`` (budgets could not be checked; the call went on unmetered)."""
 COSTSPAN_BUDGET_IDS: Final = "costspan.budget.ids"
 """Names (or scope ids) of every budget the call had to fit."""
 COSTSPAN_BUDGET_ID: Final = "costspan.budget.id"

@@ -29,6 +29,8 @@ from typing import Any, Final, Literal, ParamSpec, TypeVar, cast
 
 from opentelemetry import baggage, context
 
+from costspan._pricing import usd_amount
+
 _logger = logging.getLogger(__name__)
 
 BUDGETS_KEY: Final = "costspan.budgets"
@@ -53,18 +55,6 @@ _KEY: Final = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$")
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-def _usd(value: object, name: str) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
-        raise ValueError(f"{name} must be a number of US dollars, not {value!r}")
-    try:
-        amount = Decimal(str(value))
-    except InvalidOperation as exc:
-        raise ValueError(f"{name}={value!r} is not a number of US dollars") from exc
-    if not amount.is_finite() or amount < 0:
-        raise ValueError(f"{name} must be a finite amount >= 0, not {value!r}")
-    return amount
 
 
 class _ContextEntry:
@@ -125,7 +115,7 @@ class Budget(_ContextEntry):
         name: object = None,
     ) -> None:
         # Arguments are typed as object: they come from user code and are checked here.
-        self.usd: Decimal | None = None if usd is None else _usd(usd, "usd")
+        self.usd: Decimal | None = None if usd is None else usd_amount(usd, "usd")
         if tokens is not None and (
             isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0
         ):

@@ -114,6 +114,20 @@ class PriceOverride:
         )
 
 
+def usd_amount(value: object, name: str) -> Decimal:
+    """A non-negative, finite USD amount from user input, exactly, as Decimal (never via float
+    arithmetic: a float is read through its shortest repr). ValueError names ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        raise ValueError(f"{name} must be a number of US dollars, not {value!r}")
+    try:
+        amount = Decimal(str(value))
+    except ArithmeticError as exc:
+        raise ValueError(f"{name}={value!r} is not a number of US dollars") from exc
+    if not amount.is_finite() or amount < 0:
+        raise ValueError(f"{name} must be a finite amount >= 0, not {value!r}")
+    return amount
+
+
 _OVERRIDE_KEYS: Final = frozenset(
     {"input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok"}
 )
@@ -132,17 +146,9 @@ def parse_overrides(raw: Mapping[str, Any], where: str) -> dict[str, PriceOverri
                 f"{where}: unknown price key(s) {', '.join(unknown)} for {model!r}; "
                 f"use {', '.join(sorted(_OVERRIDE_KEYS))} (USD per million tokens)"
             )
-        values: dict[str, Decimal] = {}
-        for key, value in spec_map.items():
-            if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
-                raise ValueError(f"{where}: {model!r} {key} must be a number, not {value!r}")
-            try:
-                number = Decimal(str(value))
-            except ArithmeticError as exc:
-                raise ValueError(f"{where}: {model!r} {key}={value!r} is not a number") from exc
-            if not number.is_finite() or number < 0:
-                raise ValueError(f"{where}: {model!r} {key} must be a finite price >= 0")
-            values[key] = number
+        values = {
+            key: usd_amount(value, f"{where}: {model!r} {key}") for key, value in spec_map.items()
+        }
         for required in ("input_mtok", "output_mtok"):
             if required not in values:
                 raise ValueError(f"{where}: price of {model!r} needs {required}")

@@ -124,8 +124,14 @@ class Call:
                 invocation.start_ns,
                 invocation.telemetry.budgets,
             )
-        except UnpricedModelError as exc:
+        except (UnpricedModelError, BudgetExceeded) as exc:
+            # Refused up front (a user's on_exceed callable may raise BudgetExceeded itself).
             invocation.fail(type(exc).__qualname__, str(exc), exception=exc)
+            raise
+        except Exception:
+            # Budgets could not be checked: the call goes on unmetered (see _prepare), and the
+            # span says so.
+            invocation.pending[A.COSTSPAN_BUDGET_DECISION] = "unchecked"
             raise
         invocation.pending.update(attrs)
         if refusal is not None:
