@@ -174,6 +174,7 @@ def test_clamp_sets_max_completion_tokens_to_what_the_budget_affords(
     (span,) = span_exporter.get_finished_spans()
     assert attrs(span)["costspan.budget.decision"] == "clamp"
     assert attrs(span)["costspan.budget.clamped_max_tokens"] == cap
+    assert attrs(span)["gen_ai.request.max_tokens"] == cap
     # gpt-4o: $2.50 / $10 per million; the prompt's cost plus cap x $10/M fits $0.001.
     prompt = attrs(span)["gen_ai.usage.input_tokens"]
     assert prompt * 2.5e-6 + cap * 1e-5 <= 0.001 + 1e-12

@@ -22,7 +22,7 @@ import logging
 import math
 import secrets
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final, cast
@@ -325,7 +325,6 @@ class Admitter:
     changes: dict[str, AttributeValue] = field(default_factory=dict[str, AttributeValue])
 
     def run(self) -> Admission:
-        settings = _config.current()
         admission = Admission(
             self.limits, secrets.token_hex(12), Estimate("", 0, 0, None), meter=self.meter
         )
@@ -351,7 +350,7 @@ class Admitter:
                 admission.estimate = estimate
                 return admission
             limit = next(x for x in self.limits if x.scope_key == result.failed_scope)
-            estimate = self._act(limit, estimate, admission, settings.on_unpriced)
+            estimate = self._act(limit, estimate, admission)
         raise Refusal(self.limits[0])
 
     def _estimate(self) -> Estimate:
@@ -360,7 +359,7 @@ class Admitter:
             raise UnpricedModelError(self.model, self.provider)
         return estimate
 
-    def _act(self, limit: Limit, estimate: Estimate, admission: Admission, _: str) -> Estimate:
+    def _act(self, limit: Limit, estimate: Estimate, admission: Admission) -> Estimate:
         action = limit.action
         if action == "block":
             raise Refusal(limit)
@@ -559,6 +558,3 @@ def estimate(
             raise ValueError("max_output_tokens must be a whole number >= 0")
         kwargs["max_output_tokens"] = max_output_tokens
     return project(op, kwargs, model, provider, when_ns or time.time_ns())
-
-
-Hook = Callable[[BudgetExceeded], Mapping[str, Any] | None]

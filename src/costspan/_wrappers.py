@@ -134,6 +134,9 @@ class Call:
             invocation.pending[A.COSTSPAN_BUDGET_DECISION] = "unchecked"
             raise
         invocation.pending.update(attrs)
+        clamped = attrs.get(A.COSTSPAN_BUDGET_CLAMPED_MAX_TOKENS)
+        if clamped is not None:  # the span describes the request that was sent
+            invocation.pending[A.GEN_AI_REQUEST_MAX_TOKENS] = clamped
         if refusal is not None:
             invocation.fail(type(refusal).__qualname__, str(refusal), exception=refusal)
             raise refusal
