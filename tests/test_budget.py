@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Generator, Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -396,6 +396,29 @@ def test_generator_decorator_applies_only_inside_the_generator(client: openai.Op
     client.chat.completions.create(model="gpt-4o", messages=USER, max_completion_tokens=500)
     with pytest.raises(BudgetExceeded):
         next(gen)
+
+
+def test_generator_decorator_forwards_send_throw_and_close(client: openai.OpenAI) -> None:
+    """A decorated generator behaves like the undecorated one for send(), throw() and close()."""
+    seen: list[object] = []
+
+    @costspan.budget(usd=1)
+    def echo() -> Generator[int, object, None]:
+        try:
+            while True:
+                try:
+                    seen.append((yield len(seen)))
+                except KeyError as exc:
+                    seen.append(f"caught {exc.args[0]}")
+        finally:
+            seen.append("closed")
+
+    gen = echo()
+    assert next(gen) == 0
+    assert gen.send("a") == 1
+    assert gen.throw(KeyError("k")) == 2
+    gen.close()
+    assert seen == ["a", "caught k", "closed"]
 
 
 async def test_async_generator_decorator(async_client: openai.AsyncOpenAI) -> None:

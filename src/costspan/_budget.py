@@ -21,7 +21,7 @@ import logging
 import re
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from types import TracebackType
@@ -280,39 +280,63 @@ class Budget(_ContextEntry):
 
         return run
 
-    def _wrap_gen(self, func: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+    def _wrap_gen(self, func: Callable[..., Generator[Any, Any, Any]]) -> Callable[..., Any]:
         @functools.wraps(func)
-        def run(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        def run(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
             scope = self._fresh()
-            # Enter the budget around each step only: between steps the consumer runs, and the
-            # budget must not leak into its context.
+            # The budget is entered around each step of the generator only: between steps the
+            # consumer runs, and the budget must not leak into its context. send(), throw()
+            # and close() reach the wrapped generator as they would without the decorator.
             with scope:
                 gen = func(*args, **kwargs)
+            sent: Any = None
+            thrown: BaseException | None = None
             while True:
                 with scope:
                     try:
-                        value = next(gen)
+                        value = gen.throw(thrown) if thrown is not None else gen.send(sent)
                     except StopIteration as stop:
                         return stop.value
-                yield value
+                thrown = None
+                try:
+                    sent = yield value
+                except GeneratorExit:
+                    with scope:
+                        gen.close()
+                    raise
+                except BaseException as exc:
+                    thrown, sent = exc, None
 
         return run
 
     def _wrap_async_gen(
-        self, func: Callable[..., AsyncIterator[Any]]
-    ) -> Callable[..., AsyncIterator[Any]]:
+        self, func: Callable[..., AsyncGenerator[Any, Any]]
+    ) -> Callable[..., AsyncGenerator[Any, Any]]:
         @functools.wraps(func)
-        async def run(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        async def run(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
             scope = self._fresh()
             with scope:
                 agen = func(*args, **kwargs)
+            sent: Any = None
+            thrown: BaseException | None = None
             while True:
                 with scope:
                     try:
-                        value = await anext(agen)
+                        if thrown is not None:
+                            value = await agen.athrow(thrown)
+                        else:
+                            value = await agen.asend(sent)
                     except StopAsyncIteration:
                         return
-                yield value
+                thrown = None
+                try:
+                    sent = yield value
+                except GeneratorExit:
+                    with scope:
+                        await agen.aclose()
+                    raise
+                except BaseException as exc:
+                    thrown, sent = exc, None
 
         return run
 
