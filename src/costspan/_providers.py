@@ -35,10 +35,31 @@ _KNOWN_HOSTS: Final[tuple[tuple[str, str], ...]] = (
 )
 
 
+_memo: dict[str, str] = {}
+# The overrides table the memo was filled with. Holding it (not its id) means a new table, even
+# one at a recycled address, always starts a fresh memo.
+_memo_overrides: object = None
+
+
 def provider_for_host(host: str | None, overrides: Mapping[str, str] | None = None) -> str:
-    """The ``gen_ai.provider.name`` for a client whose base URL has this host."""
+    """The ``gen_ai.provider.name`` for a client whose base URL has this host.
+
+    Memoised per host and overrides table: it runs on every call, and a service talks to a
+    handful of hosts.
+    """
+    global _memo_overrides
     if not host:
         return FALLBACK_PROVIDER
+    if overrides is not _memo_overrides or len(_memo) >= 1024:
+        _memo.clear()
+        _memo_overrides = overrides
+    found = _memo.get(host)
+    if found is None:
+        found = _memo[host] = _lookup(host, overrides)
+    return found
+
+
+def _lookup(host: str, overrides: Mapping[str, str] | None) -> str:
     host = host.lower().rstrip(".")
     if overrides:
         exact = overrides.get(host)
