@@ -35,10 +35,9 @@ _KNOWN_HOSTS: Final[tuple[tuple[str, str], ...]] = (
 )
 
 
-_memo: dict[str, str] = {}
-# The overrides table the memo was filled with. Holding it (not its id) means a new table, even
-# one at a recycled address, always starts a fresh memo.
-_memo_overrides: object = None
+# (overrides table, {host: provider}) swapped as one tuple: a reader never mixes one table's
+# answers with another's, and holding the table (not its id) rules out a recycled address.
+_memo: tuple[object, dict[str, str]] = (None, {})
 
 
 def provider_for_host(host: str | None, overrides: Mapping[str, str] | None = None) -> str:
@@ -47,15 +46,16 @@ def provider_for_host(host: str | None, overrides: Mapping[str, str] | None = No
     Memoised per host and overrides table: it runs on every call, and a service talks to a
     handful of hosts.
     """
-    global _memo_overrides
+    global _memo
     if not host:
         return FALLBACK_PROVIDER
-    if overrides is not _memo_overrides or len(_memo) >= 1024:
-        _memo.clear()
-        _memo_overrides = overrides
-    found = _memo.get(host)
+    owner, answers = _memo
+    if owner is not overrides or len(answers) >= 1024:
+        answers = {}
+        _memo = (overrides, answers)
+    found = answers.get(host)
     if found is None:
-        found = _memo[host] = _lookup(host, overrides)
+        found = answers[host] = _lookup(host, overrides)
     return found
 
 
