@@ -51,7 +51,7 @@ def provider_for_host(host: str | None, overrides: Mapping[str, str] | None = No
         return FALLBACK_PROVIDER
     owner, answers = _memo
     if owner is not overrides or len(answers) >= 1024:
-        answers = {}
+        answers: dict[str, str] = {}
         _memo = (overrides, answers)
     found = answers.get(host)
     if found is None:
