@@ -248,6 +248,20 @@ def test_chat_stream_helper_gives_one_span_with_usage(
     assert recorded["costspan.stream.outcome"] == "completed"
 
 
+def test_chat_stream_helper_left_early_is_closed_not_abandoned(
+    client: openai.OpenAI, span_exporter: InMemorySpanExporter
+) -> None:
+    """Leaving chat.completions.stream() early closes the response: the span says closed."""
+    with client.chat.completions.stream(model="gpt-4o-mini", messages=USER) as stream:
+        for _ in stream:
+            break
+    del stream
+    gc.collect()
+    span = only_span(span_exporter)
+    assert attrs(span)["costspan.stream.outcome"] == "closed"
+    assert span.status.status_code is StatusCode.UNSET
+
+
 def test_raw_response_stream_is_proxied(
     client: openai.OpenAI, span_exporter: InMemorySpanExporter
 ) -> None:

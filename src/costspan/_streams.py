@@ -62,8 +62,14 @@ class StreamState:
         except Exception:
             _logger.exception("costspan could not end a stream span")
 
-    def abandon(self) -> None:
-        if not self.invocation.ended:
+    def abandon(self, stream: object) -> None:
+        if self.invocation.ended:
+            return
+        # The SDK's stream helpers (chat.completions.stream()) close the HTTP response directly,
+        # not the stream: a closed response means the caller closed it, not that it was dropped.
+        if getattr(getattr(stream, "response", None), "is_closed", False):
+            self.finish("closed")
+        else:
             self.fail(None, "abandoned")
 
 
@@ -119,7 +125,7 @@ class SyncStreamProxy(ObjectProxy):
                 self._self_state.finish("closed")
 
     def __del__(self) -> None:
-        self._self_state.abandon()
+        self._self_state.abandon(self.__wrapped__)
 
 
 class AsyncStreamProxy(ObjectProxy):
@@ -174,4 +180,4 @@ class AsyncStreamProxy(ObjectProxy):
                 self._self_state.finish("closed")
 
     def __del__(self) -> None:
-        self._self_state.abandon()
+        self._self_state.abandon(self.__wrapped__)
