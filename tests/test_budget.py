@@ -398,7 +398,7 @@ def test_generator_decorator_applies_only_inside_the_generator(client: openai.Op
         next(gen)
 
 
-def test_generator_decorator_forwards_send_throw_and_close(client: openai.OpenAI) -> None:
+def test_generator_decorator_forwards_send_throw_and_close() -> None:
     """A decorated generator behaves like the undecorated one for send(), throw() and close()."""
     seen: list[object] = []
 

@@ -91,9 +91,7 @@ def test_attribution_keys_are_configurable(
     assert attrs(only_span(exporter)) == {"team": "core"}
 
 
-def test_non_genai_spans_pass_through_untouched(
-    priced_exporter: tuple[TracerProvider, InMemorySpanExporter],
-) -> None:
+def test_non_genai_spans_pass_through_untouched() -> None:
     """An ordinary span reaches the exporter as the very same object."""
     seen: list[ReadableSpan] = []
 
