@@ -100,13 +100,11 @@ class Limit:
         return cls(b.scope_key, b.usd, b.tokens, b.action, {}, b.id, None)
 
     @functools.cached_property
-    def scope_limit(self) -> ScopeLimit:
+    def scope(self) -> ScopeLimit:
+        """The ledger scope and caps of this budget (built once: its caps never change)."""
         return ScopeLimit(
             self.scope_key, None if self.usd is None else micros(self.usd), self.tokens
         )
-
-    def scope(self) -> ScopeLimit:
-        return self.scope_limit
 
 
 class BudgetMeter:
@@ -241,7 +239,7 @@ class Admission:
         if held:
             ledger.commit(self.rid, spent, tokens)
         if self.warned:
-            ledger.commit(self.rid + ":over", spent, tokens, [w.scope() for w in self.warned])
+            ledger.commit(self.rid + ":over", spent, tokens, [w.scope for w in self.warned])
         return self._after(span)
 
     def _after(self, span: Span | None) -> dict[str, AttributeValue]:
@@ -293,12 +291,10 @@ class Refusal(Exception):
 
 
 def _exceeded(limit: Limit, estimate: Estimate) -> BudgetExceeded:
+    # Refusals come after a reserve, so the ledger knows the scope and its (tightest) caps.
     state = current_ledger().snapshot(limit.scope_key)
-    remaining_usd = None
-    if limit.usd is not None:
-        remaining_usd = max(
-            limit.usd - Decimal(state.spent_micros + state.held_micros) / 1_000_000, Decimal(0)
-        )
+    room = state.room_micros
+    remaining_usd = None if room is None else Decimal(room) / 1_000_000
     return BudgetExceeded(
         budget=limit.budget,
         scope=limit.label,
@@ -344,7 +340,7 @@ class Admitter:
             held = [limit for limit in self.limits if limit not in admission.warned]
             usd = 0 if estimate.usd is None else micros(estimate.usd)
             result = ledger.reserve(
-                admission.rid, [limit.scope() for limit in held], usd, estimate.tokens, LEASE_S
+                admission.rid, [limit.scope for limit in held], usd, estimate.tokens, LEASE_S
             )
             if result.granted:
                 admission.estimate = estimate

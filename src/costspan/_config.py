@@ -212,7 +212,6 @@ _SETTINGS: Final[dict[str, _Setting]] = {
     "openlit_cost_attribute": _Setting(COSTSPAN_OPENLIT_COST_ATTRIBUTE, parse_bool, _check_bool),
     "trust_inbound_budgets": _Setting(COSTSPAN_TRUST_INBOUND_BUDGETS, parse_bool, _check_bool),
 }
-ENV_VARS: Final = tuple(s.env for s in _SETTINGS.values())
 
 
 def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:

@@ -262,13 +262,6 @@ class Pricer:
                 return cost
         return None
 
-    def knows(self, model: str, provider: str, when_ns: int) -> bool:
-        """Whether a price exists for ``model`` (used to refuse unpriced calls up front)."""
-        return (
-            self.price(TokenUsage(0, 0), models=(model,), provider=provider, when_ns=when_ns)
-            is not None
-        )
-
     # -- the rate cache ----------------------------------------------------------------------
     def _table_price(
         self, usage: TokenUsage, model: str, provider: str, when_ns: int, tier: str | None
@@ -428,10 +421,3 @@ class Pricer:
             provider=str(getattr(result.provider, "id", provider)),
             model=str(getattr(result.model, "id", model)),
         )
-
-
-def prices_version() -> str:
-    """The installed genai-prices version, the source of every table price."""
-    from importlib.metadata import version
-
-    return version("genai-prices")
