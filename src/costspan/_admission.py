@@ -17,12 +17,13 @@ budget's ``block``, because the outer scope is the one that refuses.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import math
 import secrets
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Generator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final, cast
@@ -35,11 +36,14 @@ from costspan import _attributes as A
 from costspan import _config
 from costspan._budget import Budget, InboundBudget, inbound_budgets, local_budgets, micros
 from costspan._costing import current_pricer
-from costspan._errors import BudgetExceeded, UnpricedModelError
+from costspan._errors import BudgetExceeded, BudgetUnavailable, UnpricedModelError
+from costspan._limits import Applied
 from costspan._operations import Operation, given
 from costspan._pricing import Cost
 from costspan._usage import TokenUsage
-from costspan.ledgers import Ledger, MemoryLedger, ScopeLimit, ScopeState
+from costspan.ledgers import Ledger, LedgerUnavailable, Reservation, ScopeLimit, ScopeState
+from costspan.ledgers._open import LedgerSpec
+from costspan.ledgers._protocol import InlineAsync
 
 _logger = logging.getLogger(__name__)
 
@@ -53,24 +57,71 @@ LEASE_S: Final = 900.0
 """How long a hold lives without a commit: longer than any sane request or stream."""
 
 _ledger_lock = threading.Lock()
-_ledger: Ledger | None = None
+_ledger: Ledger | None = None  # set explicitly (tests, set_ledger)
+_opened: tuple[object, Ledger] | None = None  # (what the settings asked for, the engine)
 
 
 def current_ledger() -> Ledger:
-    """The process's ledger (in memory unless configured otherwise)."""
-    global _ledger
-    if _ledger is None:
-        with _ledger_lock:
-            if _ledger is None:
-                _ledger = MemoryLedger()
-    return _ledger
+    """The process's ledger: set explicitly, else the one the settings name (opened once)."""
+    global _opened
+    if _ledger is not None:
+        return _ledger
+    settings = _config.current()
+    wanted = (settings.ledger, settings.fail_mode)
+    opened = _opened
+    if opened is not None and opened[0] == wanted:
+        return opened[1]
+    with _ledger_lock:
+        if _opened is None or _opened[0] != wanted:
+            spec = settings.ledger
+            ledger = spec.open(settings.fail_mode) if isinstance(spec, LedgerSpec) else spec
+            _opened = (wanted, ledger)
+        return _opened[1]
 
 
 def set_ledger(ledger: Ledger | None) -> None:
-    """Replace the process's ledger (None: a fresh in-memory one on next use)."""
-    global _ledger
+    """Replace the process's ledger (None: the configured one, opened afresh on next use)."""
+    global _ledger, _opened
     with _ledger_lock:
         _ledger = ledger
+        _opened = None
+
+
+def _blocks(ledger: Ledger) -> bool:
+    """Whether the ledger waits on I/O (an event loop must await it, never call it)."""
+    return not isinstance(ledger, InlineAsync)
+
+
+_settling: set[asyncio.Task[object]] = set()
+
+
+def _dispatch(
+    sync: Callable[..., object], coro: Callable[..., Coroutine[Any, Any, object]], *args: Any
+) -> None:
+    """Run a ledger write now, or - inside a running event loop, on a ledger that blocks - as a
+    task. A task the loop cancels (it is shutting down) is finished synchronously: the write is
+    idempotent, so one that had already reached the ledger is not counted twice."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        sync(*args)
+        return
+    task: asyncio.Task[object] = loop.create_task(coro(*args))
+    _settling.add(task)
+
+    def done(t: asyncio.Task[object]) -> None:
+        _settling.discard(t)
+        try:
+            if t.cancelled():
+                sync(*args)
+            elif t.exception() is not None:
+                _logger.error(
+                    "costspan could not settle a budget reservation", exc_info=t.exception()
+                )
+        except Exception:
+            _logger.exception("costspan could not settle a budget reservation")
+
+    task.add_done_callback(done)
 
 
 # -- what a call sees ---------------------------------------------------------------------------
@@ -85,6 +136,8 @@ class Limit:
     downgrade: Mapping[str, str]
     label: str
     budget: Budget | None
+    expires_at: float | None = None
+    sticky: bool = True
 
     @classmethod
     def of_budget(cls, b: Budget) -> Limit:
@@ -99,18 +152,37 @@ class Limit:
     def of_inbound(cls, b: InboundBudget) -> Limit:
         return cls(b.scope_key, b.usd, b.tokens, b.action, {}, b.id, None)
 
+    @classmethod
+    def of_rule(cls, applied: Applied) -> Limit:
+        rule = applied.rule
+        return cls(
+            applied.key,
+            rule.usd,
+            rule.tokens,
+            rule.action,
+            {},
+            applied.label,
+            None,
+            expires_at=applied.expires_at,
+            sticky=False,  # caps from trusted configuration: the configured value is the cap
+        )
+
     @functools.cached_property
     def scope(self) -> ScopeLimit:
         """The ledger scope and caps of this budget (built once: its caps never change)."""
         return ScopeLimit(
-            self.scope_key, None if self.usd is None else micros(self.usd), self.tokens
+            self.scope_key,
+            None if self.usd is None else micros(self.usd),
+            self.tokens,
+            self.expires_at,
+            self.sticky,
         )
 
 
 class BudgetMeter:
     """Decision, threshold and rejected-baggage counters."""
 
-    __slots__ = ("decisions", "rejected", "thresholds")
+    __slots__ = ("decisions", "rejected", "thresholds", "unavailable")
 
     def __init__(self, meter: Meter) -> None:
         self.decisions: Counter = meter.create_counter(
@@ -126,13 +198,18 @@ class BudgetMeter:
             unit="{entry}",
             description="Inbound budget baggage entries ignored as malformed or hostile",
         )
+        self.unavailable: Counter = meter.create_counter(
+            A.METRIC_LEDGER_UNAVAILABLE,
+            unit="{call}",
+            description="Calls decided without the shared ledger (it was unreachable)",
+        )
 
 
 _warned_reasons: set[str] = set()
 
 
 def active_limits(meter: BudgetMeter | None = None) -> list[Limit]:
-    """Every budget the current context puts on a call; block-action budgets first."""
+    """Every budget and configured limit on a call in this context; block actions first."""
     limits = [Limit.of_budget(b) for b in local_budgets()]
     if _config.current().trust_inbound_budgets:
 
@@ -149,6 +226,9 @@ def active_limits(meter: BudgetMeter | None = None) -> list[Limit]:
                 )
 
         limits.extend(Limit.of_inbound(b) for b in inbound_budgets(reject=reject))
+    table = _config.current().limits
+    if table:
+        limits.extend(Limit.of_rule(applied) for applied in table.applied())
     # A failing block budget must be found first, so its refusal is never masked.
     limits.sort(key=lambda limit: limit.action != "block")
     return limits
@@ -211,6 +291,10 @@ class Admission:
     warned: list[Limit] = field(default_factory=list[Limit])
     meter: BudgetMeter | None = None
     settled: bool = False
+    states: dict[str, ScopeState] = field(default_factory=dict[str, ScopeState])
+    """Each scope's counters as the ledger last reported them (after the grant)."""
+    held_micros: int = 0
+    degraded: str | None = None
 
     def attributes(self) -> dict[str, AttributeValue]:
         attrs: dict[str, AttributeValue] = {
@@ -219,7 +303,12 @@ class Admission:
         }
         if self.estimate.usd is not None:
             attrs[A.COSTSPAN_BUDGET_ESTIMATE_USD] = float(self.estimate.usd)
+        if self.degraded is not None:
+            attrs[A.COSTSPAN_LEDGER_FAIL_MODE] = self.degraded
         return attrs
+
+    def held(self) -> list[ScopeLimit]:
+        return [limit.scope for limit in self.limits if limit not in self.warned]
 
     def settle(
         self, usage: TokenUsage | None, cost: Cost | None, span: Span | None
@@ -230,23 +319,50 @@ class Admission:
             return {}
         self.settled = True
         ledger = current_ledger()
+        held = self.held()
+        blocking = _blocks(ledger)
         if usage is None:
-            ledger.release(self.rid)
+            if held:
+                if blocking:
+                    _dispatch(ledger.release, ledger.arelease, self.rid, held)
+                else:
+                    ledger.release(self.rid, held)
             return {}
         spent = micros(cost.total) if cost is not None else 0
         tokens = (usage.input_tokens or 0) + (usage.output_tokens or 0)
-        held = [limit for limit in self.limits if limit not in self.warned]
+        writes: list[tuple[str, list[ScopeLimit]]] = []
         if held:
-            ledger.commit(self.rid, spent, tokens)
+            writes.append((self.rid, held))
         if self.warned:
-            ledger.commit(self.rid + ":over", spent, tokens, [w.scope for w in self.warned])
-        return self._after(span)
+            # Over-budget calls let through by a warn action: charged, never held.
+            writes.append((self.rid + ":over", [w.scope for w in self.warned]))
+        for rid, scopes in writes:
+            if blocking:
+                _dispatch(ledger.commit, ledger.acommit, rid, spent, tokens, scopes)
+            else:
+                ledger.commit(rid, spent, tokens, scopes)
+        return self._after(span, spent, tokens)
 
-    def _after(self, span: Span | None) -> dict[str, AttributeValue]:
-        ledger = current_ledger()
+    def _after(self, span: Span | None, spent: int, tokens: int) -> dict[str, AttributeValue]:
+        """Remaining budget and thresholds, projected from the ledger's answer at the grant
+        (no second round trip): that state, less this call's hold, plus what it spent."""
         remaining: list[int] = []
         for limit in self.limits:
-            state = ledger.snapshot(limit.scope_key)
+            before = self.states.get(limit.scope_key)
+            if before is None:
+                continue
+            hold = 0 if limit in self.warned else self.held_micros
+            hold_tokens = 0 if limit in self.warned else self.estimate.tokens
+            state = ScopeState(
+                before.key,
+                spent_micros=before.spent_micros + spent,
+                held_micros=max(before.held_micros - hold, 0),
+                spent_tokens=before.spent_tokens + tokens,
+                held_tokens=max(before.held_tokens - hold_tokens, 0),
+                calls=before.calls + 1,
+                cap_micros=before.cap_micros,
+                cap_tokens=before.cap_tokens,
+            )
             if state.cap_micros is not None:
                 remaining.append(state.cap_micros - state.spent_micros - state.held_micros)
             if limit.budget is not None and limit.budget.warn_at:
@@ -285,14 +401,15 @@ class Admission:
 class Refusal(Exception):
     """Internal: the admission loop gives up on a call (turned into BudgetExceeded)."""
 
-    def __init__(self, limit: Limit) -> None:
+    def __init__(self, limit: Limit, state: ScopeState | None) -> None:
         super().__init__(limit.label)
         self.limit = limit
+        self.state = state
 
 
-def _exceeded(limit: Limit, estimate: Estimate) -> BudgetExceeded:
-    # Refusals come after a reserve, so the ledger knows the scope and its (tightest) caps.
-    state = current_ledger().snapshot(limit.scope_key)
+def _exceeded(limit: Limit, estimate: Estimate, state: ScopeState | None) -> BudgetExceeded:
+    # The ledger's own answer: the scope's spend and its (tightest) caps at the refusal.
+    state = state or ScopeState(limit.scope_key)
     room = state.room_micros
     remaining_usd = None if room is None else Decimal(room) / 1_000_000
     return BudgetExceeded(
@@ -307,9 +424,17 @@ def _exceeded(limit: Limit, estimate: Estimate) -> BudgetExceeded:
     )
 
 
+# What the admission loop asks of the ledger: reserve (rid, scopes, usd µ$, tokens).
+_Ask = tuple[str, list[ScopeLimit], int, int]
+
+
 @dataclass(slots=True)
 class Admitter:
-    """Runs the admission loop for one call; the wrapper owns the span and the kwargs."""
+    """Runs the admission loop for one call; the wrapper owns the span and the kwargs.
+
+    The loop is a generator that yields each reservation it needs and is sent the ledger's
+    answer, so one loop serves both the blocking and the asyncio ledger calls.
+    """
 
     operation: Operation
     kwargs: dict[str, Any]
@@ -320,7 +445,7 @@ class Admitter:
     meter: BudgetMeter | None
     changes: dict[str, AttributeValue] = field(default_factory=dict[str, AttributeValue])
 
-    def run(self) -> Admission:
+    def run(self) -> Generator[_Ask, Reservation, Admission]:
         admission = Admission(
             self.limits, secrets.token_hex(12), Estimate("", 0, 0, None), meter=self.meter
         )
@@ -335,19 +460,20 @@ class Admitter:
             self.changes[A.COSTSPAN_BUDGET_CLAMPED_MAX_TOKENS] = DEFAULT_OUTPUT_TOKENS
             admission.decision = "clamp"
         estimate = self._estimate()
-        ledger = current_ledger()
         for _ in range(len(self.limits) + 4):
-            held = [limit for limit in self.limits if limit not in admission.warned]
+            held = admission.held()
             usd = 0 if estimate.usd is None else micros(estimate.usd)
-            result = ledger.reserve(
-                admission.rid, [limit.scope for limit in held], usd, estimate.tokens, LEASE_S
-            )
+            result = yield (admission.rid, held, usd, estimate.tokens)
+            admission.states.update((state.key, state) for state in result.states)
+            if result.degraded is not None:
+                admission.degraded = result.degraded
             if result.granted:
                 admission.estimate = estimate
+                admission.held_micros = usd
                 return admission
             limit = next(x for x in self.limits if x.scope_key == result.failed_scope)
-            estimate = self._act(limit, estimate, admission)
-        raise Refusal(self.limits[0])
+            estimate = self._act(limit, estimate, admission, result)
+        raise Refusal(self.limits[0], None)
 
     def _estimate(self) -> Estimate:
         estimate = project(self.operation, self.kwargs, self.model, self.provider, self.when_ns)
@@ -355,10 +481,13 @@ class Admitter:
             raise UnpricedModelError(self.model, self.provider)
         return estimate
 
-    def _act(self, limit: Limit, estimate: Estimate, admission: Admission) -> Estimate:
+    def _act(
+        self, limit: Limit, estimate: Estimate, admission: Admission, result: Reservation
+    ) -> Estimate:
         action = limit.action
+        state = admission.states.get(limit.scope_key)
         if action == "block":
-            raise Refusal(limit)
+            raise Refusal(limit, state)
         if action == "warn":
             admission.warned.append(limit)
             admission.decision = "warn"
@@ -366,34 +495,33 @@ class Admitter:
         if action == "downgrade":
             cheaper = limit.downgrade.get(self.model)
             if cheaper is None:
-                raise Refusal(limit)
+                raise Refusal(limit, state)
             self.changes.setdefault(A.COSTSPAN_BUDGET_ORIGINAL_MODEL, self.model)
             self.model = cheaper
             self.kwargs["model"] = cheaper
             admission.decision = "downgrade"
             return self._estimate()
         if action == "clamp":
-            return self._clamp(limit, estimate, admission)
+            return self._clamp(limit, estimate, admission, result)
         if action == "truncate":
-            return self._truncate(limit, admission)
+            return self._truncate(limit, admission, state)
         if callable(action):
-            overrides: object = action(_exceeded(limit, estimate))
+            overrides: object = action(_exceeded(limit, estimate, state))
             if not isinstance(overrides, Mapping) or not overrides:
-                raise Refusal(limit)
+                raise Refusal(limit, state)
             changes = cast("Mapping[object, object]", overrides)
             self.kwargs.update({str(k): v for k, v in changes.items()})
             self.model = str(self.kwargs.get("model", self.model))
             admission.decision = "callable"
             return self._estimate()
-        raise Refusal(limit)
+        raise Refusal(limit, state)
 
-    def _room(self) -> tuple[Decimal | None, int | None]:
-        """The least USD and token room among all the call's budgets."""
-        ledger = current_ledger()
+    @staticmethod
+    def _room(result: Reservation) -> tuple[Decimal | None, int | None]:
+        """The least USD and token room among the scopes the ledger just checked."""
         usd: Decimal | None = None
         tokens: int | None = None
-        for limit in self.limits:
-            state = ledger.snapshot(limit.scope_key)
+        for state in result.states:
             if state.room_micros is not None:
                 room = Decimal(state.room_micros) / 1_000_000
                 usd = room if usd is None else min(usd, room)
@@ -401,8 +529,11 @@ class Admitter:
                 tokens = state.room_tokens if tokens is None else min(tokens, state.room_tokens)
         return usd, tokens
 
-    def _clamp(self, limit: Limit, estimate: Estimate, admission: Admission) -> Estimate:
-        room_usd, room_tokens = self._room()
+    def _clamp(
+        self, limit: Limit, estimate: Estimate, admission: Admission, result: Reservation
+    ) -> Estimate:
+        state = admission.states.get(limit.scope_key)
+        room_usd, room_tokens = self._room(result)
         n = given(self.kwargs, "n")
         choices = n if isinstance(n, int) and n > 1 else 1
         affordable = math.inf
@@ -424,7 +555,7 @@ class Admitter:
                 when_ns=self.when_ns,
             )
             if base is None or full is None:
-                raise Refusal(limit)
+                raise Refusal(limit, state)
             rate = (full.total - base.total) / 1_000_000
             left = room_usd - base.total
             if rate > 0:
@@ -435,7 +566,7 @@ class Admitter:
         if cap is not None:
             affordable = min(affordable, cap)
         if affordable == math.inf or affordable < MIN_CLAMP_TOKENS:
-            raise Refusal(limit)
+            raise Refusal(limit, state)
         new_cap = int(affordable)
         self.kwargs[self._cap_param()] = new_cap
         self.changes[A.COSTSPAN_BUDGET_CLAMPED_MAX_TOKENS] = new_cap
@@ -456,11 +587,11 @@ class Admitter:
             return "max_tokens"
         return "max_completion_tokens"
 
-    def _truncate(self, limit: Limit, admission: Admission) -> Estimate:
+    def _truncate(self, limit: Limit, admission: Admission, state: ScopeState | None) -> Estimate:
         key = "messages" if "messages" in self.kwargs else "input"
         items = self.kwargs.get(key)
         if not isinstance(items, list) or len(items) < 2:  # pyright: ignore[reportUnknownArgumentType]
-            raise Refusal(limit)
+            raise Refusal(limit, state)
         messages: list[Any] = list(items)  # pyright: ignore[reportUnknownArgumentType]
         # Drop the oldest message that is not a system/developer instruction.
         for i, message in enumerate(messages[:-1]):
@@ -473,12 +604,15 @@ class Admitter:
                 del messages[i]
                 break
         else:
-            raise Refusal(limit)
+            raise Refusal(limit, state)
         self.kwargs[key] = messages
         dropped = int(self.changes.get(A.COSTSPAN_BUDGET_DROPPED_MESSAGES, 0)) + 1  # pyright: ignore[reportArgumentType]
         self.changes[A.COSTSPAN_BUDGET_DROPPED_MESSAGES] = dropped
         admission.decision = "truncate"
         return self._estimate()
+
+
+Admitted = tuple[Admission | None, dict[str, AttributeValue], BudgetExceeded | None]
 
 
 def admit(
@@ -488,32 +622,86 @@ def admit(
     provider: str,
     when_ns: int,
     meter: BudgetMeter | None,
-) -> tuple[Admission | None, dict[str, AttributeValue], BudgetExceeded | None]:
+) -> Admitted:
     """Admit a call: (admission, span attributes, refusal). Mutates ``kwargs`` for actions."""
     limits = active_limits(meter)
     if not limits:
         return None, {}, None
     admitter = Admitter(operation, kwargs, model, provider, when_ns, limits, meter)
+    ledger = current_ledger()
+    loop = admitter.run()
     try:
-        admission = admitter.run()
-    except Refusal as refusal:
-        estimate = project(operation, kwargs, admitter.model, provider, when_ns)
-        exc = _exceeded(refusal.limit, estimate)
-        attrs: dict[str, AttributeValue] = {
-            A.COSTSPAN_BUDGET_DECISION: "refuse",
-            A.COSTSPAN_BUDGET_IDS: [limit.label for limit in limits],
-            A.COSTSPAN_BUDGET_REFUSED_BY: refusal.limit.label,
-        }
-        if estimate.usd is not None:
-            attrs[A.COSTSPAN_BUDGET_ESTIMATE_USD] = float(estimate.usd)
-        if meter is not None:
-            meter.decisions.add(1, {A.COSTSPAN_BUDGET_DECISION: "refuse"})
-        return None, attrs, exc
-    if meter is not None and admission.decision != "allow":
-        # Plain admissions are just calls (gen_ai.client.operation.duration counts them); the
-        # counter tracks what budgets changed or refused.
-        meter.decisions.add(1, {A.COSTSPAN_BUDGET_DECISION: admission.decision})
+        ask = next(loop)
+        while True:
+            ask = loop.send(ledger.reserve(*ask, LEASE_S))
+    except StopIteration as done:
+        return _admitted(admitter, done.value)
+    except (Refusal, LedgerUnavailable) as exc:
+        return _refused(admitter, exc)
+
+
+async def aadmit(
+    operation: Operation,
+    kwargs: dict[str, Any],
+    model: str,
+    provider: str,
+    when_ns: int,
+    meter: BudgetMeter | None,
+) -> Admitted:
+    """:func:`admit` for async calls: a ledger that blocks is awaited, never called."""
+    ledger = current_ledger()
+    if not _blocks(ledger):
+        return admit(operation, kwargs, model, provider, when_ns, meter)
+    limits = active_limits(meter)
+    if not limits:
+        return None, {}, None
+    admitter = Admitter(operation, kwargs, model, provider, when_ns, limits, meter)
+    loop = admitter.run()
+    try:
+        ask = next(loop)
+        while True:
+            ask = loop.send(await ledger.areserve(*ask, LEASE_S))
+    except StopIteration as done:
+        return _admitted(admitter, done.value)
+    except (Refusal, LedgerUnavailable) as exc:
+        return _refused(admitter, exc)
+
+
+def _admitted(admitter: Admitter, admission: Admission) -> Admitted:
+    meter = admitter.meter
+    if meter is not None:
+        if admission.decision != "allow":
+            # Plain admissions are just calls (gen_ai.client.operation.duration counts them);
+            # the counter tracks what budgets changed or refused.
+            meter.decisions.add(1, {A.COSTSPAN_BUDGET_DECISION: admission.decision})
+        if admission.degraded is not None:
+            meter.unavailable.add(1, {A.COSTSPAN_LEDGER_FAIL_MODE: admission.degraded})
     return admission, {**admission.attributes(), **admitter.changes}, None
+
+
+def _refused(admitter: Admitter, cause: Refusal | LedgerUnavailable) -> Admitted:
+    limits, meter = admitter.limits, admitter.meter
+    estimate = project(
+        admitter.operation, admitter.kwargs, admitter.model, admitter.provider, admitter.when_ns
+    )
+    attrs: dict[str, AttributeValue] = {
+        A.COSTSPAN_BUDGET_DECISION: "refuse",
+        A.COSTSPAN_BUDGET_IDS: [limit.label for limit in limits],
+    }
+    exc: BudgetExceeded
+    if isinstance(cause, LedgerUnavailable):
+        exc = BudgetUnavailable(scope=limits[0].label, model=admitter.model, reason=str(cause))
+        attrs[A.COSTSPAN_LEDGER_FAIL_MODE] = "closed"
+        if meter is not None:
+            meter.unavailable.add(1, {A.COSTSPAN_LEDGER_FAIL_MODE: "closed"})
+    else:
+        exc = _exceeded(cause.limit, estimate, cause.state)
+        attrs[A.COSTSPAN_BUDGET_REFUSED_BY] = cause.limit.label
+    if estimate.usd is not None:
+        attrs[A.COSTSPAN_BUDGET_ESTIMATE_USD] = float(estimate.usd)
+    if meter is not None:
+        meter.decisions.add(1, {A.COSTSPAN_BUDGET_DECISION: "refuse"})
+    return None, attrs, exc
 
 
 def estimate(

@@ -140,7 +140,12 @@ COSTSPAN_BUDGET_CLAMPED_MAX_TOKENS: Final = "costspan.budget.clamped_max_tokens"
 COSTSPAN_BUDGET_DROPPED_MESSAGES: Final = "costspan.budget.dropped_messages"
 COSTSPAN_BUDGET_THRESHOLD: Final = "costspan.budget.threshold"
 COSTSPAN_BAGGAGE_REJECT_REASON: Final = "costspan.baggage.reason"
+COSTSPAN_LEDGER_FAIL_MODE: Final = "costspan.ledger.fail_mode"
+"""Set when the shared ledger was unreachable and the call was decided by the fail mode
+(``closed``: refused; ``open``: sent unmetered; ``local``: checked by this process alone)."""
 
 METRIC_BUDGET_DECISIONS: Final = "costspan.budget.decisions"
 METRIC_BUDGET_THRESHOLDS: Final = "costspan.budget.thresholds"
 METRIC_BAGGAGE_REJECTED: Final = "costspan.baggage.rejected"
+METRIC_LEDGER_UNAVAILABLE: Final = "costspan.ledger.unavailable"
+"""Calls decided without the shared ledger, by ``costspan.ledger.fail_mode``."""

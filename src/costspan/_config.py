@@ -18,7 +18,11 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Final, Literal, cast
 
+from costspan._limits import LimitTable
 from costspan._pricing import PriceOverride, parse_overrides
+from costspan.ledgers._failsafe import FAIL_MODES, FailMode
+from costspan.ledgers._open import LedgerSpec, parse_ledger_url
+from costspan.ledgers._protocol import Ledger
 
 _logger = logging.getLogger(__name__)
 
@@ -30,6 +34,9 @@ COSTSPAN_ATTRIBUTION_KEYS: Final = "COSTSPAN_ATTRIBUTION_KEYS"
 COSTSPAN_METRIC_TAGS: Final = "COSTSPAN_METRIC_TAGS"
 COSTSPAN_OPENLIT_COST_ATTRIBUTE: Final = "COSTSPAN_OPENLIT_COST_ATTRIBUTE"
 COSTSPAN_TRUST_INBOUND_BUDGETS: Final = "COSTSPAN_TRUST_INBOUND_BUDGETS"
+COSTSPAN_LEDGER: Final = "COSTSPAN_LEDGER"
+COSTSPAN_LIMITS: Final = "COSTSPAN_LIMITS"
+COSTSPAN_FAIL_MODE: Final = "COSTSPAN_FAIL_MODE"
 OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT: Final = (
     "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 )
@@ -63,6 +70,9 @@ class Settings:
     metric_tags: tuple[str, ...] = ()
     openlit_cost_attribute: bool = False
     trust_inbound_budgets: bool = True
+    ledger: LedgerSpec | Ledger = field(default_factory=lambda: LedgerSpec("memory"))
+    limits: LimitTable = field(default_factory=LimitTable)
+    fail_mode: FailMode = "local"
 
 
 # -- parsers of environment text ----------------------------------------------------------------
@@ -145,6 +155,18 @@ def parse_keys(name: str, raw: str) -> tuple[str, ...]:
     return keys
 
 
+def parse_limits(name: str, raw: str) -> LimitTable:
+    return LimitTable.parse(raw, name)
+
+
+def parse_fail_mode(name: str, raw: str) -> FailMode:
+    value = raw.strip().lower()
+    for mode in FAIL_MODES:
+        if value == mode:
+            return mode
+    raise ValueError(f"{name}={raw!r}: use {', '.join(FAIL_MODES)}")
+
+
 # -- validators of Python arguments -------------------------------------------------------------
 def _check_bool(name: str, value: object) -> bool:
     if not isinstance(value, bool):
@@ -192,6 +214,34 @@ def _check_keys(name: str, value: object) -> tuple[str, ...]:
     return parse_keys(name, ",".join(str(k) for k in keys))
 
 
+def _check_ledger(name: str, value: object) -> LedgerSpec | Ledger:
+    if isinstance(value, str):
+        return parse_ledger_url(name, value)
+    if isinstance(value, Ledger):
+        return value
+    raise ValueError(
+        f"{name} must be a ledger URL (memory, sqlite:///..., redis://...) or a Ledger"
+    )
+
+
+def _check_limits(name: str, value: object) -> LimitTable:
+    if isinstance(value, LimitTable):
+        return value
+    if isinstance(value, str):
+        return LimitTable.parse(value, name)
+    if isinstance(value, list | tuple) and all(
+        isinstance(v, str) for v in cast("list[object]", value)
+    ):
+        return LimitTable.parse(cast("list[str]", value), name)
+    raise ValueError(f"{name} must be rules as one string or a list of strings, not {value!r}")
+
+
+def _check_fail_mode(name: str, value: object) -> FailMode:
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be one of {', '.join(FAIL_MODES)}, not {value!r}")
+    return parse_fail_mode(name, value)
+
+
 @dataclass(frozen=True)
 class _Setting:
     env: str
@@ -211,6 +261,9 @@ _SETTINGS: Final[dict[str, _Setting]] = {
     "metric_tags": _Setting(COSTSPAN_METRIC_TAGS, parse_keys, _check_keys),
     "openlit_cost_attribute": _Setting(COSTSPAN_OPENLIT_COST_ATTRIBUTE, parse_bool, _check_bool),
     "trust_inbound_budgets": _Setting(COSTSPAN_TRUST_INBOUND_BUDGETS, parse_bool, _check_bool),
+    "ledger": _Setting(COSTSPAN_LEDGER, parse_ledger_url, _check_ledger),
+    "limits": _Setting(COSTSPAN_LIMITS, parse_limits, _check_limits),
+    "fail_mode": _Setting(COSTSPAN_FAIL_MODE, parse_fail_mode, _check_fail_mode),
 }
 
 

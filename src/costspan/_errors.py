@@ -8,6 +8,7 @@
      └── UnpricedModelError         COSTSPAN_ON_UNPRICED=raise and a budgeted call has no price
     RuntimeError
      └── BudgetExceeded             a call would break a budget that refuses it; nothing was sent
+          └── BudgetUnavailable     the shared ledger is unreachable and COSTSPAN_FAIL_MODE=closed
 """
 
 from __future__ import annotations
@@ -88,4 +89,27 @@ class BudgetExceeded(RuntimeError):
         self.remaining_tokens = remaining_tokens
         self.estimate_usd = estimate_usd
         self.estimate_tokens = estimate_tokens
+        self.model = model
+
+
+class BudgetUnavailable(BudgetExceeded):
+    """Raised before a request is sent when its budgets cannot be checked: the shared ledger is
+    unreachable and ``COSTSPAN_FAIL_MODE=closed``. Nothing was sent and nothing was charged.
+
+    A subclass of :class:`BudgetExceeded`, so code that handles refusals handles this one too.
+    """
+
+    def __init__(self, *, scope: str, model: str, reason: str) -> None:
+        RuntimeError.__init__(
+            self,
+            f"call to {model!r} refused before it was sent: budget {scope!r} cannot be checked "
+            f"because the ledger is unreachable ({reason}) and COSTSPAN_FAIL_MODE=closed",
+        )
+        self.budget = None
+        self.scope = scope
+        self.spent_usd = Decimal(0)
+        self.remaining_usd = None
+        self.remaining_tokens = None
+        self.estimate_usd = None
+        self.estimate_tokens = 0
         self.model = model

@@ -221,16 +221,18 @@ class Invocation:
         except Exception:
             _logger.exception("costspan could not price a call; the span goes out without cost")
         finally:
-            self._release_or_commit(usage, cost)
+            attrs.update(self._release_or_commit(usage, cost))
         return usage
 
-    def _release_or_commit(self, usage: TokenUsage | None, cost: Any) -> None:
+    def _release_or_commit(self, usage: TokenUsage | None, cost: Any) -> Attributes:
+        """Settle the call's budget reservation; the budget attributes it leaves on the span."""
         if self.admission is None:
-            return
+            return {}
         try:
-            self.admission.settle(usage, cost, self.span)
+            return self.admission.settle(usage, cost, self.span)
         except Exception:
             _logger.exception("costspan could not settle a budget reservation")
+            return {}
 
     def _cost_dimensions(self, attrs: Attributes) -> dict[str, AttributeValue]:
         dims = {

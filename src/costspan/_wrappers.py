@@ -20,7 +20,7 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
 from costspan import _attributes as A
 from costspan import _config
-from costspan._admission import admit
+from costspan._admission import Admission, aadmit, admit
 from costspan._config import ContentCapture
 from costspan._errors import BudgetExceeded, UnpricedModelError
 from costspan._invocation import Invocation, Telemetry, error_type_of
@@ -107,32 +107,63 @@ class Call:
 
         return estimate
 
-    def admit(self) -> None:
-        """Reserve the call in every active budget; raise BudgetExceeded if one refuses."""
-        invocation = self.invocation
+    def _admission_args(self) -> tuple[Any, ...] | None:
         model = self.kwargs.get("model")
         if not isinstance(model, str):
-            return
+            return None
+        invocation = self.invocation
         provider = str(invocation.metric_attributes.get(A.GEN_AI_PROVIDER_NAME, "openai"))
         self.kwargs = dict(self.kwargs)  # actions rewrite the request; never the caller's dict
+        return (
+            self.operation,
+            self.kwargs,
+            model,
+            provider,
+            invocation.start_ns,
+            invocation.telemetry.budgets,
+        )
+
+    def admit(self) -> None:
+        """Reserve the call in every active budget; raise BudgetExceeded if one refuses."""
+        args = self._admission_args()
+        if args is None:
+            return
         try:
-            admission, attrs, refusal = admit(
-                self.operation,
-                self.kwargs,
-                model,
-                provider,
-                invocation.start_ns,
-                invocation.telemetry.budgets,
-            )
-        except (UnpricedModelError, BudgetExceeded) as exc:
-            # Refused up front (a user's on_exceed callable may raise BudgetExceeded itself).
-            invocation.fail(type(exc).__qualname__, str(exc), exception=exc)
+            admitted = admit(*args)
+        except BaseException as exc:
+            self._admission_failed(exc)
             raise
-        except Exception:
+        self._admitted(args[2], *admitted)
+
+    async def aadmit(self) -> None:
+        """:meth:`admit` for async calls: never blocks the event loop on a shared ledger."""
+        args = self._admission_args()
+        if args is None:
+            return
+        try:
+            admitted = await aadmit(*args)
+        except BaseException as exc:
+            self._admission_failed(exc)
+            raise
+        self._admitted(args[2], *admitted)
+
+    def _admission_failed(self, exc: BaseException) -> None:
+        if isinstance(exc, UnpricedModelError | BudgetExceeded):
+            # Refused up front (a user's on_exceed callable may raise BudgetExceeded itself).
+            self.invocation.fail(type(exc).__qualname__, str(exc), exception=exc)
+        elif isinstance(exc, Exception):
             # Budgets could not be checked: the call goes on unmetered (see _prepare), and the
             # span says so.
-            invocation.pending[A.COSTSPAN_BUDGET_DECISION] = "unchecked"
-            raise
+            self.invocation.pending[A.COSTSPAN_BUDGET_DECISION] = "unchecked"
+
+    def _admitted(
+        self,
+        model: str,
+        admission: Admission | None,
+        attrs: Attributes,
+        refusal: BudgetExceeded | None,
+    ) -> None:
+        invocation = self.invocation
         invocation.pending.update(attrs)
         clamped = attrs.get(A.COSTSPAN_BUDGET_CLAMPED_MAX_TOKENS)
         if clamped is not None:  # the span describes the request that was sent
@@ -265,18 +296,41 @@ class AsyncRawResponseProxy(_RawResponseMixin, ObjectProxy):
         self._self_unread()
 
 
-def _prepare(
+def _call(
     telemetry: Telemetry, operation: Operation, instance: object, kwargs: dict[str, Any]
 ) -> Call | None:
     if not is_instrumentation_enabled():
         return None
     try:
-        call = Call(telemetry, operation, instance, kwargs)
+        return Call(telemetry, operation, instance, kwargs)
     except Exception:
         _logger.exception("costspan could not prepare a span; the call goes on uninstrumented")
         return None
+
+
+def _prepare(
+    telemetry: Telemetry, operation: Operation, instance: object, kwargs: dict[str, Any]
+) -> Call | None:
+    call = _call(telemetry, operation, instance, kwargs)
+    if call is None:
+        return None
     try:
         call.admit()
+    except (BudgetExceeded, UnpricedModelError):
+        raise  # the deliberate refusals, before anything is sent
+    except Exception:
+        _logger.exception("costspan could not check budgets; the call goes on unmetered")
+    return call
+
+
+async def _aprepare(
+    telemetry: Telemetry, operation: Operation, instance: object, kwargs: dict[str, Any]
+) -> Call | None:
+    call = _call(telemetry, operation, instance, kwargs)
+    if call is None:
+        return None
+    try:
+        await call.aadmit()
     except (BudgetExceeded, UnpricedModelError):
         raise  # the deliberate refusals, before anything is sent
     except Exception:
@@ -318,7 +372,7 @@ def traced_async(telemetry: Telemetry, operation: Operation) -> Wrapper:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        call = _prepare(telemetry, operation, instance, kwargs)
+        call = await _aprepare(telemetry, operation, instance, kwargs)
         if call is None:
             return await wrapped(*args, **kwargs)
         call.invocation.activate()

@@ -3,8 +3,11 @@
 Every operation takes the lock once, so checking all caps and writing all counters is atomic
 with respect to every other thread of the process. Expired holds are swept lazily, in the scopes
 a reservation touches. Records of finished reservations are kept for ``record_ttl_s`` (so a
-retried commit is recognised as a duplicate) and idle scopes for ``scope_ttl_s``; both are
-purged as new work arrives, and the number of scopes is capped.
+retried commit is recognised as a duplicate) and idle scopes for ``scope_ttl_s`` (or until their
+window ends); both are purged as new work arrives, and the number of scopes is capped.
+
+It is also the per-process fallback of the shared engines (``COSTSPAN_FAIL_MODE=local``), which
+seed it with the spend they last saw (:meth:`MemoryLedger.seed`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from costspan.ledgers._protocol import CommitCode, Reservation, ScopeLimit, ScopeState
+from costspan.ledgers._protocol import (
+    CommitCode,
+    InlineAsync,
+    Reservation,
+    ScopeLimit,
+    ScopeState,
+    check_amounts,
+    fits,
+    refusal,
+)
 
 
 @dataclass(slots=True)
@@ -31,8 +43,15 @@ class _Counter:
         default_factory=dict[str, tuple[int, int, float]]
     )
     touched: float = 0.0
+    expires_at: float | None = None
 
     def tighten(self, limit: ScopeLimit) -> None:
+        if limit.expires_at is not None:
+            self.expires_at = limit.expires_at
+        if not limit.sticky:
+            # A configured limit: the cap given now is the cap (configuration may change).
+            self.cap_micros, self.cap_tokens = limit.cap_micros, limit.cap_tokens
+            return
         if limit.cap_micros is not None:
             self.cap_micros = (
                 limit.cap_micros
@@ -53,6 +72,18 @@ class _Counter:
             self.held_micros -= micros
             self.held_tokens -= tokens
 
+    def state(self, key: str) -> ScopeState:
+        return ScopeState(
+            key,
+            spent_micros=self.spent_micros,
+            held_micros=self.held_micros,
+            spent_tokens=self.spent_tokens,
+            held_tokens=self.held_tokens,
+            calls=self.calls,
+            cap_micros=self.cap_micros,
+            cap_tokens=self.cap_tokens,
+        )
+
 
 @dataclass(slots=True)
 class _Record:
@@ -61,14 +92,14 @@ class _Record:
     expires: float  # when the record may be forgotten
 
 
-class MemoryLedger:
+class MemoryLedger(InlineAsync):
     """The embedded default engine. Thread-safe; per process.
 
     Args:
         record_ttl_s: how long a finished reservation is remembered (idempotency window).
         scope_ttl_s: how long an idle scope without holds is kept.
         max_scopes: the most scopes kept; the least recently used idle ones go first.
-        clock: seconds, monotonic; injectable for tests.
+        clock: seconds since the epoch (UTC); injectable for tests.
     """
 
     def __init__(
@@ -77,7 +108,7 @@ class MemoryLedger:
         record_ttl_s: float = 7200.0,
         scope_ttl_s: float = 86400.0,
         max_scopes: int = 100_000,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._counters: dict[str, _Counter] = {}
         self._records: dict[str, _Record] = {}
@@ -97,37 +128,22 @@ class MemoryLedger:
         tokens: int,
         lease_s: float,
     ) -> Reservation:
-        if usd_micros < 0 or tokens < 0:
-            raise ValueError("reservation amounts must be >= 0")
+        check_amounts(usd_micros, tokens)
         with self._lock:
             now = self._clock()
             self._maybe_purge(now)
-            if rid in self._records:
-                return Reservation(granted=True, duplicate=True)
             counters = [self._counter(limit.key, now) for limit in scopes]
+            if rid in self._records:
+                states = (c.state(limit.key) for limit, c in zip(scopes, counters, strict=True))
+                return Reservation(granted=True, duplicate=True, states=tuple(states))
             # Check every cap before writing anything: all scopes or none.
             for limit, counter in zip(scopes, counters, strict=True):
                 counter.tighten(limit)
                 counter.sweep(now)
-                room_micros = (
-                    None
-                    if counter.cap_micros is None
-                    else counter.cap_micros - counter.spent_micros - counter.held_micros
-                )
-                room_tokens = (
-                    None
-                    if counter.cap_tokens is None
-                    else counter.cap_tokens - counter.spent_tokens - counter.held_tokens
-                )
-                if (room_micros is not None and usd_micros > room_micros) or (
-                    room_tokens is not None and tokens > room_tokens
-                ):
-                    return Reservation(
-                        granted=False,
-                        failed_scope=limit.key,
-                        room_micros=None if room_micros is None else max(room_micros, 0),
-                        room_tokens=None if room_tokens is None else max(room_tokens, 0),
-                    )
+            states = [c.state(limit.key) for limit, c in zip(scopes, counters, strict=True)]
+            for state in states:
+                if not fits(state, usd_micros, tokens):
+                    return refusal(state, states)
             expiry = now + lease_s
             for counter in counters:
                 counter.held_micros += usd_micros
@@ -136,7 +152,10 @@ class MemoryLedger:
             self._records[rid] = _Record(
                 tuple(limit.key for limit in scopes), "held", expiry + self._record_ttl
             )
-            return Reservation(granted=True)
+            return Reservation(
+                granted=True,
+                states=tuple(c.state(limit.key) for limit, c in zip(scopes, counters, strict=True)),
+            )
 
     def commit(
         self,
@@ -145,12 +164,11 @@ class MemoryLedger:
         tokens: int,
         scopes: Sequence[ScopeLimit] = (),
     ) -> CommitCode:
-        if usd_micros < 0 or tokens < 0:
-            raise ValueError("committed amounts must be >= 0")
+        check_amounts(usd_micros, tokens)
         with self._lock:
             return self._settle(rid, usd_micros, tokens, scopes, "committed")
 
-    def release(self, rid: str) -> CommitCode:
+    def release(self, rid: str, scopes: Sequence[ScopeLimit] = ()) -> CommitCode:
         with self._lock:
             return self._settle(rid, 0, 0, (), "released")
 
@@ -160,16 +178,18 @@ class MemoryLedger:
             if counter is None:
                 return ScopeState(scope)
             counter.sweep(self._clock())
-            return ScopeState(
-                scope,
-                spent_micros=counter.spent_micros,
-                held_micros=counter.held_micros,
-                spent_tokens=counter.spent_tokens,
-                held_tokens=counter.held_tokens,
-                calls=counter.calls,
-                cap_micros=counter.cap_micros,
-                cap_tokens=counter.cap_tokens,
-            )
+            return counter.state(scope)
+
+    def seed(self, state: ScopeState) -> None:
+        """Start a scope from known spend (the shared ledger's last answer), if it is new here."""
+        with self._lock:
+            if state.key not in self._counters:
+                self._counters[state.key] = _Counter(
+                    spent_micros=state.spent_micros,
+                    spent_tokens=state.spent_tokens,
+                    calls=state.calls,
+                    touched=self._clock(),
+                )
 
     # -- internals (lock held) ---------------------------------------------------------------
     def _counter(self, key: str, now: float) -> _Counter:
@@ -193,6 +213,8 @@ class MemoryLedger:
             return CommitCode.DUPLICATE
         if record is None:
             keys = tuple(limit.key for limit in scopes)
+            for limit in scopes:
+                self._counter(limit.key, now).tighten(limit)
             code = CommitCode.POST_HOC
         else:
             keys = record.scopes
@@ -218,7 +240,11 @@ class MemoryLedger:
         self._next_purge = now + 60.0
         self._records = {rid: r for rid, r in self._records.items() if r.expires > now}
         idle = now - self._scope_ttl
-        self._counters = {k: c for k, c in self._counters.items() if c.holds or c.touched > idle}
+        self._counters = {
+            k: c
+            for k, c in self._counters.items()
+            if c.holds or (c.touched > idle and (c.expires_at is None or c.expires_at > now))
+        }
         if len(self._counters) > self._max_scopes:
             by_age = sorted(self._counters.items(), key=lambda kv: kv[1].touched)
             for key, counter in by_age[: len(self._counters) - self._max_scopes]:

@@ -1,0 +1,130 @@
+"""Ledger URLs (``COSTSPAN_LEDGER``): checked when configured, opened on first use.
+
+- ``memory`` (the default): this process only.
+- ``sqlite:///absolute/path.db`` or ``sqlite://relative/path.db``: the processes of one host.
+  Option: ``busy_timeout`` (seconds, default 2).
+- ``redis://[user:password@]host:port/db``, ``rediss://...`` (TLS), ``unix:///path.sock``: any
+  number of hosts. Options: ``timeout`` (seconds, default 0.1), ``retries`` (default 1),
+  ``prefix`` (key prefix, default ``costspan``); other query options go to redis-py.
+
+Shared engines are wrapped in :class:`FailSafeLedger` with the configured fail mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from costspan.ledgers._failsafe import FailMode, FailSafeLedger
+from costspan.ledgers._memory import MemoryLedger
+from costspan.ledgers._protocol import Ledger
+
+_REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
+_OPTIONS: Final = {
+    "sqlite": {"busy_timeout": float},
+    "redis": {"timeout": float, "retries": int, "prefix": str},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerSpec:
+    """A validated ledger URL: which engine, where, and costspan's own options."""
+
+    engine: str  # memory | sqlite | redis
+    target: str = ""  # a file path, or the URL redis-py is given
+    options: tuple[tuple[str, float | int | str], ...] = field(default=())
+
+    def __str__(self) -> str:
+        if self.engine == "memory":
+            return "memory"
+        if self.engine == "sqlite":
+            return (
+                f"sqlite:///{self.target.lstrip('/')}"
+                if self.target.startswith("/")
+                else (f"sqlite://{self.target}")
+            )
+        from costspan.ledgers._redis import _redacted  # pyright: ignore[reportPrivateUsage]
+
+        return _redacted(self.target)
+
+    def open(self, fail_mode: FailMode) -> Ledger:
+        """A new engine for this URL (connections are made lazily, on first use)."""
+        options = dict(self.options)
+        if self.engine == "memory":
+            return MemoryLedger()
+        if self.engine == "sqlite":
+            from costspan.ledgers._sqlite import SQLiteLedger
+
+            busy = float(options.get("busy_timeout", 2.0))
+            return FailSafeLedger(SQLiteLedger(self.target, busy_timeout_s=busy), fail_mode)
+        from costspan.ledgers._redis import RedisLedger
+
+        engine = RedisLedger(
+            self.target,
+            timeout_s=float(options.get("timeout", 0.1)),
+            retries=int(options.get("retries", 1)),
+            prefix=str(options.get("prefix", "costspan")),
+        )
+        return FailSafeLedger(engine, fail_mode)
+
+
+def parse_ledger_url(name: str, raw: str) -> LedgerSpec:
+    """Check a ledger URL; ``ValueError`` says what is wrong and what is accepted."""
+    text = raw.strip()
+    if text in ("", "memory", "memory://"):
+        return LedgerSpec("memory")
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme == "sqlite":
+        path = text[len("sqlite://") :].split("?", 1)[0]
+        if not path:
+            raise ValueError(f"{name}={raw!r}: give a file, e.g. sqlite:///var/lib/app/ledger.db")
+        options = _options(name, raw, parts.query, "sqlite", passthrough=False)
+        return LedgerSpec("sqlite", path, tuple(options.items()))
+    if scheme in _REDIS_SCHEMES:
+        options = _options(name, raw, parts.query, "redis", passthrough=True)
+        ours = {k: v for k, v in options.items() if k in _OPTIONS["redis"]}
+        rest = [(k, str(v)) for k, v in options.items() if k not in _OPTIONS["redis"]]
+        if scheme != "unix" and not parts.hostname:
+            raise ValueError(
+                f"{name}={raw!r}: a Redis URL needs a host, e.g. redis://127.0.0.1:6379/0"
+            )
+        import importlib.util
+
+        if importlib.util.find_spec("redis") is None:
+            raise ValueError(
+                f"{name}={raw!r}: the Redis ledger needs redis-py (pip install 'costspan[redis]')"
+            )
+        target = urlunsplit(parts._replace(query=urlencode(rest)))
+        return LedgerSpec("redis", target, tuple(ours.items()))
+    raise ValueError(
+        f"{name}={raw!r}: use memory, sqlite:///path/to/ledger.db, redis://host:port/db, "
+        "rediss://... or unix:///path/to/redis.sock"
+    )
+
+
+def _options(
+    name: str, raw: str, query: str, engine: str, *, passthrough: bool
+) -> dict[str, float | int | str]:
+    known = _OPTIONS[engine]
+    options: dict[str, float | int | str] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        kind = known.get(key)
+        if kind is None:
+            if passthrough:
+                options[key] = value
+                continue
+            raise ValueError(f"{name}={raw!r}: unknown option {key!r}; known: {', '.join(known)}")
+        try:
+            parsed = kind(value)
+        except ValueError:
+            raise ValueError(
+                f"{name}={raw!r}: option {key}={value!r} is not a {kind.__name__}"
+            ) from None
+        if isinstance(parsed, float | int) and parsed < 0:
+            raise ValueError(f"{name}={raw!r}: option {key} must be >= 0")
+        if kind is str and not parsed:
+            raise ValueError(f"{name}={raw!r}: option {key} must not be empty")
+        options[key] = parsed
+    return options
