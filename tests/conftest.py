@@ -4,6 +4,7 @@ OpenTelemetry providers that collect what costspan emits."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any, cast
 
 import openai
@@ -22,7 +23,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import costspan
 from costspan import _config
 from costspan._admission import set_ledger
+from costspan.ledgers import Ledger
+from costspan.ledgers._open import LedgerSpec, parse_ledger_url
 from costspan.testing import OpenAICompatibleServer
+from tests.redis_server import RedisServer
 
 
 @pytest.fixture(name="server")
@@ -114,12 +118,36 @@ def counter_points(reader: InMemoryMetricReader, name: str) -> list[NumberDataPo
     return [cast(NumberDataPoint, p) for p in _points(reader, name)]
 
 
-@pytest.fixture(name="fresh_ledger")
-def _fresh_ledger() -> Iterator[None]:
-    """A new in-memory ledger for the test, so budgets start from nothing."""
+@pytest.fixture(name="redis_server", scope="session")
+def _redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server on loopback for the session's Redis tests (each flushes it)."""
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+ENGINES = ("memory", "sqlite", "redis")
+
+
+def open_engine(engine: str, request: pytest.FixtureRequest, tmp_path: Path) -> Ledger:
+    """A fresh ledger of ``engine`` as COSTSPAN_LEDGER would open it (shared ones fail-safe)."""
+    if engine == "memory":
+        return LedgerSpec("memory").open("local")
+    if engine == "sqlite":
+        return parse_ledger_url("url", f"sqlite:///{tmp_path / 'ledger.db'}").open("local")
+    server: RedisServer = request.getfixturevalue("redis_server")
+    with server.client() as client:
+        client.flushall()
+    return parse_ledger_url("url", server.url).open("local")
+
+
+@pytest.fixture(name="fresh_ledger", params=ENGINES)
+def _fresh_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
+    """A new, empty ledger of each engine in turn: the budget suite runs against all three."""
+    ledger = open_engine(str(request.param), request, tmp_path)
+    set_ledger(ledger)
+    yield ledger
     set_ledger(None)
-    yield
-    set_ledger(None)
+    ledger.close()
 
 
 def only_span(exporter: InMemorySpanExporter) -> ReadableSpan:

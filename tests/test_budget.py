@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 import costspan
+from costspan import _costing
 from costspan import BudgetExceeded, UnpricedModelError
 from costspan._admission import DEFAULT_OUTPUT_TOKENS
 from costspan.testing import OpenAICompatibleServer
@@ -487,6 +488,7 @@ def test_unpriced_model_under_a_budget_raises_in_raise_mode(
 
 def test_unpriced_model_without_a_budget_is_not_refused(client: openai.OpenAI) -> None:
     """Raise mode only guards budgets: outside one, the call goes through (marked unpriced)."""
+    _costing._warned.clear()  # the warning comes once per model and process
     costspan.configure(on_unpriced="raise")
     with pytest.warns(costspan.UnpricedModelWarning):
         client.chat.completions.create(model="another-secret-model", messages=USER)

@@ -97,15 +97,16 @@ _settling: set[asyncio.Task[object]] = set()
 
 def _dispatch(
     sync: Callable[..., object], coro: Callable[..., Coroutine[Any, Any, object]], *args: Any
-) -> None:
+) -> asyncio.Task[object] | None:
     """Run a ledger write now, or - inside a running event loop, on a ledger that blocks - as a
-    task. A task the loop cancels (it is shutting down) is finished synchronously: the write is
-    idempotent, so one that had already reached the ledger is not counted twice."""
+    task (returned, so the caller's coroutine can await it). A task the loop cancels (it is
+    shutting down) is finished synchronously: the write is idempotent, so one that had already
+    reached the ledger is not counted twice."""
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         sync(*args)
-        return
+        return None
     task: asyncio.Task[object] = loop.create_task(coro(*args))
     _settling.add(task)
 
@@ -122,6 +123,16 @@ def _dispatch(
             _logger.exception("costspan could not settle a budget reservation")
 
     task.add_done_callback(done)
+    return task
+
+
+async def settled(admission: Admission | None) -> None:
+    """Wait for an admission's ledger writes that run as tasks (so an async caller reads its
+    own spend after the call returns). Shielded: cancelling the caller never cancels a write."""
+    if admission is None or not admission.writes:
+        return
+    writes, admission.writes = admission.writes, []
+    await asyncio.shield(asyncio.gather(*writes, return_exceptions=True))
 
 
 # -- what a call sees ---------------------------------------------------------------------------
@@ -295,6 +306,8 @@ class Admission:
     """Each scope's counters as the ledger last reported them (after the grant)."""
     held_micros: int = 0
     degraded: str | None = None
+    writes: list[asyncio.Task[object]] = field(default_factory=list[asyncio.Task[object]])
+    """Ledger writes running as tasks of the caller's event loop."""
 
     def attributes(self) -> dict[str, AttributeValue]:
         attrs: dict[str, AttributeValue] = {
@@ -324,7 +337,7 @@ class Admission:
         if usage is None:
             if held:
                 if blocking:
-                    _dispatch(ledger.release, ledger.arelease, self.rid, held)
+                    self._track(_dispatch(ledger.release, ledger.arelease, self.rid, held))
                 else:
                     ledger.release(self.rid, held)
             return {}
@@ -338,10 +351,14 @@ class Admission:
             writes.append((self.rid + ":over", [w.scope for w in self.warned]))
         for rid, scopes in writes:
             if blocking:
-                _dispatch(ledger.commit, ledger.acommit, rid, spent, tokens, scopes)
+                self._track(_dispatch(ledger.commit, ledger.acommit, rid, spent, tokens, scopes))
             else:
                 ledger.commit(rid, spent, tokens, scopes)
         return self._after(span, spent, tokens)
+
+    def _track(self, task: asyncio.Task[object] | None) -> None:
+        if task is not None:
+            self.writes.append(task)
 
     def _after(self, span: Span | None, spent: int, tokens: int) -> dict[str, AttributeValue]:
         """Remaining budget and thresholds, projected from the ledger's answer at the grant

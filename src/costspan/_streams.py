@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import Any
 
 from costspan import _attributes as A
+from costspan._admission import settled
 from costspan._invocation import Invocation, error_type_of
 from costspan._operations import Accumulator
 from costspan._proxy import ObjectProxy
@@ -147,6 +148,7 @@ class AsyncStreamProxy(ObjectProxy):
                 chunk = await self.__wrapped__.__anext__()
             except StopAsyncIteration:
                 state.finish("completed")
+                await settled(state.invocation.admission)
                 raise
             except BaseException as exc:
                 state.fail(exc, "error")

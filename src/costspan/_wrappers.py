@@ -20,7 +20,7 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
 from costspan import _attributes as A
 from costspan import _config
-from costspan._admission import Admission, aadmit, admit
+from costspan._admission import Admission, aadmit, admit, settled
 from costspan._config import ContentCapture
 from costspan._errors import BudgetExceeded, UnpricedModelError
 from costspan._invocation import Invocation, Telemetry, error_type_of
@@ -383,6 +383,8 @@ def traced_async(telemetry: Telemetry, operation: Operation) -> Wrapper:
             raise
         finally:
             call.invocation.deactivate()
-        return call.handle(result)
+        handled = call.handle(result)
+        await settled(call.invocation.admission)
+        return handled
 
     return traced_method

@@ -195,9 +195,22 @@ class MemoryLedger(InlineAsync):
     def _counter(self, key: str, now: float) -> _Counter:
         counter = self._counters.get(key)
         if counter is None:
-            counter = self._counters[key] = _Counter()
+            counter = self._counters[key] = _Counter(touched=now)
+            if len(self._counters) > self._max_scopes:
+                self._trim()
         counter.touched = now
         return counter
+
+    def _trim(self) -> None:
+        """Drop the least recently used idle scopes until at most max_scopes remain."""
+        by_age = sorted(self._counters.items(), key=lambda kv: kv[1].touched)
+        excess = len(self._counters) - self._max_scopes
+        for key, counter in by_age:
+            if excess <= 0:
+                break
+            if not counter.holds:
+                del self._counters[key]
+                excess -= 1
 
     def _settle(
         self,
@@ -235,7 +248,7 @@ class MemoryLedger(InlineAsync):
         return code
 
     def _maybe_purge(self, now: float) -> None:
-        if now < self._next_purge and len(self._counters) <= self._max_scopes:
+        if now < self._next_purge:
             return
         self._next_purge = now + 60.0
         self._records = {rid: r for rid, r in self._records.items() if r.expires > now}
@@ -246,7 +259,4 @@ class MemoryLedger(InlineAsync):
             if c.holds or (c.touched > idle and (c.expires_at is None or c.expires_at > now))
         }
         if len(self._counters) > self._max_scopes:
-            by_age = sorted(self._counters.items(), key=lambda kv: kv[1].touched)
-            for key, counter in by_age[: len(self._counters) - self._max_scopes]:
-                if not counter.holds:
-                    del self._counters[key]
+            self._trim()

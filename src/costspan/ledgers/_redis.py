@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from functools import cache
 from importlib import resources
 from typing import Any, Final, cast
@@ -39,6 +39,10 @@ from costspan.ledgers._protocol import (
     check_amounts,
 )
 
+POOL_SIZE: Final = 64
+"""Connections per client (one sync client, one asyncio client per event loop)."""
+POOL_WAIT_S: Final = 5.0
+"""How long a caller waits for a free connection before the ledger counts as unavailable."""
 SWEEP_LIMIT: Final = 64
 """Most expired holds one script releases per scope (the rest go on the next call)."""
 
@@ -95,19 +99,24 @@ class RedisLedger:
         self._timeout = timeout_s
         self._retries = retries
         # Bounded, immediate retries (redis-py's default retries for seconds before failing).
-        from_url: Any = getattr(redis.Redis, "from_url")  # noqa: B009 - untyped **kwargs
-        self.client: Any = from_url(
+        # A bounded pool that makes callers wait their turn (redis-py's default pool raises
+        # "Too many connections" past 100 concurrent callers); a URL's max_connections wins.
+        from_url: Any = getattr(redis.BlockingConnectionPool, "from_url")  # noqa: B009
+        pool = from_url(
             url,
+            max_connections=POOL_SIZE,
+            timeout=POOL_WAIT_S,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             retry=Retry(NoBackoff(), retries),
             retry_on_error=[rexc.ConnectionError, rexc.TimeoutError],
         )
+        self.client: Any = redis.Redis(connection_pool=pool)
         self._reserve = self.client.register_script(script("reserve"))
         self._settle = self.client.register_script(script("settle"))
         self._snapshot = self.client.register_script(script("snapshot"))
         # redis.asyncio clients belong to the event loop that made them: one per loop.
-        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, Any, Any]] = (
             weakref.WeakKeyDictionary()
         )
 
@@ -235,9 +244,10 @@ class RedisLedger:
 
     def close(self) -> None:
         self.client.close()
+        self.client.connection_pool.disconnect()
 
     # -- asyncio protocol --------------------------------------------------------------------
-    def _scripts(self) -> tuple[Any, Any]:
+    async def _scripts(self) -> tuple[Any, Any, Any]:
         loop = asyncio.get_running_loop()
         scripts = self._async.get(loop)
         if scripts is None:
@@ -246,17 +256,25 @@ class RedisLedger:
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
 
-            from_url: Any = getattr(redis.asyncio.Redis, "from_url")  # noqa: B009
-            client: Any = from_url(
+            from_url: Any = getattr(redis.asyncio.BlockingConnectionPool, "from_url")  # noqa: B009
+            pool = from_url(
                 self.url,
+                max_connections=POOL_SIZE,
+                timeout=POOL_WAIT_S,
                 socket_timeout=self._timeout,
                 socket_connect_timeout=self._timeout,
                 retry=Retry(NoBackoff(), self._retries),
                 retry_on_error=[rexc.ConnectionError, rexc.TimeoutError],
             )
+            client: Any = redis.asyncio.Redis(connection_pool=pool)
+            # The loop finalises its async generators when it shuts down (asyncio.run does):
+            # this one closes the client there, so no connection outlives its loop.
+            closer = _close_on_shutdown(client)
+            await anext(closer)
             scripts = (
                 client.register_script(script("reserve")),
                 client.register_script(script("settle")),
+                closer,
             )
             self._async[loop] = scripts
         return scripts
@@ -276,18 +294,25 @@ class RedisLedger:
         lease_s: float,
     ) -> Reservation:
         keys, args = self._reserve_args(rid, scopes, usd_micros, tokens, lease_s)
-        reply = await self._arun(self._scripts()[0], keys, args)
+        reply = await self._arun((await self._scripts())[0], keys, args)
         return self._reservation(scopes, reply)
 
     async def acommit(
         self, rid: str, usd_micros: int, tokens: int, scopes: Sequence[ScopeLimit] = ()
     ) -> CommitCode:
         keys, args = self._settle_args(rid, usd_micros, tokens, scopes, "C")
-        return CommitCode(int(await self._arun(self._scripts()[1], keys, args)))
+        return CommitCode(int(await self._arun((await self._scripts())[1], keys, args)))
 
     async def arelease(self, rid: str, scopes: Sequence[ScopeLimit] = ()) -> CommitCode:
         keys, args = self._settle_args(rid, 0, 0, scopes, "R")
-        return CommitCode(int(await self._arun(self._scripts()[1], keys, args)))
+        return CommitCode(int(await self._arun((await self._scripts())[1], keys, args)))
+
+
+async def _close_on_shutdown(client: Any) -> AsyncGenerator[None]:
+    try:
+        yield
+    finally:
+        await client.aclose(close_connection_pool=True)
 
 
 def _redacted(url: str) -> str:

@@ -26,6 +26,26 @@ for i = 1, n do
   end
   for _, x in ipairs(s) do table.insert(out, x) end
 end
+
+-- Tightened caps stick even when the reservation is refused: a scope never loosens.
+local function store_caps(counter, cu, ct, old_cu, old_ct)
+  if cu then
+    if cu ~= old_cu then redis.call('HSET', counter, 'cu', cu) end
+  elseif old_cu then redis.call('HDEL', counter, 'cu') end
+  if ct then
+    if ct ~= old_ct then redis.call('HSET', counter, 'ct', ct) end
+  elseif old_ct then redis.call('HDEL', counter, 'ct') end
+end
+if out[1] == 0 then
+  for i = 1, n do
+    local a = 7 + (i - 1) * 4
+    if ARGV[a + 3] == '1' then
+      local e = effective[i]
+      store_caps(KEYS[2 * i], e[1], e[2], e[3], e[4])
+      keep(KEYS[2 * i], KEYS[2 * i + 1], ARGV[a + 4], idle_ms)
+    end
+  end
+end
 if out[1] ~= 1 then return out end
 
 -- Every cap fits: write every scope.
@@ -35,13 +55,8 @@ for i = 1, n do
   add(counter, 'h', usd)
   add(counter, 'ht', tok)
   redis.call('HSET', counter, 'r:' .. rid, usd .. ' ' .. tok)
-  local cu, ct, old_cu, old_ct = effective[i][1], effective[i][2], effective[i][3], effective[i][4]
-  if cu then
-    if cu ~= old_cu then redis.call('HSET', counter, 'cu', cu) end
-  elseif old_cu then redis.call('HDEL', counter, 'cu') end
-  if ct then
-    if ct ~= old_ct then redis.call('HSET', counter, 'ct', ct) end
-  elseif old_ct then redis.call('HDEL', counter, 'ct') end
+  local e = effective[i]
+  store_caps(counter, e[1], e[2], e[3], e[4])
   redis.call('ZADD', lease, expiry, rid)
   keep(counter, lease, ARGV[a + 4], idle_ms)
   local base = 2 + (i - 1) * 7

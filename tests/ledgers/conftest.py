@@ -1,0 +1,30 @@
+"""Every engine, raw (no fail-safe wrapper), fresh and empty for each test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from costspan.ledgers import Ledger, MemoryLedger, RedisLedger, SQLiteLedger
+from tests.conftest import ENGINES
+from tests.redis_server import RedisServer
+
+
+def raw_engine(engine: str, request: pytest.FixtureRequest, tmp_path: Path) -> Ledger:
+    if engine == "memory":
+        return MemoryLedger()
+    if engine == "sqlite":
+        return SQLiteLedger(tmp_path / "ledger.db")
+    server: RedisServer = request.getfixturevalue("redis_server")
+    with server.client() as client:
+        client.flushall()
+    return RedisLedger(server.url)
+
+
+@pytest.fixture(name="engine", params=ENGINES)
+def _engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
+    ledger = raw_engine(str(request.param), request, tmp_path)
+    yield ledger
+    ledger.close()
