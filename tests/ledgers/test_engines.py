@@ -170,4 +170,3 @@ async def test_async_twins_share_state_with_sync_calls(engine: Ledger) -> None:
     assert await engine.arelease("c", [scope]) is CommitCode.COMMITTED
     state = engine.snapshot("s")
     assert (state.spent_micros, state.held_micros, state.spent_tokens) == (200, 0, 3)
-

@@ -88,7 +88,9 @@ def run_threads(ledger: Ledger, prefix: str, threads: int, cycles: int) -> Tally
     lock = threading.Lock()
 
     def work(n: int) -> None:
-        tally = run_worker(ledger, f"{prefix}t{n}", cycles, seed=zlib.crc32(f"{prefix}{n}".encode()))
+        tally = run_worker(
+            ledger, f"{prefix}t{n}", cycles, seed=zlib.crc32(f"{prefix}{n}".encode())
+        )
         with lock:
             tallies.append(tally)
 
@@ -160,4 +162,3 @@ def check(ledger: Ledger, tally: Tally) -> None:
         if scope.cap_tokens is not None:
             assert state.spent_tokens <= scope.cap_tokens, scope.key
     assert len({c.rid for c in tally.charges}) == len(tally.charges)
-

@@ -1,0 +1,128 @@
+"""A shared ledger that goes away: fail modes, the circuit breaker, and the outbox.
+
+Redis is really stopped and restarted (with AOF, so it keeps its data) in the middle of a run.
+In every mode no commit is lost or counted twice: after the restart each counter equals the sum
+of what was actually spent.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from costspan.ledgers import (
+    CommitCode,
+    FailSafeLedger,
+    LedgerUnavailable,
+    RedisLedger,
+    ScopeLimit,
+)
+from tests.redis_server import RedisServer, free_port
+
+USER = ScopeLimit("user:u1", cap_micros=100_000)
+GLOBAL = ScopeLimit("global", cap_micros=10_000_000)
+SCOPES = [USER, GLOBAL]
+
+
+def _wait_until_back(ledger: FailSafeLedger) -> None:
+    deadline = time.monotonic() + 15
+    while not (ledger.available and ledger.queued == 0):
+        assert time.monotonic() < deadline, "the ledger never came back"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("mode", ["closed", "open", "local"])
+def test_redis_restarted_mid_run(mode: str, tmp_path: Path) -> None:
+    """Each fail mode while Redis is down, then an exact ledger once it is back."""
+    with RedisServer(tmp_path, aof=True) as server:
+        ledger = FailSafeLedger(RedisLedger(server.url), mode, probe_interval_s=0.05)  # type: ignore[arg-type]
+        spent = 0
+        # Up: 5 calls of 10,000 µ$ each (hold 12,000).
+        for i in range(5):
+            assert ledger.reserve(f"up{i}", SCOPES, 12_000, 10, 60).granted
+            assert ledger.commit(f"up{i}", 10_000, 10, SCOPES) is CommitCode.COMMITTED
+            spent += 10_000
+        # A call in flight when Redis dies.
+        assert ledger.reserve("inflight", SCOPES, 12_000, 10, 60).granted
+        server.stop()
+
+        assert ledger.commit("inflight", 9_000, 10, SCOPES) is CommitCode.QUEUED
+        spent += 9_000
+        assert not ledger.available
+        granted_down = 0
+        for i in range(8):
+            if mode == "closed":
+                with pytest.raises(LedgerUnavailable):
+                    ledger.reserve(f"down{i}", SCOPES, 12_000, 10, 60)
+                continue
+            result = ledger.reserve(f"down{i}", SCOPES, 12_000, 10, 60)
+            assert result.degraded == mode
+            if not result.granted:
+                continue
+            granted_down += 1
+            assert ledger.commit(f"down{i}", 10_000, 10, SCOPES) is CommitCode.QUEUED
+            spent += 10_000
+        if mode == "open":
+            assert granted_down == 8  # unmetered: the cap is not enforced
+        elif mode == "local":
+            # This process enforces the user's cap alone, starting from what Redis last said
+            # (50,000 spent + the in-flight 12,000 held, counted as spent to be safe): 38,000
+            # left, so three more calls of 10,000 (12,000 held each) fit, and the cap holds.
+            assert granted_down == 3
+            assert spent <= USER.cap_micros  # pyright: ignore[reportOperator]
+        assert ledger.queued == 1 + granted_down
+
+        server.start()
+        _wait_until_back(ledger)
+        state = ledger.snapshot("user:u1")
+        assert (state.spent_micros, state.held_micros) == (spent, 0)
+        assert state.calls == 6 + granted_down
+        assert ledger.snapshot("global").spent_micros == spent
+        # Replaying everything again (a second outbox of the same calls) changes nothing.
+        for i in range(5):
+            assert ledger.commit(f"up{i}", 10_000, 10, SCOPES) is CommitCode.DUPLICATE
+        assert ledger.commit("inflight", 9_000, 10, SCOPES) is CommitCode.DUPLICATE
+        assert ledger.snapshot("user:u1").spent_micros == spent
+        # Shared again: new calls are checked by Redis, not the fallback.
+        assert ledger.reserve("after", SCOPES, 1, 0, 60).degraded is None
+        ledger.close()
+
+
+def test_a_dead_ledger_is_not_asked_again_until_it_answers() -> None:
+    """After the first failure the circuit is open: calls are decided without touching the
+    store (no timeouts on the call path) while a background probe waits for it."""
+    calls: list[str] = []
+
+    class Counting(RedisLedger):
+        def reserve(self, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+            calls.append("reserve")
+            return super().reserve(*args, **kwargs)  # type: ignore[arg-type]
+
+    ledger = FailSafeLedger(Counting(f"redis://127.0.0.1:{free_port()}/0"), "open")
+    for i in range(50):
+        assert ledger.reserve(f"r{i}", SCOPES, 1_000, 0, 60).degraded == "open"
+    assert calls == ["reserve"]
+    assert ledger.outages == 1
+    ledger.engine.close()
+
+
+def test_unwritten_commits_are_reported_at_exit_not_dropped_silently() -> None:
+    """A process that exits while its ledger is still down says what it could not write."""
+    code = f"""
+import logging
+logging.basicConfig()
+from costspan.ledgers import FailSafeLedger, RedisLedger, ScopeLimit
+ledger = FailSafeLedger(RedisLedger("redis://127.0.0.1:{free_port()}/0"), "open")
+scope = [ScopeLimit("user:u1", cap_micros=10)]
+ledger.reserve("r", scope, 5, 0, 60)
+print(ledger.commit("r", 1234, 0, scope).name)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "QUEUED"
+    assert "1 ledger commit(s) totalling $0.001234 could not be written" in result.stderr
