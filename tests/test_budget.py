@@ -14,8 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 import costspan
-from costspan import _costing
-from costspan import BudgetExceeded, UnpricedModelError
+from costspan import BudgetExceeded, UnpricedModelError, _costing
 from costspan._admission import DEFAULT_OUTPUT_TOKENS
 from costspan.testing import OpenAICompatibleServer
 from tests.conftest import USER, attrs, counter_points

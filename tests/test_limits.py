@@ -74,9 +74,8 @@ def test_each_user_has_their_own_daily_cap(client: openai.OpenAI) -> None:
 def test_a_call_must_fit_user_tenant_and_global_caps_at_once(client: openai.OpenAI) -> None:
     """The hierarchy: whichever of the user's, tenant's and global caps is tightest refuses."""
     one = _per_call()
-    _configure(
-        f"user.id ${one * Decimal('3.5')}/day; tenant.id ${one * Decimal('4.5')}/day; * ${one * Decimal('5.5')}/day"
-    )
+    user, tenant, everyone = (one * Decimal(x) for x in ("3.5", "4.5", "5.5"))
+    _configure(f"user.id ${user}/day; tenant.id ${tenant}/day; * ${everyone}/day")
     outcomes: list[str] = []
     for user, tenant in [("u1", "t1")] * 4 + [("u2", "t1")] * 2 + [("u3", "t2")] * 3:
         with costspan.tags({"user.id": user, "tenant.id": tenant}):
@@ -151,7 +150,7 @@ def test_limit_decisions_are_on_the_span(
     label = str(attrs(spans[1])["costspan.budget.refused_by"])
     assert label.startswith("limit user.id=carol $")
     assert label.endswith("/day")
-    assert list(attrs(spans[0])["costspan.budget.ids"]) == [label]  # type: ignore[arg-type]
+    assert list(attrs(spans[0])["costspan.budget.ids"]) == [label]
 
 
 def test_limits_and_budgets_apply_together(client: openai.OpenAI) -> None:

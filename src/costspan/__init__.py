@@ -19,7 +19,12 @@ Under ``opentelemetry-instrument`` no code change is needed: costspan registers 
 from costspan._admission import Estimate, estimate
 from costspan._api import configure, instrument, uninstrument
 from costspan._budget import Budget, budget, tags
-from costspan._errors import BudgetExceeded, UnpricedModelError, UnpricedModelWarning
+from costspan._errors import (
+    BudgetExceeded,
+    BudgetUnavailable,
+    UnpricedModelError,
+    UnpricedModelWarning,
+)
 from costspan._instrumentor import OpenAIInstrumentor
 from costspan._processor import CostSpanProcessor
 from costspan._version import __version__
@@ -27,6 +32,7 @@ from costspan._version import __version__
 __all__ = [
     "Budget",
     "BudgetExceeded",
+    "BudgetUnavailable",
     "CostSpanProcessor",
     "Estimate",
     "OpenAIInstrumentor",

@@ -25,6 +25,15 @@ def configure(**settings: Any) -> None:
             (``COSTSPAN_PROVIDER_HOSTS``).
         capture_content: put message content on spans
             (``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``).
+        ledger: where budgets keep their spend, a URL (``memory``, ``sqlite:///path``,
+            ``redis://host:port/db``) or a ledger object (``COSTSPAN_LEDGER``).
+        limits: configured caps per baggage value and UTC window, as rules in one string or a
+            list (``COSTSPAN_LIMITS``; grammar in docs/configuration.md).
+        fail_mode: what budget checks do while a shared ledger is unreachable: ``local``
+            (default), ``closed`` or ``open`` (``COSTSPAN_FAIL_MODE``).
+
+    The other settings (prices, on_unpriced, attribution_keys, metric_tags,
+    openlit_cost_attribute, trust_inbound_budgets) are described in docs/configuration.md.
 
     Raises:
         TypeError: an unknown setting.

@@ -7,6 +7,7 @@ handshake still succeeds and the command itself really reaches the server on eve
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -75,10 +76,8 @@ class SlowProxy:
     @staticmethod
     def _close(*sockets: socket.socket) -> None:
         for s in sockets:
-            try:
+            with contextlib.suppress(OSError):  # already closed by the other side
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def __enter__(self) -> SlowProxy:
         self._thread.start()

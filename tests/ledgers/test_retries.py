@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import redis
+import redis.exceptions
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 

@@ -30,6 +30,7 @@ import weakref
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Final, Literal, Protocol
 
 from costspan.ledgers._memory import MemoryLedger
@@ -392,6 +393,6 @@ def _flush_at_exit() -> None:
                 "costspan: %d ledger commit(s) totalling $%s could not be written to %r before "
                 "exit; the spend is on the spans and in the cost metric, not in the ledger",
                 ledger.queued,
-                lost / 1_000_000,
+                Decimal(lost) / 1_000_000,
                 ledger.engine,
             )

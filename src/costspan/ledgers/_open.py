@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Final
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from costspan.ledgers._failsafe import FailMode, FailSafeLedger
 from costspan.ledgers._memory import MemoryLedger
@@ -78,6 +78,8 @@ def parse_ledger_url(name: str, raw: str) -> LedgerSpec:
     scheme = parts.scheme.lower()
     if scheme == "sqlite":
         path = text[len("sqlite://") :].split("?", 1)[0]
+        if path.startswith("/"):
+            path = "/" + path.lstrip("/")  # sqlite:////abs (SQLAlchemy's form) is /abs too
         if not path:
             raise ValueError(f"{name}={raw!r}: give a file, e.g. sqlite:///var/lib/app/ledger.db")
         options = _options(name, raw, parts.query, "sqlite", passthrough=False)
@@ -96,7 +98,8 @@ def parse_ledger_url(name: str, raw: str) -> LedgerSpec:
             raise ValueError(
                 f"{name}={raw!r}: the Redis ledger needs redis-py (pip install 'costspan[redis]')"
             )
-        target = urlunsplit(parts._replace(query=urlencode(rest)))
+        # Hand redis-py the URL as written, less costspan's own options.
+        target = text.split("?", 1)[0] + (f"?{urlencode(rest)}" if rest else "")
         return LedgerSpec("redis", target, tuple(ours.items()))
     raise ValueError(
         f"{name}={raw!r}: use memory, sqlite:///path/to/ledger.db, redis://host:port/db, "

@@ -317,13 +317,10 @@ async def _close_on_shutdown(client: Any) -> AsyncGenerator[None]:
 
 def _redacted(url: str) -> str:
     """The URL without its password (it goes into logs and error messages)."""
-    from urllib.parse import urlsplit, urlunsplit
+    from urllib.parse import urlsplit
 
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
     user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + host))
+    return url.replace(parts.netloc, user + parts.netloc.rpartition("@")[2], 1)

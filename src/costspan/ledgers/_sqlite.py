@@ -71,6 +71,10 @@ _STATE_COLUMNS = (
 _KEY_SEPARATOR = "\x1f"  # scope keys are sanitised and never contain control characters
 
 
+_prepared_lock = threading.Lock()
+_prepared: set[tuple[Path, int]] = set()  # (file, process) pairs already in WAL with tables
+
+
 def _state(key: str, row: Sequence[Any] | None) -> ScopeState:
     if row is None:
         return ScopeState(key)
@@ -125,10 +129,9 @@ class SQLiteLedger:
             check_same_thread=False,
         )
         conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
         try:
-            conn.executescript(_SCHEMA)  # idempotent; busy_timeout covers a concurrent creator
+            self._prepare(conn)
         except BaseException:
             conn.close()
             raise
@@ -137,6 +140,29 @@ class SQLiteLedger:
         self._local.conn = conn
         self._local.pid = os.getpid()
         return conn
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """Switch the file to WAL and create the tables, once per file and process.
+
+        Changing the journal mode does not wait on the busy handler: a new file opened by many
+        threads or processes at once answers "database is locked" to all but one, so retry
+        until the busy timeout."""
+        with _prepared_lock:
+            if (self.path, os.getpid()) in _prepared:
+                return
+            deadline = time.monotonic() + self._busy_timeout
+            while True:
+                try:
+                    mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+                    if str(mode).lower() != "wal":
+                        conn.execute("PRAGMA journal_mode = WAL")
+                    conn.executescript(_SCHEMA)  # idempotent
+                    break
+                except sqlite3.OperationalError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.01)
+            _prepared.add((self.path, os.getpid()))
 
     @contextmanager
     def _transaction(self) -> Generator[sqlite3.Connection]:
