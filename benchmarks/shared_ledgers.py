@@ -177,7 +177,7 @@ def measure(cycles: int, calls: int) -> dict[str, object]:
         dead.reserve(f"d{i}", SCOPES, 5_000, 700, 900)
         dead.commit(f"d{i}", 3_000, 500, SCOPES)
     results["dead_ms_per_call"] = (time.perf_counter() - start) * 1000 / n
-    dead._outbox.clear()  # pyright: ignore[reportPrivateUsage]  # nothing will replay it
+    dead._outbox.clear()  # nothing will replay it
     dead.engine.close()
     return results
 
