@@ -149,12 +149,14 @@ class FailSafeLedger:
 
     def _remember(self, reservation: Reservation) -> Reservation:
         # The last shared state of each scope seeds the local fallback if the store goes away.
-        seen = self._seen
-        for state in reservation.states:
-            seen[state.key] = state
-            seen.move_to_end(state.key)
-        while len(seen) > _SEEN_SCOPES:
-            seen.popitem(last=False)
+        if reservation.states:
+            with self._lock:
+                seen = self._seen
+                for state in reservation.states:
+                    seen[state.key] = state
+                    seen.move_to_end(state.key)
+                while len(seen) > _SEEN_SCOPES:
+                    seen.popitem(last=False)
         return reservation
 
     def _degraded_reserve(
@@ -286,7 +288,8 @@ class FailSafeLedger:
         if not self._open:
             try:
                 state = self.engine.snapshot(scope)
-                self._seen[scope] = state
+                with self._lock:
+                    self._seen[scope] = state
                 return state
             except LedgerUnavailable as exc:
                 self._trip(exc)

@@ -18,13 +18,14 @@ for i = 1, n do
     add(counter, 'st', tok)
     redis.call('HINCRBY', counter, 'n', 1)
     if st ~= 'H' then
-      -- A post-hoc charge may create the scope: give it its caps like a reserve would.
+      -- A post-hoc charge may create the scope: give it its caps and expiry like a reserve
+      -- would (a held reservation's reserve set both, within its lease).
       local v = redis.call('HMGET', counter, 'cu', 'ct')
       local cu, ct = caps(v[1], v[2], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3])
       if cu then redis.call('HSET', counter, 'cu', cu) end
       if ct then redis.call('HSET', counter, 'ct', ct) end
+      keep(counter, lease, ARGV[a + 4], idle_ms)
     end
-    keep(counter, lease, ARGV[a + 4], idle_ms)
   end
 end
 redis.call('HSET', KEYS[1], 'st', final, 'au', usd, 'at', tok)
