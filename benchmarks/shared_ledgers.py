@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import openai
 import redis
@@ -120,24 +121,28 @@ def _py_incr_rate(url: str, requests: int) -> float:
     return rate
 
 
-def _call_ms(ledger: Ledger | None, calls: int, base_url: str) -> float:
-    """Median ms of one budgeted chat call (instrumented) on ``ledger`` (None: no budget)."""
-    set_ledger(ledger)
+def _call_ms(engines: dict[str, Ledger | None], calls: int, base_url: str) -> dict[str, float]:
+    """Median ms of one budgeted chat call (instrumented) on each ledger (None: no budget),
+    measured in interleaved rounds so that drift in the machine's speed hits every engine."""
     client = openai.OpenAI(base_url=base_url, api_key="k", max_retries=0)
-    times: list[float] = []
-    messages = [{"role": "user", "content": "Hello"}]
-    for i in range(calls + 5):
-        start = time.perf_counter()
-        if ledger is None:
-            client.chat.completions.create(model="gpt-4o-mini", messages=messages)  # type: ignore[arg-type]
-        else:
-            with costspan.budget(usd=1000):
-                client.chat.completions.create(model="gpt-4o-mini", messages=messages)  # type: ignore[arg-type]
-        if i >= 5:  # the first calls load prices and the tokenizer
-            times.append((time.perf_counter() - start) * 1000)
+    messages: Any = [{"role": "user", "content": "Hello"}]
+    times: dict[str, list[float]] = {name: [] for name in engines}
+    rounds = max(calls // 20, 1)
+    for r in range(rounds + 1):
+        for name, ledger in engines.items():
+            set_ledger(ledger)
+            for _ in range(20):
+                start = time.perf_counter()
+                if ledger is None:
+                    client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+                else:
+                    with costspan.budget(usd=1000):
+                        client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+                if r:  # round 0 warms up: prices, the tokenizer, connections
+                    times[name].append((time.perf_counter() - start) * 1000)
     client.close()
     set_ledger(None)
-    return statistics.median(times)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def measure(cycles: int, calls: int) -> dict[str, object]:
@@ -169,12 +174,13 @@ def measure(cycles: int, calls: int) -> dict[str, object]:
             tracer_provider = TracerProvider()
             costspan.instrument(tracer_provider=tracer_provider)
             with OpenAICompatibleServer() as llm:
-                results["call_ms"] = {
-                    "no budget": _call_ms(None, calls, llm.base_url),
-                    "memory": _call_ms(MemoryLedger(), calls, llm.base_url),
-                    "sqlite": _call_ms(engines["sqlite"], calls, llm.base_url),
-                    "redis": _call_ms(engines["redis"], calls, llm.base_url),
+                engines_by_name: dict[str, Ledger | None] = {
+                    "no budget": None,
+                    "memory": MemoryLedger(),
+                    "sqlite": engines["sqlite"],
+                    "redis": engines["redis"],
                 }
+                results["call_ms"] = _call_ms(engines_by_name, calls, llm.base_url)
             costspan.uninstrument()
             tracer_provider.shutdown()
             for ledger in engines.values():
@@ -202,6 +208,9 @@ def table(results: dict[str, object]) -> str:
     for (name, threads), rate in rates.items():
         ratio = f"{rate / incr_c1:>13.3f}" if isinstance(incr_c1, float) else f"{'n/a':>13}"
         lines.append(f"{f'{name}, {threads} thread(s)':<28}{rate:>10.0f}{ratio}")
+    py_incr = float(results["py_incr"])  # type: ignore[arg-type]
+    py_ratio = f"{py_incr / incr_c1:>13.3f}" if isinstance(incr_c1, float) else ""
+    lines.append(f"{'redis-py INCR, 1 thread':<28}{py_incr:>10.0f}{py_ratio}")
     for label, key in (
         ("redis-benchmark INCR -c 1", "incr_c1"),
         ("redis-benchmark INCR -c 50", "incr_c50"),
@@ -218,8 +227,6 @@ def table(results: dict[str, object]) -> str:
         lines.append(f"{name:<28}{ms:>10.3f}{share}")
     one = rates[("redis", 1)]
     trips = float(results["round_trips"])  # type: ignore[arg-type]
-    py_incr = float(results["py_incr"])  # type: ignore[arg-type]
-    lines.append(f"{'redis-py INCR, 1 thread':<28}{py_incr:>10.0f}")
     lines.append("")
     lines.append(
         f"Redis: {trips:.1f} round trips per cycle (target 2: one reserve, one commit); "

@@ -24,6 +24,7 @@ from costspan.ledgers import (
     ScopeLimit,
 )
 from costspan.ledgers._failsafe import FailMode
+from tests.ledgers.slow_proxy import SlowProxy
 from tests.redis_server import RedisServer, free_port
 
 USER = ScopeLimit("user:u1", cap_micros=100_000)
@@ -136,3 +137,30 @@ print(ledger.commit("r", 1234, 0, scope).name)
     )
     assert result.stdout.strip() == "QUEUED"
     assert "1 ledger commit(s) totalling $0.001234 could not be written" in result.stderr
+
+
+def test_a_refused_call_whose_reserve_reply_was_lost_frees_its_hold(
+    redis_server: RedisServer,
+) -> None:
+    """The reserve ran in Redis but its reply came too late: closed mode refuses the call, and
+    a queued release frees the hold once Redis answers again (not 15 minutes later)."""
+    with redis_server.client() as client:
+        client.flushall()
+    scope = ScopeLimit("user:lost-reply", cap_micros=100_000)
+    direct = RedisLedger(redis_server.url)
+    direct.commit("load-scripts", 0, 0, [ScopeLimit("warm-up")])  # EVALSHA finds them loaded
+    with SlowProxy(redis_server.port, 0.2) as proxy:
+        ledger = FailSafeLedger(
+            RedisLedger(proxy.url, timeout_s=0.05, retries=0), "closed", probe_interval_s=0.05
+        )
+        with pytest.raises(LedgerUnavailable):
+            ledger.reserve("lost", [scope], 40_000, 0, 900)
+        deadline = time.monotonic() + 5
+        while direct.snapshot(scope.key).held_micros != 40_000:  # the script did run
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        proxy.delay_s = 0.0
+        _wait_until_back(ledger)
+    assert direct.snapshot(scope.key).held_micros == 0
+    ledger.close()
+    direct.close()

@@ -124,12 +124,13 @@ class FailSafeLedger:
         tokens: int,
         lease_s: float,
     ) -> Reservation:
-        if not self._open:
+        attempted = not self._open
+        if attempted:
             try:
                 return self._remember(self.engine.reserve(rid, scopes, usd_micros, tokens, lease_s))
             except LedgerUnavailable as exc:
                 self._trip(exc)
-        return self._degraded_reserve(rid, scopes, usd_micros, tokens, lease_s)
+        return self._degraded_reserve(rid, scopes, usd_micros, tokens, lease_s, attempted)
 
     async def areserve(
         self,
@@ -139,13 +140,14 @@ class FailSafeLedger:
         tokens: int,
         lease_s: float,
     ) -> Reservation:
-        if not self._open:
+        attempted = not self._open
+        if attempted:
             try:
                 reservation = await self.engine.areserve(rid, scopes, usd_micros, tokens, lease_s)
                 return self._remember(reservation)
             except LedgerUnavailable as exc:
                 self._trip(exc)
-        return self._degraded_reserve(rid, scopes, usd_micros, tokens, lease_s)
+        return self._degraded_reserve(rid, scopes, usd_micros, tokens, lease_s, attempted)
 
     def _remember(self, reservation: Reservation) -> Reservation:
         # The last shared state of each scope seeds the local fallback if the store goes away.
@@ -166,9 +168,15 @@ class FailSafeLedger:
         usd_micros: int,
         tokens: int,
         lease_s: float,
+        attempted: bool,
     ) -> Reservation:
+        """Decide a reserve without the store. ``attempted``: the store was asked and failed,
+        so it may hold this reservation after all (a lost reply); a call that is then not
+        granted queues a release, so that hold does not pin the budget until its lease ends."""
         self._ensure_prober()
         if self.fail_mode == "closed":
+            if attempted:
+                self._queue(_Pending(rid, 0, 0, tuple(scopes), release=True))
             raise LedgerUnavailable(f"{self.engine!r} is unreachable (COSTSPAN_FAIL_MODE=closed)")
         if self.fail_mode == "open":
             with self._lock:
@@ -191,6 +199,8 @@ class FailSafeLedger:
         if reservation.granted:
             with self._lock:
                 self._degraded[rid] = local
+        elif attempted:
+            self._queue(_Pending(rid, 0, 0, tuple(scopes), release=True))
         return Reservation(
             granted=reservation.granted,
             duplicate=reservation.duplicate,
@@ -390,12 +400,14 @@ def _flush_at_exit() -> None:
             ledger.flush()
         except Exception:
             _logger.exception("costspan: could not replay the ledger outbox at exit")
-        if ledger.queued:
-            lost = sum(p.usd_micros for p in ledger._outbox)  # pyright: ignore[reportPrivateUsage]
+        # Unwritten releases only free holds early (leases free them anyway); commits are spend.
+        commits = [p for p in ledger._outbox if not p.release]  # pyright: ignore[reportPrivateUsage]
+        if commits:
+            lost = sum(p.usd_micros for p in commits)
             _logger.error(
                 "costspan: %d ledger commit(s) totalling $%s could not be written to %r before "
                 "exit; the spend is on the spans and in the cost metric, not in the ledger",
-                ledger.queued,
+                len(commits),
                 Decimal(lost) / 1_000_000,
                 ledger.engine,
             )

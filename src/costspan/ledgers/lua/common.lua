@@ -5,6 +5,9 @@
 -- cu/ct (caps) and one field r:<rid> = "<usd> <tokens>" per live hold. A lease set scores each
 -- holding rid by its expiry (ms, server clock).
 --
+-- Scopes' settings come in one argument, four words per scope: "<cap usd> <cap tokens> <sticky>
+-- <expire at>", '-' for none (one string instead of 4N arguments: cheaper on both ends).
+--
 -- Amounts travel as decimal strings from ARGV straight into HINCRBY: never through a Lua number
 -- (doubles print as 1e+14), never negated by a "-" prefix on "0" (HINCRBY rejects "-0" after
 -- earlier writes have happened, and a script does not roll back).
@@ -14,9 +17,12 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local function num(v)
-  if v then return tonumber(v) end
-  return 0
+local function specs(text)
+  local out = {}
+  for cu, ct, sticky, expire_at in string.gmatch(text, '(%S+) (%S+) (%S+) (%S+)') do
+    table.insert(out, {cu, ct, sticky, expire_at})
+  end
+  return out
 end
 
 local function sub(counter, field, amount)
@@ -46,32 +52,36 @@ local function sweep(counter, lease, now, limit)
 end
 
 -- The effective caps of a scope: a sticky scope keeps the smallest cap it was ever given; a
--- configured limit's cap is the one given now. '' means no cap; returns strings or false.
-local function caps(stored_usd, stored_tok, given_usd, given_tok, sticky)
+-- configured limit's cap is the one given now. Returns strings, or false for no cap.
+local function caps(stored_usd, stored_tok, spec)
+  local sticky = spec[3] == '1'
   local function pick(stored, given)
-    if given == '' then
-      if sticky == '1' then return stored or false end
+    if given == '-' then
+      if sticky then return stored or false end
       return false
     end
-    if sticky == '1' and stored and tonumber(stored) < tonumber(given) then return stored end
+    if sticky and stored and tonumber(stored) < tonumber(given) then return stored end
     return given
   end
-  return pick(stored_usd, given_usd), pick(stored_tok, given_tok)
+  return pick(stored_usd, spec[1]), pick(stored_tok, spec[2])
+end
+
+local function store_caps(counter, cu, ct, old_cu, old_ct)
+  if cu then
+    if cu ~= old_cu then redis.call('HSET', counter, 'cu', cu) end
+  elseif old_cu then redis.call('HDEL', counter, 'cu') end
+  if ct then
+    if ct ~= old_ct then redis.call('HSET', counter, 'ct', ct) end
+  elseif old_ct then redis.call('HDEL', counter, 'ct') end
 end
 
 -- Keep a counter and its lease set until the scope's window ends, or for idle_ms after use.
 local function keep(counter, lease, expire_at, idle_ms)
-  if expire_at ~= '' then
+  if expire_at ~= '-' then
     redis.call('EXPIREAT', counter, expire_at)
     redis.call('EXPIREAT', lease, expire_at)
   else
     redis.call('PEXPIRE', counter, idle_ms)
     redis.call('PEXPIRE', lease, idle_ms)
   end
-end
-
--- One scope's state as returned to the client: s h st ht n cap_usd cap_tok (-1 = no cap).
-local function state(v, cu, ct)
-  return {num(v[1]), num(v[2]), num(v[3]), num(v[4]), num(v[5]),
-          cu and tonumber(cu) or -1, ct and tonumber(ct) or -1}
 end
