@@ -125,17 +125,20 @@ def test_hour_and_month_windows_roll_over(client: openai.OpenAI) -> None:
 def test_a_request_window_is_one_trace(
     client: openai.OpenAI, tracer_provider: TracerProvider
 ) -> None:
-    """`$X/request` caps the calls of one trace; the next request (trace) starts afresh."""
+    """`$X/request` caps the calls of one trace; the next request (trace) starts afresh, and a
+    call outside any request is a trace of its own."""
     _configure(f"* ${_per_call() * Decimal('1.5')}/request")
     tracer = tracer_provider.get_tracer("test")
     with tracer.start_as_current_span("request 1"):
         first = [_ask(client), _ask(client)]
     with tracer.start_as_current_span("request 2"):
         second = [_ask(client)]
+    assert not trace.get_current_span().get_span_context().is_valid
+    alone = [_ask(client), _ask(client)]  # no request around them: each call is its own trace
     assert first[0] == "sent"
     assert first[1].startswith("limit * $")
     assert second == ["sent"]
-    assert not trace.get_current_span().get_span_context().is_valid
+    assert alone == ["sent", "sent"]
 
 
 def test_limit_decisions_are_on_the_span(

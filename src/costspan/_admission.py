@@ -219,7 +219,7 @@ class BudgetMeter:
 _warned_reasons: set[str] = set()
 
 
-def active_limits(meter: BudgetMeter | None = None) -> list[Limit]:
+def active_limits(meter: BudgetMeter | None = None, trace_id: int = 0) -> list[Limit]:
     """Every budget and configured limit on a call in this context; block actions first."""
     limits = [Limit.of_budget(b) for b in local_budgets()]
     if _config.current().trust_inbound_budgets:
@@ -239,7 +239,7 @@ def active_limits(meter: BudgetMeter | None = None) -> list[Limit]:
         limits.extend(Limit.of_inbound(b) for b in inbound_budgets(reject=reject))
     table = _config.current().limits
     if table:
-        limits.extend(Limit.of_rule(applied) for applied in table.applied())
+        limits.extend(Limit.of_rule(applied) for applied in table.applied(trace_id))
     # A failing block budget must be found first, so its refusal is never masked.
     limits.sort(key=lambda limit: limit.action != "block")
     return limits
@@ -639,9 +639,11 @@ def admit(
     provider: str,
     when_ns: int,
     meter: BudgetMeter | None,
+    trace_id: int = 0,
 ) -> Admitted:
-    """Admit a call: (admission, span attributes, refusal). Mutates ``kwargs`` for actions."""
-    limits = active_limits(meter)
+    """Admit a call: (admission, span attributes, refusal). Mutates ``kwargs`` for actions.
+    ``trace_id``: the call's trace, which names its per-request windows."""
+    limits = active_limits(meter, trace_id)
     if not limits:
         return None, {}, None
     admitter = Admitter(operation, kwargs, model, provider, when_ns, limits, meter)
@@ -664,12 +666,13 @@ async def aadmit(
     provider: str,
     when_ns: int,
     meter: BudgetMeter | None,
+    trace_id: int = 0,
 ) -> Admitted:
     """:func:`admit` for async calls: a ledger that blocks is awaited, never called."""
     ledger = current_ledger()
     if not _blocks(ledger):
-        return admit(operation, kwargs, model, provider, when_ns, meter)
-    limits = active_limits(meter)
+        return admit(operation, kwargs, model, provider, when_ns, meter, trace_id)
+    limits = active_limits(meter, trace_id)
     if not limits:
         return None, {}, None
     admitter = Admitter(operation, kwargs, model, provider, when_ns, limits, meter)

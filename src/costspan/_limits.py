@@ -126,13 +126,16 @@ class LimitTable:
     def __bool__(self) -> bool:
         return bool(self.rules)
 
-    def applied(self) -> list[Applied]:
-        """The rules that apply to a call made in the current context, with their scopes."""
+    def applied(self, trace_id: int = 0) -> list[Applied]:
+        """The rules that apply to a call made in the current context, with their scopes.
+
+        ``trace_id`` is the call's own trace (its span's), which names its request window; 0
+        falls back to the current span's trace."""
         if not self.rules:
             return []
         entries = baggage.get_all()
         now = self.clock()
-        trace_id = trace.get_current_span().get_span_context().trace_id
+        trace_id = trace_id or trace.get_current_span().get_span_context().trace_id
         out: list[Applied] = []
         for rule in self.rules:
             if rule.key is None:

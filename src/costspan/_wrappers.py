@@ -121,6 +121,7 @@ class Call:
             provider,
             invocation.start_ns,
             invocation.telemetry.budgets,
+            invocation.span.get_span_context().trace_id,
         )
 
     def admit(self) -> None:
