@@ -10,14 +10,25 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
 from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_service_b_enforces_service_a_budget_and_tags() -> None:
-    """B's calls are reserved against A's budget (refused past it) and carry A's tags."""
+@pytest.mark.parametrize("ledger", ["memory", "redis"])
+def test_service_b_enforces_service_a_budget_and_tags(
+    ledger: str, request: pytest.FixtureRequest
+) -> None:
+    """B's calls are reserved against A's budget (refused past it) and carry A's tags, with
+    each process's own ledger or with both on one Redis."""
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_BASE_URL"}
+    if ledger == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        with server.client() as client:
+            client.flushall()
+        env["COSTSPAN_LEDGER"] = server.url
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples/two_services/main.py")],
         env=env,

@@ -19,6 +19,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from costspan.ledgers._failsafe import FailMode, FailSafeLedger
 from costspan.ledgers._memory import MemoryLedger
 from costspan.ledgers._protocol import Ledger
+from costspan.ledgers._redis import RedisLedger, redacted
+from costspan.ledgers._sqlite import SQLiteLedger
 
 _REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
 _OPTIONS: Final = {
@@ -39,14 +41,8 @@ class LedgerSpec:
         if self.engine == "memory":
             return "memory"
         if self.engine == "sqlite":
-            return (
-                f"sqlite:///{self.target.lstrip('/')}"
-                if self.target.startswith("/")
-                else (f"sqlite://{self.target}")
-            )
-        from costspan.ledgers._redis import _redacted  # pyright: ignore[reportPrivateUsage]
-
-        return _redacted(self.target)
+            return f"sqlite://{self.target}"  # an absolute path brings its third slash
+        return redacted(self.target)
 
     def open(self, fail_mode: FailMode) -> Ledger:
         """A new engine for this URL (connections are made lazily, on first use)."""
@@ -54,12 +50,8 @@ class LedgerSpec:
         if self.engine == "memory":
             return MemoryLedger()
         if self.engine == "sqlite":
-            from costspan.ledgers._sqlite import SQLiteLedger
-
             busy = float(options.get("busy_timeout", 2.0))
             return FailSafeLedger(SQLiteLedger(self.target, busy_timeout_s=busy), fail_mode)
-        from costspan.ledgers._redis import RedisLedger
-
         engine = RedisLedger(
             self.target,
             timeout_s=float(options.get("timeout", 0.1)),

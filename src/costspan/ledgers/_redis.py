@@ -139,7 +139,7 @@ class RedisLedger:
         )
 
     def __repr__(self) -> str:
-        return f"RedisLedger({_redacted(self.url)!r})"
+        return f"RedisLedger({redacted(self.url)!r})"
 
     # -- keys and arguments ------------------------------------------------------------------
     def _keys(self, rid: str, scopes: Sequence[ScopeLimit]) -> list[str]:
@@ -223,7 +223,7 @@ class RedisLedger:
         try:
             return fn(keys=keys, args=args)
         except self._errors as exc:
-            raise LedgerUnavailable(f"Redis ledger {_redacted(self.url)}: {exc}") from exc
+            raise LedgerUnavailable(f"Redis ledger {redacted(self.url)}: {exc}") from exc
 
     def reserve(
         self,
@@ -259,7 +259,7 @@ class RedisLedger:
         try:
             self.client.ping()
         except self._errors as exc:
-            raise LedgerUnavailable(f"Redis ledger {_redacted(self.url)}: {exc}") from exc
+            raise LedgerUnavailable(f"Redis ledger {redacted(self.url)}: {exc}") from exc
 
     def close(self) -> None:
         self.client.close()
@@ -302,7 +302,7 @@ class RedisLedger:
         try:
             return await fn(keys=keys, args=args)
         except self._errors as exc:
-            raise LedgerUnavailable(f"Redis ledger {_redacted(self.url)}: {exc}") from exc
+            raise LedgerUnavailable(f"Redis ledger {redacted(self.url)}: {exc}") from exc
 
     async def areserve(
         self,
@@ -334,7 +334,7 @@ async def _close_on_shutdown(client: Any) -> AsyncGenerator[None]:
         await client.aclose(close_connection_pool=True)
 
 
-def _redacted(url: str) -> str:
+def redacted(url: str) -> str:
     """The URL without its password (it goes into logs and error messages)."""
     from urllib.parse import urlsplit
 
