@@ -76,8 +76,9 @@ def _unavailable_errors() -> tuple[type[BaseException], ...]:
     import redis.exceptions as e
 
     # BusyLoadingError (a restarting server loading its data) is a ConnectionError; ReadOnlyError
-    # is what a demoted primary answers after a failover.
-    return (e.ConnectionError, e.TimeoutError, e.ReadOnlyError, OSError)
+    # is what a demoted primary answers after a failover; OutOfMemoryError a full noeviction
+    # server. After a timeout the script may have run: retries and replays are idempotent.
+    return (e.ConnectionError, e.TimeoutError, e.ReadOnlyError, e.OutOfMemoryError, OSError)
 
 
 class RedisLedger:
