@@ -98,6 +98,10 @@ def test_spend_and_remaining_are_tracked(
     assert b.spent_tokens == tokens
     assert b.remaining_tokens == 100_000 - tokens
     assert b.calls == 3
+    # Each span says what was left after it, as the ledger reported it (no extra round trip).
+    left = [attrs(s)["costspan.budget.remaining_usd"] for s in spans]
+    assert left == sorted(left, reverse=True)
+    assert left[-1] == pytest.approx(float(b.remaining_usd), abs=1e-6)
 
 
 def test_a_paid_response_is_returned_and_the_next_call_refused(
