@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import costspan
-from costspan import _config
+from costspan import _config, _records
 from costspan._admission import set_ledger
 from costspan.ledgers import Ledger
 from costspan.ledgers._open import LedgerSpec, parse_ledger_url
@@ -70,6 +70,7 @@ def _reset_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     ):
         monkeypatch.delenv(name, raising=False)
     _config.reset()
+    _records.reset()
     yield
     _config.reset()
 

@@ -27,6 +27,8 @@ from costspan._errors import (
 )
 from costspan._instrumentor import OpenAIInstrumentor
 from costspan._processor import CostSpanProcessor
+from costspan._records import SpendRecord, dropped
+from costspan._report import Report, ReportRow, report
 from costspan._version import __version__
 
 __all__ = [
@@ -36,13 +38,18 @@ __all__ = [
     "CostSpanProcessor",
     "Estimate",
     "OpenAIInstrumentor",
+    "Report",
+    "ReportRow",
+    "SpendRecord",
     "UnpricedModelError",
     "UnpricedModelWarning",
     "__version__",
     "budget",
     "configure",
+    "dropped",
     "estimate",
     "instrument",
+    "report",
     "tags",
     "uninstrument",
 ]

@@ -37,6 +37,8 @@ COSTSPAN_TRUST_INBOUND_BUDGETS: Final = "COSTSPAN_TRUST_INBOUND_BUDGETS"
 COSTSPAN_LEDGER: Final = "COSTSPAN_LEDGER"
 COSTSPAN_LIMITS: Final = "COSTSPAN_LIMITS"
 COSTSPAN_FAIL_MODE: Final = "COSTSPAN_FAIL_MODE"
+COSTSPAN_RECORDS: Final = "COSTSPAN_RECORDS"
+COSTSPAN_MAX_RECORDS: Final = "COSTSPAN_MAX_RECORDS"
 OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT: Final = (
     "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 )
@@ -73,6 +75,8 @@ class Settings:
     ledger: LedgerSpec | Ledger = field(default_factory=lambda: LedgerSpec("memory"))
     limits: LimitTable = field(default_factory=LimitTable)
     fail_mode: FailMode = "local"
+    records: str | None = None
+    max_records: int = 10_000
 
 
 # -- parsers of environment text ----------------------------------------------------------------
@@ -167,6 +171,36 @@ def parse_fail_mode(name: str, raw: str) -> FailMode:
     raise ValueError(f"{name}={raw!r}: use {', '.join(FAIL_MODES)}")
 
 
+def parse_records(name: str, raw: str) -> str | None:
+    text = raw.strip()
+    if not text:
+        return None
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise ValueError(f"{name}={raw!r} is a directory; give the SQLite file to keep records in")
+    return str(path)
+
+
+def parse_max_records(name: str, raw: str) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a whole number") from None
+    if not 1 <= value <= 10_000_000:
+        raise ValueError(f"{name}={raw!r}: keep between 1 and 10,000,000 records")
+    return value
+
+
+def records_path(settings: Settings) -> str | None:
+    """Where spend records are stored durably: COSTSPAN_RECORDS, else the SQLite ledger's file."""
+    if settings.records:
+        return settings.records
+    ledger = settings.ledger
+    if isinstance(ledger, LedgerSpec) and ledger.engine == "sqlite":
+        return ledger.target
+    return None
+
+
 # -- validators of Python arguments -------------------------------------------------------------
 def _check_bool(name: str, value: object) -> bool:
     if not isinstance(value, bool):
@@ -236,6 +270,20 @@ def _check_limits(name: str, value: object) -> LimitTable:
     raise ValueError(f"{name} must be rules as one string or a list of strings, not {value!r}")
 
 
+def _check_records(name: str, value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str | Path):
+        raise ValueError(f"{name} must be the path of a SQLite file, not {value!r}")
+    return parse_records(name, str(value))
+
+
+def _check_max_records(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be a whole number, not {value!r}")
+    return parse_max_records(name, str(value))
+
+
 def _check_fail_mode(name: str, value: object) -> FailMode:
     if not isinstance(value, str):
         raise ValueError(f"{name} must be one of {', '.join(FAIL_MODES)}, not {value!r}")
@@ -264,6 +312,8 @@ _SETTINGS: Final[dict[str, _Setting]] = {
     "ledger": _Setting(COSTSPAN_LEDGER, parse_ledger_url, _check_ledger),
     "limits": _Setting(COSTSPAN_LIMITS, parse_limits, _check_limits),
     "fail_mode": _Setting(COSTSPAN_FAIL_MODE, parse_fail_mode, _check_fail_mode),
+    "records": _Setting(COSTSPAN_RECORDS, parse_records, _check_records),
+    "max_records": _Setting(COSTSPAN_MAX_RECORDS, parse_max_records, _check_max_records),
 }
 
 

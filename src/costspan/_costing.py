@@ -12,6 +12,7 @@ import logging
 import threading
 import warnings
 from collections.abc import Mapping
+from typing import Final
 
 from opentelemetry import baggage
 from opentelemetry.context import Context
@@ -62,6 +63,24 @@ def warn_unpriced(provider: str, model: str) -> None:
         UnpricedModelWarning,
         stacklevel=2,
     )
+
+
+# W3C guarantees propagation of 8,192 bytes of baggage in all; a single attribution value of
+# more than 256 characters is not an id, and is dropped rather than copied onto every span.
+MAX_ATTRIBUTION_VALUE: Final = 256
+
+
+def attribution(context: Context | None = None) -> dict[str, str]:
+    """The attribution keys present in baggage, with usable values."""
+    keys = _config.current().attribution_keys
+    if not keys:
+        return {}
+    entries = baggage.get_all(context)
+    return {
+        k: v
+        for k in keys
+        if isinstance(v := entries.get(k), str) and 0 < len(v) <= MAX_ATTRIBUTION_VALUE
+    }
 
 
 def metric_tags(context: Context | None = None) -> dict[str, str]:

@@ -24,9 +24,11 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, TracerProv
 from opentelemetry.util.types import AttributeValue
 
 from costspan import _attributes as A
+from costspan import _records as records
 from costspan._admission import Admission, BudgetMeter
-from costspan._costing import CostMeter, metric_tags
+from costspan._costing import CostMeter, attribution, metric_tags
 from costspan._operations import Attributes, Outcome
+from costspan._pricing import Cost
 from costspan._usage import TokenUsage
 from costspan._version import __version__
 
@@ -125,6 +127,7 @@ class Invocation:
         "span",
         "start_ns",
         "started_at",
+        "tags",
         "telemetry",
     )
 
@@ -148,6 +151,7 @@ class Invocation:
             k: start_attributes[k] for k in _METRIC_KEYS if k in start_attributes
         }
         self.metric_attributes.update(metric_tags())
+        self.tags = attribution()  # for the spend record: the baggage of the call's caller
         self.request_tier = _str(start_attributes.get(A.OPENAI_REQUEST_SERVICE_TIER))
         self.start_ns = time.time_ns()  # the request time: it selects historic prices
         self.started_at = timeit.default_timer()
@@ -222,7 +226,33 @@ class Invocation:
             _logger.exception("costspan could not price a call; the span goes out without cost")
         finally:
             attrs.update(self._release_or_commit(usage, cost))
+        if usage is not None:
+            self._record(attrs, usage, cost)
         return usage
+
+    def _record(self, attrs: Attributes, usage: TokenUsage, cost: Cost | None) -> None:
+        """Keep the call's spend record (the buffer; the store, if one is configured)."""
+        context = self.span.get_span_context()
+        decision = attrs.get(A.COSTSPAN_BUDGET_DECISION)
+        records.add(
+            records.SpendRecord(
+                time_ns=self.start_ns,
+                operation=str(self.metric_attributes.get(A.GEN_AI_OPERATION_NAME, "")),
+                provider=str(self.metric_attributes.get(A.GEN_AI_PROVIDER_NAME, "openai")),
+                request_model=_str(self.metric_attributes.get(A.GEN_AI_REQUEST_MODEL)),
+                response_model=_str(attrs.get(A.GEN_AI_RESPONSE_MODEL)),
+                tags=self.tags,
+                input_tokens=usage.input_tokens or 0,
+                cached_input_tokens=usage.cache_read_tokens or 0,
+                output_tokens=usage.output_tokens or 0,
+                reasoning_tokens=usage.reasoning_tokens or 0,
+                usd=None if cost is None else cost.total,
+                estimated=usage.estimated,
+                decision=None if decision is None else str(decision),
+                trace_id=f"{context.trace_id:032x}",
+                span_id=f"{context.span_id:016x}",
+            )
+        )
 
     def _release_or_commit(self, usage: TokenUsage | None, cost: Any) -> Attributes:
         """Settle the call's budget reservation; the budget attributes it leaves on the span."""

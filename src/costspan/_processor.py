@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import logging
 import weakref
-from typing import Any, Final
+from typing import Any
 
-from opentelemetry import baggage
 from opentelemetry.context import Context
 from opentelemetry.metrics import MeterProvider, get_meter
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
@@ -31,15 +30,12 @@ from opentelemetry.util.types import AttributeValue
 
 from costspan import _attributes as A
 from costspan import _config
-from costspan._costing import CostMeter
+from costspan._costing import CostMeter, attribution
 from costspan._usage import TokenUsage
 from costspan._version import __version__
 
 _logger = logging.getLogger(__name__)
 
-# W3C guarantees propagation of 8,192 bytes of baggage in all; a single attribution value of
-# more than 256 characters is not an id, and is dropped rather than copied onto every span.
-MAX_ATTRIBUTION_VALUE: Final = 256
 
 # Providers that already carry a CostSpanProcessor: costspan.instrument() and the auto-launch
 # configurator both install one, and a second would price foreign spans twice.
@@ -103,13 +99,9 @@ class CostSpanProcessor(SpanProcessor):
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         try:
-            keys = _config.current().attribution_keys
-            if keys:
-                entries = baggage.get_all(parent_context)
-                for key in keys:
-                    value = entries.get(key)
-                    if isinstance(value, str) and 0 < len(value) <= MAX_ATTRIBUTION_VALUE:
-                        span.set_attribute(key, value)
+            tags = attribution(parent_context)
+            if tags:
+                span.set_attributes(tags)
         except Exception:
             _logger.exception("costspan could not attribute a span")
         if self.next_processor is not None:

@@ -1,0 +1,396 @@
+"""Spend records: one per settled call, kept in a bounded buffer and, when asked, in SQLite.
+
+Every call that was sent (and so may have been billed) yields a :class:`SpendRecord` when it is
+settled: when, which operation, provider and models, the tags its baggage carried, its tokens,
+its USD cost (or that it was unpriced), whether the usage was estimated, its budget decision,
+and its trace and span ids. Refused calls were never sent and yield none.
+
+In memory the records of this process live in a ring buffer of ``max_records``
+(``COSTSPAN_MAX_RECORDS``, default 10,000); :func:`dropped` counts what fell out of it. With a
+store (``COSTSPAN_RECORDS=/path/spend.db``, or the SQLite ledger's own file) records are also
+written to SQLite by a background thread, in batches, so that reports cover every process and
+survive restarts. The Redis ledger keeps counters, not records: with it, records stay in each
+process (and in the spans and metrics it exports).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Final
+
+_logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_RECORDS: Final = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class SpendRecord:
+    """What one settled call spent."""
+
+    time_ns: int
+    operation: str
+    provider: str
+    request_model: str | None
+    response_model: str | None
+    tags: Mapping[str, str] = field(default_factory=dict[str, str])
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    usd: Decimal | None = None
+    """None when the model has no price (never counted as $0)."""
+    estimated: bool = False
+    decision: str | None = None
+    trace_id: str = ""
+    span_id: str = ""
+
+    @property
+    def unpriced(self) -> bool:
+        return self.usd is None
+
+    @property
+    def time(self) -> datetime:
+        return datetime.fromtimestamp(self.time_ns / 1e9, UTC)
+
+    @property
+    def model(self) -> str:
+        """The model that answered, else the one asked for."""
+        return self.response_model or self.request_model or "(unknown)"
+
+    def field(self, name: str) -> str | None:
+        """A grouping or filtering key: a record field (model, provider, operation,
+        request_model, response_model, decision) or a tag."""
+        if name == "model":
+            return self.model
+        if name in _FIELDS:
+            value = getattr(self, name)
+            return None if value is None else str(value)
+        return self.tags.get(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "time": self.time.isoformat(),
+            "operation": self.operation,
+            "provider": self.provider,
+            "request_model": self.request_model,
+            "response_model": self.response_model,
+            "tags": dict(self.tags),
+            "input_tokens": self.input_tokens,
+            "cached_input_tokens": self.cached_input_tokens,
+            "output_tokens": self.output_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "usd": None if self.usd is None else str(self.usd),
+            "estimated": self.estimated,
+            "decision": self.decision,
+            "trace_id": self.trace_id,
+            "span_id": self.span_id,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SpendRecord:
+        """A record from :meth:`to_dict` (a JSON-lines export); ``ValueError`` if malformed."""
+        try:
+            when = datetime.fromisoformat(str(data["time"]))
+            usd = data.get("usd")
+            return cls(
+                time_ns=int(when.timestamp() * 1e9),
+                operation=str(data["operation"]),
+                provider=str(data["provider"]),
+                request_model=_opt(data.get("request_model")),
+                response_model=_opt(data.get("response_model")),
+                tags={str(k): str(v) for k, v in dict(data.get("tags") or {}).items()},
+                input_tokens=int(data.get("input_tokens") or 0),
+                cached_input_tokens=int(data.get("cached_input_tokens") or 0),
+                output_tokens=int(data.get("output_tokens") or 0),
+                reasoning_tokens=int(data.get("reasoning_tokens") or 0),
+                usd=None if usd is None else Decimal(str(usd)),
+                estimated=bool(data.get("estimated")),
+                decision=_opt(data.get("decision")),
+                trace_id=str(data.get("trace_id") or ""),
+                span_id=str(data.get("span_id") or ""),
+            )
+        except (KeyError, TypeError, ArithmeticError, ValueError) as exc:
+            raise ValueError(f"not a costspan spend record: {exc}") from exc
+
+
+_FIELDS: Final = frozenset(
+    {"operation", "provider", "request_model", "response_model", "decision", "trace_id"}
+)
+
+
+def _opt(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+# -- the in-memory buffer -------------------------------------------------------------------------
+class Buffer:
+    """The process's most recent records (a ring), and how many fell out of it."""
+
+    def __init__(self, size: int) -> None:
+        self._records: deque[SpendRecord] = deque(maxlen=size)
+        self._lock = threading.Lock()
+        self.dropped = 0
+
+    @property
+    def size(self) -> int:
+        return self._records.maxlen or 0
+
+    def add(self, record: SpendRecord) -> None:
+        with self._lock:
+            if len(self._records) == self.size:
+                self.dropped += 1
+            self._records.append(record)
+
+    def records(self) -> list[SpendRecord]:
+        with self._lock:
+            return list(self._records)
+
+
+# -- the SQLite store ------------------------------------------------------------------------------
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS spend (
+    time_ns INTEGER NOT NULL,
+    operation TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    request_model TEXT,
+    response_model TEXT,
+    tags TEXT NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    cached_input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    reasoning_tokens INTEGER NOT NULL,
+    usd TEXT,
+    estimated INTEGER NOT NULL,
+    decision TEXT,
+    trace_id TEXT NOT NULL,
+    span_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS spend_by_time ON spend (time_ns);
+"""
+_COLUMNS: Final = (
+    "time_ns, operation, provider, request_model, response_model, tags, input_tokens, "
+    "cached_input_tokens, output_tokens, reasoning_tokens, usd, estimated, decision, trace_id, "
+    "span_id"
+)
+
+
+def _row(r: SpendRecord) -> tuple[object, ...]:
+    return (
+        r.time_ns,
+        r.operation,
+        r.provider,
+        r.request_model,
+        r.response_model,
+        json.dumps(dict(r.tags), sort_keys=True),
+        r.input_tokens,
+        r.cached_input_tokens,
+        r.output_tokens,
+        r.reasoning_tokens,
+        None if r.usd is None else str(r.usd),
+        int(r.estimated),
+        r.decision,
+        r.trace_id,
+        r.span_id,
+    )
+
+
+def _record(row: tuple[Any, ...]) -> SpendRecord:
+    return SpendRecord(
+        time_ns=int(row[0]),
+        operation=row[1],
+        provider=row[2],
+        request_model=row[3],
+        response_model=row[4],
+        tags=json.loads(row[5]),
+        input_tokens=int(row[6]),
+        cached_input_tokens=int(row[7]),
+        output_tokens=int(row[8]),
+        reasoning_tokens=int(row[9]),
+        usd=None if row[10] is None else Decimal(row[10]),
+        estimated=bool(row[11]),
+        decision=row[12],
+        trace_id=row[13],
+        span_id=row[14],
+    )
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 5000")
+    deadline = time.monotonic() + 5
+    while True:  # a fresh file opened by several processes: the WAL switch may see a lock
+        try:
+            if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.executescript(_SCHEMA)
+            return conn
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                conn.close()
+                raise
+            time.sleep(0.01)
+
+
+class Store:
+    """Spend records in one SQLite file, written in batches by a background thread."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._queue: queue.Queue[SpendRecord | None] = queue.Queue()
+        self._writer: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._pending = 0
+
+    def add(self, record: SpendRecord) -> None:
+        with self._lock:
+            self._pending += 1
+            if self._writer is None or not self._writer.is_alive():
+                self._writer = threading.Thread(
+                    target=self._write, name="costspan-spend-store", daemon=True
+                )
+                self._writer.start()
+        self._queue.put(record)
+
+    def _write(self) -> None:
+        conn: sqlite3.Connection | None = None
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < 500:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            records = [r for r in batch if r is not None]
+            try:
+                if conn is None:
+                    conn = _connect(self.path)
+                conn.executemany(
+                    f"INSERT INTO spend ({_COLUMNS}) VALUES ({', '.join('?' * 15)})",
+                    [_row(r) for r in records],
+                )
+            except sqlite3.Error:
+                # The records stay in the buffer, on the spans and in the metrics.
+                _logger.exception(
+                    "costspan could not write %d spend record(s) to %s", len(records), self.path
+                )
+            with self._lock:
+                self._pending -= len(records)
+                self._idle.notify_all()
+
+    def flush(self, timeout_s: float = 10.0) -> None:
+        """Wait until every record handed to the store is written (or the timeout passes)."""
+        with self._lock:
+            self._idle.wait_for(lambda: self._pending == 0, timeout=timeout_s)
+
+    def read(self, since_ns: int | None = None) -> list[SpendRecord]:
+        self.flush()
+        if not self.path.exists():
+            return []
+        conn = _connect(self.path)
+        try:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM spend WHERE time_ns >= ? ORDER BY time_ns",
+                (since_ns or 0,),
+            ).fetchall()
+        finally:
+            conn.close()
+        return [_record(row) for row in rows]
+
+
+# -- the process's records -------------------------------------------------------------------------
+_lock = threading.Lock()
+_buffer = Buffer(DEFAULT_MAX_RECORDS)
+_stores: dict[Path, Store] = {}
+
+
+def buffer() -> Buffer:
+    """The buffer sized as the settings say (a new size starts a new buffer)."""
+    global _buffer
+    from costspan import _config
+
+    size = _config.current().max_records
+    if _buffer.size != size:
+        with _lock:
+            if _buffer.size != size:
+                fresh = Buffer(size)
+                for record in _buffer.records()[-size:]:
+                    fresh.add(record)
+                fresh.dropped = _buffer.dropped
+                _buffer = fresh
+    return _buffer
+
+
+def store() -> Store | None:
+    """The durable store the settings name, if any."""
+    from costspan import _config
+
+    path = _config.records_path(_config.current())
+    if path is None:
+        return None
+    key = Path(path).resolve()
+    with _lock:
+        found = _stores.get(key)
+        if found is None:
+            found = _stores[key] = Store(key)
+        return found
+
+
+def add(record: SpendRecord) -> None:
+    """Keep one settled call's record (never raises into the call)."""
+    try:
+        buffer().add(record)
+        durable = store()
+        if durable is not None:
+            durable.add(record)
+    except Exception:
+        _logger.exception("costspan could not keep a spend record")
+
+
+def dropped() -> int:
+    """How many records fell out of the in-memory buffer since the process started."""
+    return buffer().dropped
+
+
+def reset() -> None:
+    """Forget this process's records (for tests)."""
+    global _buffer
+    with _lock:
+        _buffer = Buffer(_buffer.size)
+
+
+def flush_all() -> None:
+    with _lock:
+        stores = list(_stores.values())
+    for s in stores:
+        s.flush()
+
+
+atexit.register(flush_all)
+
+
+def read_jsonl(lines: Iterable[str], where: str = "input") -> list[SpendRecord]:
+    """Records from a JSON-lines export (one ``SpendRecord.to_dict()`` per line)."""
+    records: list[SpendRecord] = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(SpendRecord.from_dict(json.loads(line)))
+        except (json.JSONDecodeError, ValueError) as exc:
+            raise ValueError(f"{where}, line {number}: {exc}") from None
+    return records
