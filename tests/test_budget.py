@@ -101,6 +101,7 @@ def test_spend_and_remaining_are_tracked(
     # Each span says what was left after it, as the ledger reported it (no extra round trip).
     left = [attrs(s)["costspan.budget.remaining_usd"] for s in spans]
     assert left == sorted(left, reverse=True)
+    assert b.remaining_usd is not None
     assert left[-1] == pytest.approx(float(b.remaining_usd), abs=1e-6)
 
 

@@ -38,8 +38,10 @@ def test_every_settled_call_yields_a_record(
     assert record.usd == Decimal(repr(a["gen_ai.usage.cost.amount"]))
     assert not record.estimated
     assert not record.unpriced
-    assert record.trace_id == f"{span.context.trace_id:032x}"
-    assert record.span_id == f"{span.context.span_id:016x}"
+    context = span.get_span_context()
+    assert context is not None
+    assert record.trace_id == f"{context.trace_id:032x}"
+    assert record.span_id == f"{context.span_id:016x}"
 
 
 def test_unpriced_estimated_and_refused_calls(client: openai.OpenAI) -> None:

@@ -138,7 +138,7 @@ def test_records_round_trip_through_json_lines() -> None:
 def test_report_over_real_calls(client: openai.OpenAI) -> None:
     """The process's own calls, grouped by the tags their baggage carried."""
     for feature, user, n in (("search", "u-1", 2), ("chat", "u-2", 1)):
-        with costspan.tags(feature=feature, **{"user.id": user}):
+        with costspan.tags({"feature": feature, "user.id": user}):
             for _ in range(n):
                 client.chat.completions.create(model="gpt-4o-mini", messages=USER)
     report = costspan.report(group_by=["feature", "user.id"])

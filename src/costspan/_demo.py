@@ -11,6 +11,7 @@ import contextlib
 import os
 from collections.abc import Sequence
 from decimal import Decimal
+from pathlib import Path
 from typing import TextIO
 
 from opentelemetry.sdk.metrics import MeterProvider
@@ -21,6 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import costspan
 from costspan import _attributes as A
+from costspan import _records
 from costspan.testing import OpenAICompatibleServer
 
 
@@ -33,12 +35,17 @@ def run_app(base_url: str) -> None:
     question: list[ChatCompletionMessageParam] = [
         {"role": "user", "content": "Which city hosts the Louvre?"}
     ]
-    client.chat.completions.create(model="gpt-4o-mini", messages=question)
-    stream = client.chat.completions.create(model="o4-mini", messages=question, stream=True)
-    for chunk in stream:
-        _ = chunk.choices[0].delta.content  # callers that never asked for usage keep working
-    client.responses.create(model="gpt-5", input="Summarise the Louvre's history in a line.")
-    client.embeddings.create(model="text-embedding-3-small", input=["Louvre", "Orsay"])
+    # Who and what each call is for travels in baggage (a web framework would set it per
+    # request); reports group spend by it.
+    with costspan.tags({"feature": "museum-guide", "user.id": "visitor-1"}):
+        client.chat.completions.create(model="gpt-4o-mini", messages=question)
+        stream = client.chat.completions.create(model="o4-mini", messages=question, stream=True)
+        for chunk in stream:
+            _ = chunk.choices[0].delta.content  # callers that never asked for usage keep working
+    with costspan.tags({"feature": "museum-guide", "user.id": "visitor-2"}):
+        client.responses.create(model="gpt-5", input="Summarise the Louvre's history in a line.")
+    with costspan.tags({"feature": "search", "user.id": "visitor-2"}):
+        client.embeddings.create(model="text-embedding-3-small", input=["Louvre", "Orsay"])
     # o-series models reject max_tokens: the demo shows how a rejected call is recorded.
     with contextlib.suppress(openai.BadRequestError):
         client.chat.completions.create(model="o3", messages=question, max_tokens=50)
@@ -151,15 +158,19 @@ def format_spans(spans: Sequence[ReadableSpan]) -> str:
     return "\n".join(lines)
 
 
-def run(out: TextIO) -> int:
-    """Run the demo, printing to ``out``; returns the process exit code."""
+def run(out: TextIO, records: Path | None = None) -> int:
+    """Run the demo, printing to ``out``; returns the process exit code. ``records``: a SQLite
+    file that keeps the demo's spend records (for ``costspan report``)."""
     os.environ.setdefault("OTEL_SERVICE_NAME", "costspan-demo")
     with OpenAICompatibleServer() as server:
         exporter = InMemorySpanExporter()
         tracer_provider = TracerProvider(resource=Resource.create({}))
         tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
         meter_provider = MeterProvider()
-        costspan.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+        settings = {} if records is None else {"records": str(records)}
+        costspan.instrument(
+            tracer_provider=tracer_provider, meter_provider=meter_provider, **settings
+        )
         try:
             print(f"costspan demo: local OpenAI-compatible server at {server.base_url}", file=out)
             print(
@@ -172,6 +183,7 @@ def run(out: TextIO) -> int:
             print(file=out)
         finally:
             costspan.uninstrument()
+            _records.flush_all()
             tracer_provider.shutdown()
             meter_provider.shutdown()
     spans = exporter.get_finished_spans()

@@ -24,7 +24,8 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Generator, Iterable, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -350,9 +351,29 @@ def store() -> Store | None:
         return found
 
 
+_captures: list[list[SpendRecord]] = []
+
+
+@contextmanager
+def capture() -> Generator[list[SpendRecord]]:
+    """Collect the records settled while the block runs (the pytest plugin's per-test spend)."""
+    collected: list[SpendRecord] = []
+    with _lock:
+        _captures.append(collected)
+    try:
+        yield collected
+    finally:
+        with _lock:
+            _captures.remove(collected)
+
+
 def add(record: SpendRecord) -> None:
     """Keep one settled call's record (never raises into the call)."""
     try:
+        if _captures:
+            with _lock:
+                for collected in _captures:
+                    collected.append(record)
         buffer().add(record)
         durable = store()
         if durable is not None:
