@@ -46,7 +46,7 @@ class ReportRow:
     def to_dict(self) -> dict[str, Any]:
         return {
             **{f"tag:{k}" if k in _ROW_FIELDS else k: v for k, v in self.tags.items()},
-            "usd": str(self.usd),
+            "usd": f"{self.usd:f}",  # positional: 0.00000008, never 8E-8
             "calls": self.calls,
             "input_tokens": self.input_tokens,
             "cached_input_tokens": self.cached_input_tokens,
@@ -130,7 +130,7 @@ class Report(Sequence[ReportRow]):
         return json.dumps(
             {
                 "group_by": list(self.group_by),
-                "usd": str(self.usd),
+                "usd": f"{self.usd:f}",
                 "calls": self.calls,
                 "rows": [row.to_dict() for row in self.rows],
             },
