@@ -94,6 +94,9 @@ def test_report_after_demo_shows_where_the_money_went(state: dict[str, str]) -> 
     as_json = json.loads(run("report", "--group-by", "model", "--format", "json", env=state).stdout)
     assert as_json["calls"] == 6
     assert Decimal(as_json["usd"]) == Decimal("0.00392518")
+    exported = run("report", "--format", "jsonl", env=state)
+    again = run("report", "--jsonl", "-", "--format", "json", stdin=exported.stdout)
+    assert json.loads(again.stdout)["calls"] == 6  # an export reads back whole
     recent = run(
         "report", "--since", "1h", "--where", "feature=search", "--format", "json", env=state
     )

@@ -102,7 +102,7 @@ def demo(store: str | None) -> None:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["table", "csv", "json"]),
+    type=click.Choice(["table", "csv", "json", "jsonl"]),
     default="table",
     show_default=True,
 )
@@ -143,6 +143,9 @@ def report(
         return
     if fmt == "json":
         click.echo(result.to_json())
+        return
+    if fmt == "jsonl":  # the records themselves, for --jsonl elsewhere
+        click.echo(result.to_jsonl(), nl=False)
         return
     table = Table(title=f"spend by {', '.join(result.group_by) or 'everything'} ({source})")
     for key in result.group_by:

@@ -137,6 +137,11 @@ class Report(Sequence[ReportRow]):
             indent=2,
         )
 
+    def to_jsonl(self) -> str:
+        """The report's records, one JSON object per line (what ``costspan report --jsonl``
+        reads back)."""
+        return "".join(json.dumps(r.to_dict()) + "\n" for r in self.records)
+
     def to_csv(self) -> str:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
