@@ -316,7 +316,7 @@ class Store:
 # -- the process's records -------------------------------------------------------------------------
 _lock = threading.Lock()
 _buffer = Buffer(DEFAULT_MAX_RECORDS)
-_stores: dict[Path, Store] = {}
+_stores: dict[str, Store] = {}
 
 
 def buffer() -> Buffer:
@@ -343,12 +343,13 @@ def store() -> Store | None:
     path = _config.records_path(_config.current())
     if path is None:
         return None
-    key = Path(path).resolve()
-    with _lock:
-        found = _stores.get(key)
-        if found is None:
-            found = _stores[key] = Store(key)
-        return found
+    found = _stores.get(path)  # keyed by the configured text: no filesystem call per record
+    if found is None:
+        with _lock:
+            found = _stores.get(path)
+            if found is None:
+                found = _stores[path] = Store(Path(path).resolve())
+    return found
 
 
 _captures: list[list[SpendRecord]] = []
