@@ -65,6 +65,6 @@ def test_a_suite_asserts_its_costs(tmp_path: Path) -> None:
     assert "FAILED test_costs.py::test_essays_are_too_expensive" in out
     assert "FAILED test_costs.py::test_marker_budget_is_enforced" in out
     assert "feature=essays: spent $0.0" in out
-    assert "not under $0.005 (3 call(s)); by feature: feature=essays: $" in out
+    assert "not under $0.005 (3 call(s)); by model: model=gpt-4o-2024-08-06: $" in out
     assert "all calls: spent $0.0" in out  # the marker's cap covers every call of the test
     assert "model=gpt-4o-2024-08-06" in out

@@ -46,8 +46,9 @@ class Spend:
         return costspan.report(group_by, where=where, records=list(self.records))
 
     def assert_under(self, usd: object, **tags: str) -> None:
-        """Fail if this test's calls matching ``tags`` spent ``usd`` or more."""
-        self.report(group_by=list(tags) or ["model"]).assert_under(usd, **tags)
+        """Fail if this test's calls matching ``tags`` spent ``usd`` or more; the message
+        breaks the spend down by model."""
+        self.report(group_by=["model"]).assert_under(usd, **tags)
 
 
 def pytest_configure(config: pytest.Config) -> None:
