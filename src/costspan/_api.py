@@ -31,6 +31,8 @@ def configure(**settings: Any) -> None:
             list (``COSTSPAN_LIMITS``; grammar in docs/configuration.md).
         fail_mode: what budget checks do while a shared ledger is unreachable: ``local``
             (default), ``closed`` or ``open`` (``COSTSPAN_FAIL_MODE``).
+        records: a SQLite file that keeps spend records for reports (``COSTSPAN_RECORDS``).
+        max_records: spend records kept in memory (``COSTSPAN_MAX_RECORDS``, default 10,000).
 
     The other settings (prices, on_unpriced, attribution_keys, metric_tags,
     openlit_cost_attribute, trust_inbound_budgets) are described in docs/configuration.md.
