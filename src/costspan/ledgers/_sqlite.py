@@ -71,6 +71,7 @@ _STATE_COLUMNS = (
 _KEY_SEPARATOR = "\x1f"  # scope keys are sanitised and never contain control characters
 
 
+_MAX_IDLE = 8  # connections kept open per ledger; more concurrent operations open and close
 _prepared_lock = threading.Lock()
 _prepared: set[tuple[Path, int]] = set()  # (file, process) pairs already in WAL with tables
 
@@ -107,21 +108,25 @@ class SQLiteLedger:
         self._record_ttl = record_ttl_s
         self._idle_ttl = idle_ttl_s
         self._clock = clock
-        self._local = threading.local()
         self._next_purge = 0.0
-        self._connections: list[sqlite3.Connection] = []
-        self._connections_lock = threading.Lock()
+        # Idle connections, taken by one operation at a time: a pool rather than one per
+        # thread, so that servers which start a thread per request do not leak connections.
+        self._idle: list[sqlite3.Connection] = []
+        self._idle_lock = threading.Lock()
+        self._pid = os.getpid()
 
     def __repr__(self) -> str:
         return f"SQLiteLedger({str(self.path)!r})"
 
     # -- connections -------------------------------------------------------------------------
-    def _connection(self) -> sqlite3.Connection:
-        # One connection per thread and process: sqlite3 connections must not cross threads
-        # mid-transaction, and must never cross a fork.
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None and getattr(self._local, "pid", None) == os.getpid():
-            return conn
+    def _take(self) -> sqlite3.Connection:
+        """An idle connection, or a new one. A connection serves one operation at a time (any
+        thread), and never crosses a fork: a child process starts with none."""
+        with self._idle_lock:
+            if self._pid != os.getpid():
+                self._idle, self._pid = [], os.getpid()  # the parent's belong to the parent
+            if self._idle:
+                return self._idle.pop()
         conn = sqlite3.connect(
             self.path,
             timeout=self._busy_timeout,
@@ -135,11 +140,14 @@ class SQLiteLedger:
         except BaseException:
             conn.close()
             raise
-        with self._connections_lock:
-            self._connections.append(conn)
-        self._local.conn = conn
-        self._local.pid = os.getpid()
         return conn
+
+    def _give_back(self, conn: sqlite3.Connection) -> None:
+        with self._idle_lock:
+            if len(self._idle) < _MAX_IDLE and self._pid == os.getpid():
+                self._idle.append(conn)
+                return
+        conn.close()
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
         """Switch the file to WAL and create the tables, once per file and process.
@@ -167,29 +175,34 @@ class SQLiteLedger:
     @contextmanager
     def _transaction(self) -> Generator[sqlite3.Connection]:
         try:
-            conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
+            conn = self._take()
         except sqlite3.Error as exc:
             raise LedgerUnavailable(f"SQLite ledger {self.path}: {exc}") from exc
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise LedgerUnavailable(f"SQLite ledger {self.path}: {exc}") from exc
+            try:
+                yield conn
+            except BaseException:
                 conn.execute("ROLLBACK")
-            raise LedgerUnavailable(f"SQLite ledger {self.path}: {exc}") from exc
+                raise
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise LedgerUnavailable(f"SQLite ledger {self.path}: {exc}") from exc
+        finally:
+            self._give_back(conn)
 
     def close(self) -> None:
-        """Close every connection this object opened (in any thread)."""
-        with self._connections_lock:
-            connections, self._connections = self._connections, []
-        for conn in connections:
+        """Close the idle connections (one in use closes when it is given back)."""
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
             conn.close()
-        self._local = threading.local()
 
     # -- protocol ----------------------------------------------------------------------------
     def reserve(
