@@ -7,7 +7,9 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from costspan.ledgers import CommitCode, ScopeLimit, SQLiteLedger
+import pytest
+
+from costspan.ledgers import CommitCode, LedgerUnavailable, ScopeLimit, SQLiteLedger
 
 
 def test_counters_and_records_survive_a_restart(tmp_path: Path) -> None:
@@ -59,3 +61,15 @@ def test_a_thread_per_operation_does_not_leak_connections(tmp_path: Path) -> Non
     assert ledger.snapshot("s").spent_micros == 101
     assert len(os.listdir("/proc/self/fd")) - before < 10  # one connection reused, not 100
     ledger.close()
+
+
+def test_a_missing_folder_is_created_and_an_unwritable_one_is_unavailable(tmp_path: Path) -> None:
+    """The file's folder is made on first use; a path that cannot be a folder fails as an
+    unreachable ledger (the fail mode decides), not as a crash."""
+    ledger = SQLiteLedger(tmp_path / "new" / "deeper" / "l.db")
+    assert ledger.reserve("r", [ScopeLimit("s", cap_micros=10)], 5, 0, 60).granted
+    ledger.close()
+    (tmp_path / "file").write_text("not a folder")
+    broken = SQLiteLedger(tmp_path / "file" / "l.db")
+    with pytest.raises(LedgerUnavailable, match="cannot create"):
+        broken.reserve("r", [ScopeLimit("s")], 5, 0, 60)

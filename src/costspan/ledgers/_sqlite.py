@@ -127,6 +127,10 @@ class SQLiteLedger:
                 self._idle, self._pid = [], os.getpid()  # the parent's belong to the parent
             if self._idle:
                 return self._idle.pop()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise sqlite3.OperationalError(f"cannot create {self.path.parent}: {exc}") from exc
         conn = sqlite3.connect(
             self.path,
             timeout=self._busy_timeout,
