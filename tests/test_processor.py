@@ -55,6 +55,11 @@ def test_official_instrumentation_spans_leave_priced(
     )
     assert recorded["gen_ai.usage.cost.source"] == "local"
     assert recorded["gen_ai.usage.input_tokens"] == result.usage.prompt_tokens
+    # Its spend is in the records too, so reports cover every instrumentation.
+    (record,) = costspan.report().records
+    assert record.usd == expected.total_price
+    assert record.response_model == result.model
+    assert record.span_id == f"{span.context.span_id:016x}"  # pyright: ignore[reportOptionalMemberAccess]
 
 
 def test_baggage_attribution_lands_on_every_span(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import weakref
+from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry.context import Context
@@ -30,7 +31,9 @@ from opentelemetry.util.types import AttributeValue
 
 from costspan import _attributes as A
 from costspan import _config
+from costspan import _records as records
 from costspan._costing import CostMeter, attribution
+from costspan._pricing import Cost
 from costspan._usage import TokenUsage
 from costspan._version import __version__
 
@@ -153,7 +156,7 @@ class CostSpanProcessor(SpanProcessor):
             )
             if (v := attrs.get(k)) is not None
         }
-        _, extra = self.costs.settle(
+        cost, extra = self.costs.settle(
             usage,
             models=(
                 _str(attrs.get(A.GEN_AI_RESPONSE_MODEL)),
@@ -164,6 +167,7 @@ class CostSpanProcessor(SpanProcessor):
             service_tier=_str(attrs.get(A.OPENAI_RESPONSE_SERVICE_TIER)),
             metric_attributes=dims,
         )
+        self._record(span, attrs, usage, cost, provider)
         return ReadableSpan(
             name=span.name,
             context=span.context,
@@ -177,6 +181,35 @@ class CostSpanProcessor(SpanProcessor):
             start_time=span.start_time,
             end_time=span.end_time,
             instrumentation_scope=span.instrumentation_scope,
+        )
+
+    @staticmethod
+    def _record(
+        span: ReadableSpan,
+        attrs: Mapping[str, AttributeValue],
+        usage: TokenUsage,
+        cost: Cost | None,
+        provider: str,
+    ) -> None:
+        """A spend record for a call another instrumentation traced (tags as copied on start)."""
+        keys = _config.current().attribution_keys
+        context = span.context
+        records.add(
+            records.SpendRecord(
+                time_ns=span.start_time or 0,
+                operation=str(attrs.get(A.GEN_AI_OPERATION_NAME, "")),
+                provider=provider,
+                request_model=_str(attrs.get(A.GEN_AI_REQUEST_MODEL)),
+                response_model=_str(attrs.get(A.GEN_AI_RESPONSE_MODEL)),
+                tags={k: v for k in keys if isinstance(v := attrs.get(k), str)},
+                input_tokens=usage.input_tokens or 0,
+                cached_input_tokens=usage.cache_read_tokens or 0,
+                output_tokens=usage.output_tokens or 0,
+                reasoning_tokens=usage.reasoning_tokens or 0,
+                usd=None if cost is None else cost.total,
+                trace_id="" if context is None else f"{context.trace_id:032x}",
+                span_id="" if context is None else f"{context.span_id:016x}",
+            )
         )
 
     def shutdown(self) -> None:
