@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,23 @@ def test_every_example_folder_has_a_readme_and_an_entry_point() -> None:
     for folder in folders:
         assert (folder / "README.md").is_file(), folder
         assert {p.parent for p in EXAMPLES} >= folders
+
+
+def test_agent_loop_downgrades_then_stops_within_its_budget() -> None:
+    """The agent uses gpt-4o while it fits, then gpt-4o-mini, then stops before overspending."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_BASE_URL"}
+    env["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"] = "openai"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples/agent_loop/app.py")],
+        env=env, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    lines = result.stdout.splitlines()
+    models = [line.split()[2] for line in lines if line.startswith("step") and "spent" in line]
+    first_mini = next(i for i, m in enumerate(models) if m.startswith("gpt-4o-mini"))
+    assert first_mini > 0
+    assert all(m.startswith("gpt-4o-2") for m in models[:first_mini])
+    assert all(m.startswith("gpt-4o-mini") for m in models[first_mini:])
+    assert "stopped before sending" in lines[-2]
+    spent = lines[-1].split("$")[1].split()[0]
+    assert Decimal(0) < Decimal(spent) <= Decimal("0.02")
+    assert "passed 80% of its cap" in result.stderr
