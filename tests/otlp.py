@@ -2,16 +2,18 @@
 
 oteltest's ``HttpSink`` binds all interfaces; tests here must bind loopback only, so the sink's
 ``HTTPServer`` is replaced (for the duration of the receiver) by one that binds 127.0.0.1.
-Received spans are flattened to dicts with plain Python attribute values.
+Received spans are flattened to dicts with plain Python attribute values; gzip-compressed
+requests (what collectors forward) are accepted.
 """
 
 from __future__ import annotations
 
+import gzip
 import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import HTTPServer
@@ -86,6 +88,16 @@ class Collected(RequestHandler):
             return list(self.spans)
 
 
+def _accepting_gzip(handle: Callable[[bytes, dict[str, str]], None]) -> Any:
+    """Collectors gzip what they forward (rotel does by default); OTLP receivers accept it."""
+
+    def receive(post_data: bytes, headers: dict[str, str]) -> None:
+        encoding = {k.lower(): v for k, v in headers.items()}.get("content-encoding", "")
+        handle(gzip.decompress(post_data) if encoding == "gzip" else post_data, headers)
+
+    return receive
+
+
 class _LoopbackHTTPServer(HTTPServer):
     def __init__(self, server_address: tuple[str, int], handler: Any) -> None:
         super().__init__(("127.0.0.1", server_address[1]), handler)
@@ -99,6 +111,8 @@ def otlp_receiver() -> Iterator[tuple[str, Collected]]:
     original = oteltest.sink.HTTPServer
     oteltest.sink.HTTPServer = _LoopbackHTTPServer
     sink = HttpSink(collected, logging.getLogger("otlp-receiver"), port=port)
+    for path, handle in list(sink.handlers.items()):
+        sink.handlers[path] = _accepting_gzip(handle)
     sink.start()
     try:
         deadline = time.monotonic() + 5
