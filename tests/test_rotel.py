@@ -16,7 +16,7 @@ import rotel
 from genai_prices import Usage, calc_price
 
 from tests.otlp import free_port, otlp_receiver
-from tests.test_auto_instrument import _launch  # pyright: ignore[reportPrivateUsage]
+from tests.test_auto_instrument import _launch
 
 ROTEL = Path(rotel.__file__).with_name("rotel-agent")
 
