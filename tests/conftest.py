@@ -136,8 +136,7 @@ def open_engine(engine: str, request: pytest.FixtureRequest, tmp_path: Path) -> 
     if engine == "sqlite":
         return parse_ledger_url("url", f"sqlite:///{tmp_path / 'ledger.db'}").open("local")
     server: RedisServer = request.getfixturevalue("redis_server")
-    with server.client() as client:
-        client.flushall()
+    server.flushed()
     return parse_ledger_url("url", server.url).open("local")
 
 

@@ -24,6 +24,22 @@ from oteltest.sink import HttpSink
 from oteltest.sink.handler import RequestHandler
 
 
+def assert_priced_and_attributed(a: dict[str, Any]) -> None:
+    """A received chat span carries genai-prices' own price of its usage and the attributed
+    app's baggage tags (tests/apps/attributed_app.py)."""
+    from genai_prices import Usage, calc_price
+
+    assert a["user.id"] == "u-123"
+    assert a["feature"] == "search"
+    usage = Usage(
+        input_tokens=a["gen_ai.usage.input_tokens"], output_tokens=a["gen_ai.usage.output_tokens"]
+    )
+    expected = calc_price(usage, a["gen_ai.response.model"], provider_id="openai")
+    assert abs(a["gen_ai.usage.cost.amount"] - float(expected.total_price)) <= 1e-12
+    assert a["gen_ai.usage.cost.currency"] == "USD"
+    assert a["gen_ai.usage.cost.source"] == "local"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -86,6 +86,12 @@ class RedisServer:
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port)
 
+    def flushed(self) -> RedisServer:
+        """The server with every key deleted (a shared session server, fresh for a test)."""
+        with self.client() as client:
+            client.flushall()
+        return self
+
     def __enter__(self) -> RedisServer:
         return self.start()
 

@@ -7,17 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-from genai_prices import Usage, calc_price
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from tests.otlp import otlp_receiver
+from tests.otlp import assert_priced_and_attributed, otlp_receiver
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCHER = Path(sys.executable).with_name("opentelemetry-instrument")
 
 
-def _launch(
+def launch(
     endpoint: str, *extra_env: tuple[str, str], app: str = "examples/auto_instrument/app.py"
 ) -> subprocess.CompletedProcess[str]:
     env = {
@@ -45,7 +43,7 @@ def _launch(
 def test_launcher_exports_genai_spans_checked_attribute_by_attribute() -> None:
     """Both calls of the example app arrive at a real OTLP receiver with the conventions' data."""
     with otlp_receiver() as (endpoint, collected):
-        result = _launch(endpoint)
+        result = launch(endpoint)
         assert result.returncode == 0, result.stderr
         spans = collected.wait_for(2)
     assert sorted(s.name for s in spans) == ["chat gpt-4o-mini", "chat gpt-4o-mini"]
@@ -78,7 +76,7 @@ def test_launcher_exports_genai_spans_checked_attribute_by_attribute() -> None:
 def test_launcher_respects_disabling_costspan() -> None:
     """OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=costspan_openai turns costspan off."""
     with otlp_receiver() as (endpoint, collected):
-        result = _launch(
+        result = launch(
             endpoint, ("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "openai,costspan_openai")
         )
         assert result.returncode == 0, result.stderr
@@ -91,30 +89,17 @@ def test_launcher_respects_disabling_costspan() -> None:
 def test_launcher_exports_cost_and_baggage_attribution() -> None:
     """Under plain opentelemetry-instrument, exported spans carry cost and the baggage tags."""
     with otlp_receiver() as (endpoint, collected):
-        result = _launch(endpoint, app="tests/apps/attributed_app.py")
+        result = launch(endpoint, app="tests/apps/attributed_app.py")
         assert result.returncode == 0, result.stderr
         (span,) = collected.wait_for(1)
-    a = span.attributes
-    assert a["user.id"] == "u-123"
-    assert a["feature"] == "search"
-    expected = calc_price(
-        Usage(
-            input_tokens=a["gen_ai.usage.input_tokens"],
-            output_tokens=a["gen_ai.usage.output_tokens"],
-        ),
-        a["gen_ai.response.model"],
-        provider_id="openai",
-    )
-    assert a["gen_ai.usage.cost.amount"] == pytest.approx(float(expected.total_price), abs=1e-12)
-    assert a["gen_ai.usage.cost.currency"] == "USD"
-    assert a["gen_ai.usage.cost.source"] == "local"
+    assert_priced_and_attributed(span.attributes)
     assert "costspan.cost" in collected.metric_names
 
 
 def test_official_instrumentation_spans_are_priced_on_export() -> None:
     """With costspan's instrumentor off and the official one on, exported spans still cost."""
     with otlp_receiver() as (endpoint, collected):
-        result = _launch(
+        result = launch(
             endpoint,
             ("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "costspan_openai"),
             app="tests/apps/attributed_app.py",

@@ -191,6 +191,9 @@ def test_doctor_finds_a_dead_ledger_and_bad_settings() -> None:
     )
     assert result.returncode == 1
     assert "!!  settings       COSTSPAN_ON_UNPRICED='explode'" in result.stdout
+    # The bad variable does not hide the others: the Redis ledger was still tried.
+    assert "!!  ledger         redis://127.0.0.1:" in result.stdout
+    assert "does not answer" in result.stdout
 
 
 def test_unknown_command_is_one_clear_error() -> None:

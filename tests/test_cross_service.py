@@ -9,6 +9,7 @@ import subprocess
 import sys
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,20 +18,13 @@ from tests.redis_server import RedisServer
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("ledger", ["memory", "redis"])
-def test_service_b_enforces_service_a_budget_and_tags(
-    ledger: str, request: pytest.FixtureRequest
-) -> None:
-    """B's calls are reserved against A's budget (refused past it) and carry A's tags, with
-    each process's own ledger or with both on one Redis."""
+def run_example(path: str, ledger_url: str | None = None) -> dict[str, Any]:
+    """Run an example as a user would and return the JSON it prints after ``summary: ``."""
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_BASE_URL"}
-    if ledger == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        with server.client() as client:
-            client.flushall()
-        env["COSTSPAN_LEDGER"] = server.url
+    if ledger_url is not None:
+        env["COSTSPAN_LEDGER"] = ledger_url
     result = subprocess.run(
-        [sys.executable, str(ROOT / "examples/two_services/main.py")],
+        [sys.executable, str(ROOT / path)],
         env=env,
         capture_output=True,
         text=True,
@@ -39,7 +33,20 @@ def test_service_b_enforces_service_a_budget_and_tags(
     )
     assert result.returncode == 0, result.stderr
     line = next(x for x in result.stdout.splitlines() if x.startswith("summary: "))
-    summary = json.loads(line.removeprefix("summary: "))
+    return json.loads(line.removeprefix("summary: "))
+
+
+@pytest.mark.parametrize("ledger", ["memory", "redis"])
+def test_service_b_enforces_service_a_budget_and_tags(
+    ledger: str, request: pytest.FixtureRequest
+) -> None:
+    """B's calls are reserved against A's budget (refused past it) and carry A's tags, with
+    each process's own ledger or with both on one Redis."""
+    url = None
+    if ledger == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        url = server.flushed().url
+    summary = run_example("examples/two_services/main.py", url)
     # $0.005 affords two $0.00204 answers; the third reservation no longer fits.
     assert summary["answered"] == 2
     assert summary["refused"] == 4
@@ -58,21 +65,7 @@ def test_two_instrumented_services_share_one_daily_cap_in_redis(
 ) -> None:
     """Under opentelemetry-instrument with COSTSPAN_LEDGER=redis and COSTSPAN_LIMITS, two
     services answering the same user at once cannot overspend the user's daily cap together."""
-    with redis_server.client() as client:
-        client.flushall()
-    env = {k: v for k, v in os.environ.items() if k != "OPENAI_BASE_URL"}
-    env["COSTSPAN_LEDGER"] = redis_server.url
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "examples/shared_limits/main.py")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    line = next(x for x in result.stdout.splitlines() if x.startswith("summary: "))
-    summary = json.loads(line.removeprefix("summary: "))
+    summary = run_example("examples/shared_limits/main.py", redis_server.flushed().url)
     cap, spent = Decimal(summary["cap_usd"]), Decimal(summary["ledger_spent_usd"])
     answered = sum(summary["answered"].values())
     assert spent <= cap

@@ -273,12 +273,11 @@ def doctor() -> None:
 
     from costspan import _config
 
-    try:
-        settings = _config.settings_from_env()
+    settings, errors = _config.checked_env()
+    for error in errors:  # each bad variable; the valid ones are still checked below
+        line(False, "settings", str(error))
+    if not errors:
         line(True, "settings", "every COSTSPAN_* variable is valid")
-    except ValueError as exc:
-        line(False, "settings", str(exc))
-        settings = _config.Settings()
     line(*_check_openai())
     line(*_check_launcher())
     line(*_check_ledger(settings))

@@ -319,13 +319,25 @@ _SETTINGS: Final[dict[str, _Setting]] = {
 
 def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     """Build settings from environment variables; raises ``ValueError`` on a bad value."""
+    settings, errors = checked_env(env)
+    if errors:
+        raise errors[0]
+    return settings
+
+
+def checked_env(env: Mapping[str, str] | None = None) -> tuple[Settings, list[ValueError]]:
+    """Settings from every valid variable, and the errors of the others (for a checkup that
+    reports them all rather than stopping at the first)."""
     env = os.environ if env is None else env
-    values = {
-        name: setting.parse(setting.env, env[setting.env])
-        for name, setting in _SETTINGS.items()
-        if setting.env in env
-    }
-    return replace(Settings(), **values)
+    values: dict[str, Any] = {}
+    errors: list[ValueError] = []
+    for name, setting in _SETTINGS.items():
+        if setting.env in env:
+            try:
+                values[name] = setting.parse(setting.env, env[setting.env])
+            except ValueError as exc:
+                errors.append(exc)
+    return replace(Settings(), **values), errors
 
 
 def _validated(base: Settings, overrides: Mapping[str, Any]) -> Settings:

@@ -234,24 +234,18 @@ class Invocation:
         """Keep the call's spend record (the buffer; the store, if one is configured)."""
         context = self.span.get_span_context()
         decision = attrs.get(A.COSTSPAN_BUDGET_DECISION)
-        records.add(
-            records.SpendRecord(
-                time_ns=self.start_ns,
-                operation=str(self.metric_attributes.get(A.GEN_AI_OPERATION_NAME, "")),
-                provider=str(self.metric_attributes.get(A.GEN_AI_PROVIDER_NAME, "openai")),
-                request_model=_str(self.metric_attributes.get(A.GEN_AI_REQUEST_MODEL)),
-                response_model=_str(attrs.get(A.GEN_AI_RESPONSE_MODEL)),
-                tags=self.tags,
-                input_tokens=usage.input_tokens or 0,
-                cached_input_tokens=usage.cache_read_tokens or 0,
-                output_tokens=usage.output_tokens or 0,
-                reasoning_tokens=usage.reasoning_tokens or 0,
-                usd=None if cost is None else cost.total,
-                estimated=usage.estimated,
-                decision=None if decision is None else str(decision),
-                trace_id=f"{context.trace_id:032x}",
-                span_id=f"{context.span_id:016x}",
-            )
+        records.keep_call(
+            time_ns=self.start_ns,
+            operation=str(self.metric_attributes.get(A.GEN_AI_OPERATION_NAME, "")),
+            provider=str(self.metric_attributes.get(A.GEN_AI_PROVIDER_NAME, "openai")),
+            request_model=_str(self.metric_attributes.get(A.GEN_AI_REQUEST_MODEL)),
+            response_model=_str(attrs.get(A.GEN_AI_RESPONSE_MODEL)),
+            tags=self.tags,
+            usage=usage,
+            cost=cost,
+            trace_id=context.trace_id,
+            span_id=context.span_id,
+            decision=None if decision is None else str(decision),
         )
 
     def _release_or_commit(self, usage: TokenUsage | None, cost: Any) -> Attributes:

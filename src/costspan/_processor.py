@@ -194,22 +194,17 @@ class CostSpanProcessor(SpanProcessor):
         """A spend record for a call another instrumentation traced (tags as copied on start)."""
         keys = _config.current().attribution_keys
         context = span.context
-        records.add(
-            records.SpendRecord(
-                time_ns=span.start_time or 0,
-                operation=str(attrs.get(A.GEN_AI_OPERATION_NAME, "")),
-                provider=provider,
-                request_model=_str(attrs.get(A.GEN_AI_REQUEST_MODEL)),
-                response_model=_str(attrs.get(A.GEN_AI_RESPONSE_MODEL)),
-                tags={k: v for k in keys if isinstance(v := attrs.get(k), str)},
-                input_tokens=usage.input_tokens or 0,
-                cached_input_tokens=usage.cache_read_tokens or 0,
-                output_tokens=usage.output_tokens or 0,
-                reasoning_tokens=usage.reasoning_tokens or 0,
-                usd=None if cost is None else cost.total,
-                trace_id="" if context is None else f"{context.trace_id:032x}",
-                span_id="" if context is None else f"{context.span_id:016x}",
-            )
+        records.keep_call(
+            time_ns=span.start_time or 0,
+            operation=str(attrs.get(A.GEN_AI_OPERATION_NAME, "")),
+            provider=provider,
+            request_model=_str(attrs.get(A.GEN_AI_REQUEST_MODEL)),
+            response_model=_str(attrs.get(A.GEN_AI_RESPONSE_MODEL)),
+            tags={k: v for k in keys if isinstance(v := attrs.get(k), str)},
+            usage=usage,
+            cost=cost,
+            trace_id=0 if context is None else context.trace_id,
+            span_id=0 if context is None else context.span_id,
         )
 
     def shutdown(self) -> None:

@@ -22,7 +22,6 @@ import os
 import queue
 import sqlite3
 import threading
-import time
 from collections import deque
 from collections.abc import Generator, Iterable, Mapping
 from contextlib import contextmanager
@@ -31,6 +30,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
+
+from costspan._pricing import Cost
+from costspan._usage import TokenUsage
+from costspan.ledgers._sqlite import connect
 
 _logger = logging.getLogger(__name__)
 
@@ -229,21 +232,7 @@ def _record(row: tuple[Any, ...]) -> SpendRecord:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA busy_timeout = 5000")
-    deadline = time.monotonic() + 5
-    while True:  # a fresh file opened by several processes: the WAL switch may see a lock
-        try:
-            if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
-                conn.execute("PRAGMA journal_mode = WAL")
-            conn.executescript(_SCHEMA)
-            return conn
-        except sqlite3.OperationalError:
-            if time.monotonic() > deadline:
-                conn.close()
-                raise
-            time.sleep(0.01)
+    return connect(path, 5.0, _SCHEMA)
 
 
 class Store:
@@ -381,6 +370,42 @@ def add(record: SpendRecord) -> None:
             durable.add(record)
     except Exception:
         _logger.exception("costspan could not keep a spend record")
+
+
+def keep_call(
+    *,
+    time_ns: int,
+    operation: str,
+    provider: str,
+    request_model: str | None,
+    response_model: str | None,
+    tags: Mapping[str, str],
+    usage: TokenUsage,
+    cost: Cost | None,
+    trace_id: int,
+    span_id: int,
+    decision: str | None = None,
+) -> None:
+    """Keep the record of one priced (or unpriceable) call, from its usage and cost."""
+    add(
+        SpendRecord(
+            time_ns=time_ns,
+            operation=operation,
+            provider=provider,
+            request_model=request_model,
+            response_model=response_model,
+            tags=tags,
+            input_tokens=usage.input_tokens or 0,
+            cached_input_tokens=usage.cache_read_tokens or 0,
+            output_tokens=usage.output_tokens or 0,
+            reasoning_tokens=usage.reasoning_tokens or 0,
+            usd=None if cost is None else cost.total,
+            estimated=usage.estimated,
+            decision=decision,
+            trace_id=f"{trace_id:032x}" if trace_id else "",
+            span_id=f"{span_id:016x}" if span_id else "",
+        )
+    )
 
 
 def dropped() -> int:

@@ -18,8 +18,7 @@ def raw_engine(engine: str, request: pytest.FixtureRequest, tmp_path: Path) -> L
     if engine == "sqlite":
         return SQLiteLedger(tmp_path / "ledger.db")
     server: RedisServer = request.getfixturevalue("redis_server")
-    with server.client() as client:
-        client.flushall()
+    server.flushed()
     return RedisLedger(server.url)
 
 

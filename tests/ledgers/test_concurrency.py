@@ -14,7 +14,6 @@ import pytest
 
 from costspan.ledgers import Ledger
 from tests.ledgers import workload
-from tests.redis_server import RedisServer
 
 
 def test_thirty_two_threads_never_overspend(engine: Ledger) -> None:
@@ -34,13 +33,7 @@ def test_four_processes_never_overspend(
     kind: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     """4 processes x 8 threads x 200 cycles sharing one store."""
-    if kind == "sqlite":
-        target = str(tmp_path / "ledger.db")
-    else:
-        server: RedisServer = request.getfixturevalue("redis_server")
-        with server.client() as client:
-            client.flushall()
-        target = server.url
+    target = workload.shared_target(kind, request, tmp_path)
     observer = workload.open_ledger(kind, target)
     context = multiprocessing.get_context("spawn")
     try:

@@ -13,7 +13,6 @@ import pytest
 
 from costspan.ledgers import CommitCode, ScopeLimit
 from tests.ledgers import workload
-from tests.redis_server import RedisServer
 
 CHILD = """
 import sys, time
@@ -33,13 +32,7 @@ def test_a_killed_holder_frees_its_budget_after_the_lease(
     kind: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     """SIGKILL mid-reservation: room comes back after the lease; the late commit counts once."""
-    if kind == "sqlite":
-        target = str(tmp_path / "ledger.db")
-    else:
-        server: RedisServer = request.getfixturevalue("redis_server")
-        with server.client() as client:
-            client.flushall()
-        target = server.url
+    target = workload.shared_target(kind, request, tmp_path)
     root = Path(__file__).resolve().parents[2]
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, kind, target, str(LEASE_S)],

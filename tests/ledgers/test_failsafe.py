@@ -144,8 +144,7 @@ def test_a_refused_call_whose_reserve_reply_was_lost_frees_its_hold(
 ) -> None:
     """The reserve ran in Redis but its reply came too late: closed mode refuses the call, and
     a queued release frees the hold once Redis answers again (not 15 minutes later)."""
-    with redis_server.client() as client:
-        client.flushall()
+    redis_server.flushed()
     scope = ScopeLimit("user:lost-reply", cap_micros=100_000)
     direct = RedisLedger(redis_server.url)
     direct.commit("load-scripts", 0, 0, [ScopeLimit("warm-up")])  # EVALSHA finds them loaded

@@ -149,8 +149,7 @@ async def test_async_calls_never_block_the_event_loop_on_the_ledger(
 ) -> None:
     """A slow Redis (every script answered after 150 ms) delays the call, not the loop: a
     heartbeat task keeps beating while the call reserves and commits."""
-    with redis_server.client() as direct:
-        direct.flushall()
+    redis_server.flushed()
     with SlowProxy(redis_server.port, 0.15) as proxy:
         costspan.configure(ledger=f"{proxy.url}?timeout=2")
         beats = 0

@@ -25,8 +25,7 @@ DELAY_S = 0.08
 
 @pytest.fixture(name="server")
 def _server(redis_server: RedisServer) -> RedisServer:
-    with redis_server.client() as client:
-        client.flushall()
+    redis_server.flushed()
     return redis_server
 
 

@@ -12,6 +12,8 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from costspan.ledgers import Ledger, RedisLedger, ScopeLimit, SQLiteLedger
 
@@ -51,6 +53,13 @@ class Charge:
 class Tally:
     charges: list[Charge]
     refused_by: dict[str, int]
+
+
+def shared_target(kind: str, request: Any, tmp_path: Path) -> str:
+    """Where several processes meet: a SQLite file, or the (flushed) session Redis."""
+    if kind == "sqlite":
+        return str(tmp_path / "ledger.db")
+    return str(request.getfixturevalue("redis_server").flushed().url)
 
 
 def open_ledger(kind: str, target: str) -> Ledger:

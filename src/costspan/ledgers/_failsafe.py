@@ -66,6 +66,16 @@ class _Pending:
     scopes: tuple[ScopeLimit, ...]
     release: bool
 
+    def send(self, engine: Engine) -> CommitCode:
+        if self.release:
+            return engine.release(self.rid, self.scopes)
+        return engine.commit(self.rid, self.usd_micros, self.tokens, self.scopes)
+
+    async def asend(self, engine: Engine) -> CommitCode:
+        if self.release:
+            return await engine.arelease(self.rid, self.scopes)
+        return await engine.acommit(self.rid, self.usd_micros, self.tokens, self.scopes)
+
 
 class FailSafeLedger:
     """A shared engine behind a circuit breaker, a fail mode and an outbox (see module doc).
@@ -201,15 +211,7 @@ class FailSafeLedger:
                 self._degraded[rid] = local
         elif attempted:
             self._queue(_Pending(rid, 0, 0, tuple(scopes), release=True))
-        return Reservation(
-            granted=reservation.granted,
-            duplicate=reservation.duplicate,
-            failed_scope=reservation.failed_scope,
-            room_micros=reservation.room_micros,
-            room_tokens=reservation.room_tokens,
-            states=reservation.states,
-            degraded="local",
-        )
+        return reservation._replace(degraded="local")
 
     # -- commit and release ------------------------------------------------------------------
     def commit(
@@ -219,47 +221,37 @@ class FailSafeLedger:
         tokens: int,
         scopes: Sequence[ScopeLimit] = (),
     ) -> CommitCode:
-        pending = self._settle_locally(rid, usd_micros, tokens, scopes, release=False)
-        if pending is None:
-            return CommitCode.DUPLICATE
-        if not self._open:
-            try:
-                return self.engine.commit(rid, usd_micros, tokens, pending.scopes)
-            except LedgerUnavailable as exc:
-                self._trip(exc)
-        return self._queue(pending)
+        return self._send(self._settle_locally(rid, usd_micros, tokens, scopes, release=False))
 
     def release(self, rid: str, scopes: Sequence[ScopeLimit] = ()) -> CommitCode:
-        pending = self._settle_locally(rid, 0, 0, scopes, release=True)
-        if pending is None:
-            return CommitCode.DUPLICATE
-        if not self._open:
-            try:
-                return self.engine.release(rid, pending.scopes)
-            except LedgerUnavailable as exc:
-                self._trip(exc)
-        return self._queue(pending)
+        return self._send(self._settle_locally(rid, 0, 0, scopes, release=True))
 
     async def acommit(
         self, rid: str, usd_micros: int, tokens: int, scopes: Sequence[ScopeLimit] = ()
     ) -> CommitCode:
         pending = self._settle_locally(rid, usd_micros, tokens, scopes, release=False)
+        return await self._asend(pending)
+
+    async def arelease(self, rid: str, scopes: Sequence[ScopeLimit] = ()) -> CommitCode:
+        return await self._asend(self._settle_locally(rid, 0, 0, scopes, release=True))
+
+    def _send(self, pending: _Pending | None) -> CommitCode:
+        """Write to the store now, or queue for the outbox (None: nothing to write)."""
         if pending is None:
             return CommitCode.DUPLICATE
         if not self._open:
             try:
-                return await self.engine.acommit(rid, usd_micros, tokens, pending.scopes)
+                return pending.send(self.engine)
             except LedgerUnavailable as exc:
                 self._trip(exc)
         return self._queue(pending)
 
-    async def arelease(self, rid: str, scopes: Sequence[ScopeLimit] = ()) -> CommitCode:
-        pending = self._settle_locally(rid, 0, 0, scopes, release=True)
+    async def _asend(self, pending: _Pending | None) -> CommitCode:
         if pending is None:
             return CommitCode.DUPLICATE
         if not self._open:
             try:
-                return await self.engine.arelease(rid, pending.scopes)
+                return await pending.asend(self.engine)
             except LedgerUnavailable as exc:
                 self._trip(exc)
         return self._queue(pending)
@@ -370,12 +362,7 @@ class FailSafeLedger:
                     return True
                 pending = self._outbox[0]
             try:
-                if pending.release:
-                    self.engine.release(pending.rid, pending.scopes)
-                else:
-                    self.engine.commit(
-                        pending.rid, pending.usd_micros, pending.tokens, pending.scopes
-                    )
+                pending.send(self.engine)
             except LedgerUnavailable:
                 return False
             except Exception:

@@ -37,6 +37,7 @@ from costspan.ledgers._protocol import (
     ScopeLimit,
     ScopeState,
     check_amounts,
+    refusal,
 )
 
 POOL_SIZE: Final = 64
@@ -209,14 +210,7 @@ class RedisLedger:
                 )
             states.append(state)
         if code == 0:
-            failed_state = states[failed - 1]
-            return Reservation(
-                granted=False,
-                failed_scope=failed_state.key,
-                room_micros=failed_state.room_micros,
-                room_tokens=failed_state.room_tokens,
-                states=tuple(states),
-            )
+            return refusal(states[failed - 1], states)
         return Reservation(granted=True, duplicate=code == 2, states=tuple(states))
 
     # -- sync protocol -----------------------------------------------------------------------

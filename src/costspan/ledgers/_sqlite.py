@@ -73,7 +73,48 @@ _KEY_SEPARATOR = "\x1f"  # scope keys are sanitised and never contain control ch
 
 _MAX_IDLE = 8  # connections kept open per ledger; more concurrent operations open and close
 _prepared_lock = threading.Lock()
-_prepared: set[tuple[Path, int]] = set()  # (file, process) pairs already in WAL with tables
+_prepared: set[tuple[Path, int, str]] = set()  # (file, process, schema) already set up
+
+
+def connect(path: Path, busy_timeout_s: float, schema: str) -> sqlite3.Connection:
+    """A connection in autocommit mode (callers issue BEGIN themselves) to a WAL database with
+    ``schema`` created, making the folder if needed. Shared by the ledger and the spend store,
+    which may use one file.
+
+    Changing the journal mode does not wait on the busy handler: a new file opened by many
+    threads or processes at once answers "database is locked" to all but one, so the set-up is
+    retried until the busy timeout (once per file, schema and process)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise sqlite3.OperationalError(f"cannot create {path.parent}: {exc}") from exc
+    conn = sqlite3.connect(
+        path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+    )
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        key = (path, os.getpid(), schema)
+        with _prepared_lock:
+            if key in _prepared:
+                return conn
+            deadline = time.monotonic() + busy_timeout_s
+            while True:
+                try:
+                    mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+                    if str(mode).lower() != "wal":
+                        conn.execute("PRAGMA journal_mode = WAL")
+                    conn.executescript(schema)  # CREATE ... IF NOT EXISTS: idempotent
+                    break
+                except sqlite3.OperationalError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.01)
+            _prepared.add(key)
+        return conn
+    except BaseException:
+        conn.close()
+        raise
 
 
 def _state(key: str, row: Sequence[Any] | None) -> ScopeState:
@@ -127,24 +168,7 @@ class SQLiteLedger:
                 self._idle, self._pid = [], os.getpid()  # the parent's belong to the parent
             if self._idle:
                 return self._idle.pop()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise sqlite3.OperationalError(f"cannot create {self.path.parent}: {exc}") from exc
-        conn = sqlite3.connect(
-            self.path,
-            timeout=self._busy_timeout,
-            isolation_level=None,  # we issue BEGIN IMMEDIATE ourselves
-            check_same_thread=False,
-        )
-        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        try:
-            self._prepare(conn)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        return connect(self.path, self._busy_timeout, _SCHEMA)
 
     def _give_back(self, conn: sqlite3.Connection) -> None:
         with self._idle_lock:
@@ -152,29 +176,6 @@ class SQLiteLedger:
                 self._idle.append(conn)
                 return
         conn.close()
-
-    def _prepare(self, conn: sqlite3.Connection) -> None:
-        """Switch the file to WAL and create the tables, once per file and process.
-
-        Changing the journal mode does not wait on the busy handler: a new file opened by many
-        threads or processes at once answers "database is locked" to all but one, so retry
-        until the busy timeout."""
-        with _prepared_lock:
-            if (self.path, os.getpid()) in _prepared:
-                return
-            deadline = time.monotonic() + self._busy_timeout
-            while True:
-                try:
-                    mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-                    if str(mode).lower() != "wal":
-                        conn.execute("PRAGMA journal_mode = WAL")
-                    conn.executescript(_SCHEMA)  # idempotent
-                    break
-                except sqlite3.OperationalError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.01)
-            _prepared.add((self.path, os.getpid()))
 
     @contextmanager
     def _transaction(self) -> Generator[sqlite3.Connection]:
