@@ -42,32 +42,44 @@ def _state(tmp_path: Path) -> dict[str, str]:
 
 
 def test_demo_prints_spans_with_usage_and_an_error(state: dict[str, str]) -> None:
-    """`costspan demo` runs the app and prints one line per call, usage included."""
+    """`costspan demo` runs the app and prints one line per call, usage included: a cached
+    prompt, a stream with reasoning, an unpriced model, a server error, then a refusal, a
+    downgrade, a clamp and a soft budget's warning."""
     result = run("demo", env=state)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     rows = [line for line in lines if line.startswith(("chat ", "embeddings "))]
     assert [row.split()[1] for row in rows] == [
         "gpt-4o-mini",
+        "gpt-4o-mini",
+        "gpt-4o-mini",
         "o4-mini",
         "gpt-5",
         "text-embedding-3-small",
+        "acme-support-7b",
         "o3",
         "gpt-4o",
         "gpt-4o-mini",
         "gpt-4o",
+        "gpt-4o-mini",
     ]
     assert "in 13  out 21" in rows[0]
     assert "$0.00001455" in rows[0]  # 13 x $0.15 + 21 x $0.60 per million tokens
-    assert "stream" in rows[1]
-    assert "(reasoning 64)" in rows[1]
-    assert "ERROR BadRequestError" in rows[4]
+    assert "(cached 1152)" in rows[2]  # the same long system prompt again
+    assert "(cached" not in rows[1]
+    assert "stream" in rows[3]
+    assert "(reasoning 64)" in rows[3]
+    assert "unpriced" in rows[6]
+    assert "ERROR BadRequestError" in rows[7]
     assert "gen_ai.usage.input_tokens" in result.stdout
     total = next(line for line in lines if line.strip().startswith("total"))
-    assert total.split()[1] == "6"  # the rejected and the refused call were not billed
-    assert "[budget: refuse by 'block $0.002', nothing sent]" in rows[5]
-    assert "[budget: downgrade from gpt-4o]" in rows[6]
-    assert "[budget: clamp to" in rows[7]
+    # The rejected and the refused call were not billed; the unpriced one is not $0.
+    assert total.split()[1] == "10"
+    assert total.endswith("(+ 1 unpriced)")
+    assert "[budget: refuse by 'block $0.002', nothing sent]" in rows[8]
+    assert "[budget: downgrade from gpt-4o]" in rows[9]
+    assert "[budget: clamp to" in rows[10]
+    assert "budget 'warn $0.001' passed 50% of its cap" in result.stderr  # a log record
     store = Path(state["XDG_STATE_HOME"]) / "costspan" / "spend.db"
     assert f"spend records written to {store}" in result.stdout
     assert store.is_file()
@@ -82,21 +94,22 @@ def test_report_after_demo_shows_where_the_money_went(state: dict[str, str]) -> 
     assert "spend by feature, user.id" in table.stdout
     assert "essays" in table.stdout
     assert "visitor-1" in table.stdout
-    assert "total $0.003925" in table.stdout  # the demo's summary: $0.00392518
+    assert "total $0.004850" in table.stdout  # the demo's summary: $0.00484963
     csv_out = run("report", "--group-by", "feature,user.id", "--format", "csv", env=state)
     as_csv = list(csv.DictReader(io.StringIO(csv_out.stdout)))
-    assert [(r["feature"], r["user.id"], r["calls"]) for r in as_csv] == [
-        ("essays", "demo-user", "2"),
-        ("museum-guide", "visitor-2", "1"),
-        ("museum-guide", "visitor-1", "2"),
-        ("search", "visitor-2", "1"),
+    assert [(r["feature"], r["user.id"], r["calls"], r["unpriced_calls"]) for r in as_csv] == [
+        ("essays", "demo-user", "3", "0"),
+        ("museum-guide", "visitor-2", "1", "0"),
+        ("museum-guide", "visitor-1", "4", "0"),
+        ("search", "visitor-2", "1", "0"),
+        ("support", "visitor-3", "1", "1"),
     ]
     as_json = json.loads(run("report", "--group-by", "model", "--format", "json", env=state).stdout)
-    assert as_json["calls"] == 6
-    assert Decimal(as_json["usd"]) == Decimal("0.00392518")
+    assert as_json["calls"] == 10
+    assert Decimal(as_json["usd"]) == Decimal("0.00484963")
     exported = run("report", "--format", "jsonl", env=state)
     again = run("report", "--jsonl", "-", "--format", "json", stdin=exported.stdout)
-    assert json.loads(again.stdout)["calls"] == 6  # an export reads back whole
+    assert json.loads(again.stdout)["calls"] == 10  # an export reads back whole
     recent = run(
         "report", "--since", "1h", "--where", "feature=search", "--format", "json", env=state
     )

@@ -6,6 +6,7 @@ on stderr and a non-zero exit code; nothing here prints a traceback for bad inpu
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -44,7 +45,6 @@ def _store_path(store: str | None) -> Path:
 
 def _one_line_errors(fn: F) -> F:
     """Turn the errors bad input causes into click's one-line error and exit code 1."""
-    import functools
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -67,14 +67,52 @@ def main() -> None:
 # -- demo -----------------------------------------------------------------------------------------
 @main.command()
 @click.option("--store", help="SQLite file for the demo's spend records [default: the store]")
+@click.option(
+    "--otlp",
+    is_flag=True,
+    help="also export spans and metrics over OTLP (OTEL_EXPORTER_OTLP_ENDPOINT, _PROTOCOL...)",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    help="serve Prometheus metrics on 127.0.0.1:PORT, and keep serving until Ctrl-C",
+)
+@click.option(
+    "--rounds",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="send the traffic N times",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(0),
+    default=2.0,
+    show_default=True,
+    help="seconds between rounds",
+)
 @_one_line_errors
-def demo(store: str | None) -> None:
+def demo(
+    store: str | None, otlp: bool, metrics_port: int | None, rounds: int, interval: float
+) -> None:
     """Run an instrumented app against a local OpenAI-compatible server and print its spans."""
     from costspan import _demo
 
     path = _store_path(store)
-    with _err.status("running the demo app against the local server ...", spinner="dots"):
-        code = _demo.run(sys.stdout, records=path)
+    run = functools.partial(
+        _demo.run,
+        sys.stdout,
+        records=path,
+        otlp=otlp,
+        metrics_port=metrics_port,
+        rounds=rounds,
+        interval=interval,
+    )
+    if metrics_port is not None:  # it serves until stopped: no spinner for that
+        code = run()
+    else:
+        with _err.status("running the demo app against the local server ...", spinner="dots"):
+            code = run()
     _out.print(
         f"\nspend records written to {path}; see them with:"
         " costspan report --group-by feature,user.id"
