@@ -50,6 +50,32 @@ ensure_redis() {
     fi
 }
 
+# The dashboard and collector tests run a real Prometheus (Debian's package: it scrapes the demo),
+# promtool and docker-compose (Debian's packages: they validate the compose stack's files), and
+# validate the dashboard against a JSON Schema generated from Grafana's own types (npm).
+ensure_dashboard_tools() {
+    if ! command -v prometheus >/dev/null || ! command -v docker-compose >/dev/null; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            echo "installing prometheus and docker-compose (Debian) ..." >&2
+            (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+                --no-install-recommends prometheus docker-compose) >/dev/null 2>&1 || true
+        fi
+        command -v prometheus >/dev/null && command -v docker-compose >/dev/null || {
+            echo "prometheus and docker-compose are needed: apt-get install prometheus docker-compose" >&2
+            exit 1
+        }
+    fi
+    local tools=tools/grafana-schema stamp want
+    stamp="$tools/build/.generated"
+    want=$(cat "$tools/package-lock.json" "$tools/generate.sh" | sha256sum | cut -d' ' -f1)
+    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+        echo "generating Grafana's JSON Schemas from @grafana/schema (npm ci) ..." >&2
+        (cd "$tools" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+        "$tools/generate.sh"
+        echo "$want" > "$stamp"
+    fi
+}
+
 job=${1:-}
 shift || true
 case "$job" in
@@ -60,8 +86,9 @@ case "$job" in
     test)
         setup
         ensure_redis
-        "$VENV/bin/ruff" check src tests examples benchmarks
-        "$VENV/bin/ruff" format --check src tests examples benchmarks
+        ensure_dashboard_tools
+        "$VENV/bin/ruff" check src tests examples benchmarks tools
+        "$VENV/bin/ruff" format --check src tests examples benchmarks tools
         "$VENV/bin/pyright"
         exec "$VENV/bin/pytest" "$@"
         ;;
