@@ -4,6 +4,7 @@
 #   scripts/dev.sh demo    install, then run `costspan demo`
 #   scripts/dev.sh test    install, then lint, type-check and run the whole test suite
 #   scripts/dev.sh bench   install, then run the benchmarks (extra args go to benchmarks/run.py)
+#   scripts/dev.sh phoenix optional tier: Arize Phoenix prices the demo's spans; compare with ours
 #
 # Set-up is idempotent and fast when nothing changed: a virtualenv in .venv, re-installed only
 # when pyproject.toml changes.
@@ -87,10 +88,26 @@ case "$job" in
         setup
         ensure_redis
         ensure_dashboard_tools
-        "$VENV/bin/ruff" check src tests examples benchmarks tools
-        "$VENV/bin/ruff" format --check src tests examples benchmarks tools
+        "$VENV/bin/ruff" check src tests examples benchmarks tools tiers
+        "$VENV/bin/ruff" format --check src tests examples benchmarks tools tiers
         "$VENV/bin/pyright"
         exec "$VENV/bin/pytest" "$@"
+        ;;
+    phoenix)
+        # Heavy (arize-phoenix is ~1 GB), so in a virtualenv of its own, outside the default suite.
+        if [ ! -x .venv-phoenix/bin/python ]; then
+            "$PYTHON" -m venv .venv-phoenix
+        fi
+        want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+        if [ "$(cat .venv-phoenix/.costspan-installed 2>/dev/null)" != "$want" ]; then
+            echo "setting up .venv-phoenix (costspan + arize-phoenix) ..." >&2
+            .venv-phoenix/bin/python -m pip install --quiet --disable-pip-version-check \
+                -e ".[test]" arize-phoenix 2>&1 | grep -v '^WARNING: Location' >&2 || true
+            .venv-phoenix/bin/python -c 'import costspan, phoenix'
+            echo "$want" > .venv-phoenix/.costspan-installed
+        fi
+        # Phoenix's dependencies import with deprecation warnings; the suite's -W error is for ours.
+        exec .venv-phoenix/bin/pytest -W ignore::DeprecationWarning tiers/phoenix "$@"
         ;;
     bench)
         setup
@@ -98,7 +115,7 @@ case "$job" in
         exec "$VENV/bin/python" benchmarks/run.py "$@"
         ;;
     *)
-        echo "usage: scripts/dev.sh demo|test|bench" >&2
+        echo "usage: scripts/dev.sh demo|test|bench|phoenix" >&2
         exit 2
         ;;
 esac
