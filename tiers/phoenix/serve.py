@@ -25,7 +25,7 @@ def _loopback_server(*args: Any, **kwargs: Any) -> Any:
 grpc.aio.server = _loopback_server
 
 if __name__ == "__main__":
-    from phoenix.server.main import main
+    from phoenix.server.main import main  # pyright: ignore[reportMissingImports]
 
     sys.argv = ["phoenix", "serve"]
     main()
