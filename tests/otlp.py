@@ -60,6 +60,9 @@ class ReceivedSpan:
     attributes: dict[str, Any]
     resource: dict[str, Any]
     status_code: int
+    trace_id: str = ""
+    span_id: str = ""
+    parent_span_id: str = ""
 
 
 @dataclass
@@ -90,6 +93,9 @@ class Collected(RequestHandler):
                                 attributes={a.key: _value(a.value) for a in span.attributes},
                                 resource=resource,
                                 status_code=span.status.code,
+                                trace_id=span.trace_id.hex(),
+                                span_id=span.span_id.hex(),
+                                parent_span_id=span.parent_span_id.hex(),
                             )
                         )
 

@@ -1,4 +1,4 @@
-"""Every code block in the README and docs/ runs, unless marked as not run with a reason."""
+"""Every code block in the READMEs and docs/ runs, unless marked as not run with a reason."""
 
 from __future__ import annotations
 
@@ -11,7 +11,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [
+    ROOT / "README.md",
+    ROOT / "collector-config" / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+]
 _BLOCK = re.compile(
     r"(<!-- not-run: (?P<why>[^>]+) -->\n)?```(?P<lang>\w*)\n(?P<code>.*?)```", re.S
 )

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.otlp import otlp_receiver
+
 ROOT = Path(__file__).resolve().parent.parent
 # Each example has one entry point (app.py or main.py); other files are its helpers.
 EXAMPLES = sorted(p for p in (ROOT / "examples").rglob("*.py") if p.name in ("app.py", "main.py"))
@@ -22,16 +24,19 @@ def test_there_are_examples() -> None:
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[str(p.relative_to(ROOT)) for p in EXAMPLES])
 def test_example_runs(path: Path) -> None:
-    """The example exits 0 and prints what it got back."""
+    """The example exits 0 and prints what it got back (examples that export over OTLP send
+    to a real receiver)."""
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_BASE_URL"}
-    result = subprocess.run(
-        [sys.executable, str(path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    with otlp_receiver() as (endpoint, _):
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
+        result = subprocess.run(
+            [sys.executable, str(path)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()
 
