@@ -73,7 +73,7 @@ def main() -> None:
             tracer = trace.get_tracer("storefront")
             with (
                 tracer.start_as_current_span("POST /checkout", kind=trace.SpanKind.SERVER) as root,
-                costspan.tags(feature="checkout", **{"user.id": "u-42"}),
+                costspan.tags({"feature": "checkout", "user.id": "u-42"}),
                 costspan.budget(usd="0.008", name="checkout request"),
             ):
                 client.chat.completions.create(
