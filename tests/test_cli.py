@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 from decimal import Decimal
@@ -214,3 +215,16 @@ def test_unknown_command_is_one_clear_error() -> None:
     result = run("demoo")
     assert result.returncode == 2
     assert "No such command 'demoo'" in result.stderr
+
+
+def test_demo_metrics_port_in_use_is_one_line(state: dict[str, str]) -> None:
+    """A taken --metrics-port is a one-line error and exit 1, before any traffic is sent."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = run("demo", "--metrics-port", str(port), env=state)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"Error: --metrics-port {port}: Address already in use"
+    ]
+    assert "chat gpt-4o-mini" not in result.stdout
+    assert run("demo", "--rounds", "0", env=state).returncode == 2  # click's usage error

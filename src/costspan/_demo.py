@@ -198,7 +198,7 @@ def format_spans(spans: Sequence[ReadableSpan]) -> str:
 
 
 def _metric_readers(
-    otlp: bool, metrics_port: int | None, closing: contextlib.ExitStack
+    otlp_metrics: Any, metrics_port: int | None, closing: contextlib.ExitStack
 ) -> list[MetricReader]:
     readers: list[MetricReader] = []
     if metrics_port is not None:
@@ -210,12 +210,15 @@ def _metric_readers(
                 "--metrics-port needs the Prometheus exporter: pip install 'costspan[prometheus]'"
             ) from None
         # Loopback only: the demo's numbers are nobody else's business.
-        http_server, _ = start_http_server(port=metrics_port, addr="127.0.0.1")
+        try:
+            http_server, _ = start_http_server(port=metrics_port, addr="127.0.0.1")
+        except OSError as exc:
+            raise ValueError(f"--metrics-port {metrics_port}: {exc.strerror}") from None
         closing.callback(http_server.server_close)
         closing.callback(http_server.shutdown)
         readers.append(PrometheusMetricReader())
-    if otlp:
-        readers.append(PeriodicExportingMetricReader(_otlp_exporters()[1]))
+    if otlp_metrics is not None:
+        readers.append(PeriodicExportingMetricReader(otlp_metrics))
     return readers
 
 
@@ -281,10 +284,11 @@ def run(
         exporter = InMemorySpanExporter()
         tracer_provider = TracerProvider(resource=Resource.create({}))
         tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-        if otlp:
-            tracer_provider.add_span_processor(BatchSpanProcessor(_otlp_exporters()[0]))
+        otlp_spans, otlp_metrics = _otlp_exporters() if otlp else (None, None)
+        if otlp_spans is not None:
+            tracer_provider.add_span_processor(BatchSpanProcessor(otlp_spans))
         meter_provider = MeterProvider(
-            metric_readers=_metric_readers(otlp, metrics_port, closing),
+            metric_readers=_metric_readers(otlp_metrics, metrics_port, closing),
             resource=Resource.create({}),
         )
         settings: dict[str, Any] = {"metric_tags": METRIC_TAGS}
