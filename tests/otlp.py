@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import gzip
 import logging
-import socket
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import HTTPServer
+from pathlib import Path
 from typing import Any
 
 import oteltest.sink
 from oteltest.sink import HttpSink
 from oteltest.sink.handler import RequestHandler
+
+from tests.processes import free_port
 
 
 def assert_priced_and_attributed(a: dict[str, Any]) -> None:
@@ -38,12 +43,6 @@ def assert_priced_and_attributed(a: dict[str, Any]) -> None:
     assert abs(a["gen_ai.usage.cost.amount"] - float(expected.total_price)) <= 1e-12
     assert a["gen_ai.usage.cost.currency"] == "USD"
     assert a["gen_ai.usage.cost.source"] == "local"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _value(any_value: Any) -> Any:
@@ -144,3 +143,28 @@ def otlp_receiver() -> Iterator[tuple[str, Collected]]:
     finally:
         sink.stop()
         oteltest.sink.HTTPServer = original
+
+
+def otlp_env(endpoint: str, **extra: str) -> dict[str, str]:
+    """This environment without COSTSPAN_* and OTEL_* settings, exporting to ``endpoint`` over
+    OTLP/HTTP, with the official instrumentation (installed for comparisons) kept out."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COSTSPAN_", "OTEL_"))}
+    env.pop("OPENAI_BASE_URL", None)
+    return env | {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "openai",
+        **extra,
+    }
+
+
+def run_demo_over_otlp(endpoint: str, state_dir: Path) -> subprocess.CompletedProcess[str]:
+    """`costspan demo --otlp` exporting to ``endpoint``; its store kept under ``state_dir``."""
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("costspan")), "demo", "--otlp"],
+        env=otlp_env(endpoint, XDG_STATE_HOME=str(state_dir)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

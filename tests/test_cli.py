@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.redis_server import free_port
+from tests.processes import free_port
 
 COSTSPAN = Path(sys.executable).with_name("costspan")
 

@@ -30,7 +30,7 @@ import pytest
 from jsonschema import Draft7Validator
 from tools import dashboards
 
-from tests.otlp import free_port
+from tests.processes import free_port, stop, wait_until
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "tools" / "grafana-schema" / "build"
 COSTSPAN = Path(sys.executable).with_name("costspan")
@@ -159,23 +159,6 @@ class Prometheus:
         )["result"]
 
 
-def _wait(condition: Any, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
     """Prometheus scraping ``costspan demo --metrics-port`` every second through ROUNDS rounds
@@ -210,14 +193,14 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
         url = f"http://127.0.0.1:{prom_port}"
 
         def ready() -> bool:
+            assert server.poll() is None, (tmp / "prometheus.log").read_text()
             try:
                 with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as response:
                     return response.status == 200
             except OSError:
-                return server.poll() is not None  # let the assertion below say it died
+                return False
 
-        _wait(ready, "prometheus to start")
-        assert server.poll() is None, (tmp / "prometheus.log").read_text()
+        wait_until(ready, "prometheus to start")
         first_round = time.time()
         with demo_out.open("wb") as out:
             demo = subprocess.Popen(
@@ -229,7 +212,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        _wait(
+        wait_until(
             lambda: "serving metrics" in demo_out.read_text() or demo.poll() is not None,
             "the demo's rounds",
         )
@@ -241,12 +224,12 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
             result = client.run("max(timestamp(costspan_budget_decisions_total))", instant=True)
             return bool(result) and float(result[0]["value"][1]) > done
 
-        _wait(scraped_after_last_round, "a scrape after the demo's last round")
+        wait_until(scraped_after_last_round, "a scrape after the demo's last round")
         yield client
     finally:
         if demo is not None:
-            _stop(demo)
-        _stop(server)
+            stop(demo)
+        stop(server)
 
 
 def _values(series: dict[str, Any]) -> list[float]:

@@ -5,30 +5,22 @@ the right spans, and the "most expensive call" link pointing at the costliest sp
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from decimal import Decimal
 from pathlib import Path
 
-from tests.otlp import otlp_receiver
+from tests.otlp import otlp_env, otlp_receiver
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_checkout_trace_carries_cost_and_budget_on_the_right_spans(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("COSTSPAN_", "OTEL_"))}
-    env |= {
-        "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "openai",
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-        "COSTSPAN_RECORDS": str(tmp_path / "spend.db"),
-    }
-    env.pop("OPENAI_BASE_URL", None)
     with otlp_receiver() as (endpoint, collected):
-        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
         result = subprocess.run(
             [sys.executable, str(ROOT / "examples/jaeger_trace/main.py")],
-            env=env, capture_output=True, text=True, timeout=120, check=False,
+            env=otlp_env(endpoint, COSTSPAN_RECORDS=str(tmp_path / "spend.db")),
+            capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
         spans = collected.wait_for(11, timeout=30)

@@ -4,12 +4,9 @@ arrive intact."""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +15,8 @@ from pathlib import Path
 import pytest
 import rotel
 
-from tests.otlp import assert_priced_and_attributed, free_port, otlp_receiver
+from tests.otlp import assert_priced_and_attributed, otlp_receiver, run_demo_over_otlp
+from tests.processes import free_port, stop, wait_until
 from tests.test_auto_instrument import launch
 
 ROTEL = Path(rotel.__file__).with_name("rotel-agent")
@@ -41,24 +39,20 @@ def rotel_collector(forward_to: str, tmp: Path) -> Iterator[str]:
         "--pid-file", str(tmp / "rotel.pid"),
     ]  # fmt: skip
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def listening() -> bool:
+        assert process.poll() is None, "rotel exited"
+        try:
+            socket.create_connection(("127.0.0.1", http), timeout=0.2).close()
+        except OSError:
+            return False
+        return True
+
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", http), timeout=0.2).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("rotel did not start") from None
-                time.sleep(0.05)
+        wait_until(listening, "rotel to listen", timeout=20)
         yield f"http://127.0.0.1:{http}"
     finally:
-        process.send_signal(signal.SIGTERM)  # rotel flushes what it holds, then exits
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)  # SIGTERM: rotel flushes what it holds, then exits
 
 
 def test_cost_and_attribution_survive_a_real_collector(tmp_path: Path) -> None:
@@ -80,22 +74,8 @@ def test_cost_and_attribution_survive_a_real_collector(tmp_path: Path) -> None:
 def test_the_demo_exports_through_a_real_collector(tmp_path: Path) -> None:
     """`costspan demo --otlp` -> rotel -> receiver: every span of the demo arrives with its cost
     and the caller's tags, the refusal with its budget decision, and costspan's metrics too."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("COSTSPAN_", "OTEL_"))}
     with otlp_receiver() as (receiver, collected), rotel_collector(receiver, tmp_path) as rotel_url:
-        env |= {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": rotel_url,
-            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-            "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "openai",
-            "XDG_STATE_HOME": str(tmp_path),
-        }
-        demo = subprocess.run(
-            [str(Path(sys.executable).with_name("costspan")), "demo", "--otlp"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        demo = run_demo_over_otlp(rotel_url, tmp_path)
         assert demo.returncode == 0, demo.stderr
         printed = [
             line for line in demo.stdout.splitlines() if line.startswith(("chat ", "embeddings "))

@@ -25,7 +25,8 @@ from costspan.ledgers import (
 )
 from costspan.ledgers._failsafe import FailMode
 from tests.ledgers.slow_proxy import SlowProxy
-from tests.redis_server import RedisServer, free_port
+from tests.processes import free_port
+from tests.redis_server import RedisServer
 
 USER = ScopeLimit("user:u1", cap_micros=100_000)
 GLOBAL = ScopeLimit("global", cap_micros=10_000_000)

@@ -19,7 +19,8 @@ from costspan.ledgers._open import parse_ledger_url
 from costspan.testing import OpenAICompatibleServer
 from tests.conftest import USER, attrs, counter_points, only_span
 from tests.ledgers.slow_proxy import SlowProxy
-from tests.redis_server import RedisServer, free_port
+from tests.processes import free_port
+from tests.redis_server import RedisServer
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,15 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.otlp import run_demo_over_otlp
+from tests.processes import free_port, stop, wait_until
 
 HERE = Path(__file__).resolve().parent
-COSTSPAN = Path(sys.executable).with_name("costspan")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _get(url: str, body: dict[str, Any] | None = None) -> Any:
@@ -42,7 +36,7 @@ def _get(url: str, body: dict[str, Any] | None = None) -> Any:
 def phoenix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Phoenix on 127.0.0.1 with a fresh working directory; stopped afterwards."""
     tmp = tmp_path_factory.mktemp("phoenix")
-    http, grpc = _free_port(), _free_port()
+    http, grpc = free_port(), free_port()
     env = {
         **os.environ,
         "PHOENIX_HOST": "127.0.0.1",
@@ -56,45 +50,27 @@ def phoenix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             [sys.executable, str(HERE / "serve.py")], env=env, stdout=log, stderr=log
         )
     url = f"http://127.0.0.1:{http}"
+
+    def healthy() -> bool:
+        assert server.poll() is None, (tmp / "phoenix.log").read_text()
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=1):
+                return True
+        except OSError:
+            return False
+
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=1):
-                    break
-            except OSError:
-                assert server.poll() is None, (tmp / "phoenix.log").read_text()
-                assert time.monotonic() < deadline, "Phoenix did not start"
-                time.sleep(0.5)
+        wait_until(healthy, "Phoenix to start", timeout=120)
         yield url
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server, timeout=30)
 
 
 def test_phoenix_prices_the_demo_like_costspan(phoenix: str, tmp_path: Path) -> None:
     """`costspan demo --otlp` into Phoenix: every span Phoenix prices has costspan's cost (to
     1e-12 USD), including cached-input and reasoning tokens; the spans it cannot price are the
     unpriced model, embeddings (no price in Phoenix's table), and the two calls that never ran."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("COSTSPAN_", "OTEL_"))}
-    env |= {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": phoenix,
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-        "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "openai",
-        "XDG_STATE_HOME": str(tmp_path),
-    }
-    demo = subprocess.run(
-        [str(COSTSPAN), "demo", "--otlp"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    demo = run_demo_over_otlp(phoenix, tmp_path)
     assert demo.returncode == 0, demo.stderr
     query = (
         "{ projects(first: 1) { edges { node { spans(first: 100) { edges { node {"
