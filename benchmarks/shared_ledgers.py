@@ -24,7 +24,7 @@ import redis
 from opentelemetry.sdk.trace import TracerProvider
 
 import costspan
-from costspan._admission import set_ledger
+from costspan._runtime import set_ledger
 from costspan.ledgers import (
     FailSafeLedger,
     Ledger,

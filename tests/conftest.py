@@ -21,8 +21,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import costspan
-from costspan import _config, _records
-from costspan._admission import set_ledger
+from costspan import _config, _runtime
+from costspan._runtime import set_ledger
 from costspan.ledgers import Ledger
 from costspan.ledgers._open import LedgerSpec, parse_ledger_url
 from costspan.testing import OpenAICompatibleServer
@@ -69,10 +69,9 @@ def _reset_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         _config.OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT,
     ):
         monkeypatch.delenv(name, raising=False)
-    _config.reset()
-    _records.reset()
+    _runtime.reset()
     yield
-    _config.reset()
+    _runtime.reset()
 
 
 @pytest.fixture(name="instrumented")

@@ -14,8 +14,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 import costspan
-from costspan import BudgetExceeded, UnpricedModelError, _costing
-from costspan._admission import DEFAULT_OUTPUT_TOKENS
+from costspan import BudgetExceeded, UnpricedModelError, _runtime
+from costspan._estimate import DEFAULT_OUTPUT_TOKENS
 from costspan.testing import OpenAICompatibleServer
 from tests.conftest import USER, attrs, counter_points
 
@@ -492,7 +492,7 @@ def test_unpriced_model_under_a_budget_raises_in_raise_mode(
 
 def test_unpriced_model_without_a_budget_is_not_refused(client: openai.OpenAI) -> None:
     """Raise mode only guards budgets: outside one, the call goes through (marked unpriced)."""
-    _costing._warned.clear()  # the warning comes once per model and process
+    _runtime.reset()  # the warning comes once per model and process
     costspan.configure(on_unpriced="raise")
     with pytest.warns(costspan.UnpricedModelWarning):
         client.chat.completions.create(model="another-secret-model", messages=USER)

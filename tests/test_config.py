@@ -7,7 +7,7 @@ import logging
 import pytest
 
 import costspan
-from costspan import _config
+from costspan import _runtime
 from costspan._config import ContentCapture, settings_from_env
 
 
@@ -90,8 +90,8 @@ def test_arguments_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("COSTSPAN_INJECT_STREAM_USAGE", "false")
     monkeypatch.setenv("COSTSPAN_PROVIDER_HOSTS", "a=groq")
     costspan.configure(inject_stream_usage=True)
-    assert _config.current().inject_stream_usage is True
-    assert dict(_config.current().provider_hosts) == {"a": "groq"}
+    assert _runtime.settings().inject_stream_usage is True
+    assert dict(_runtime.settings().provider_hosts) == {"a": "groq"}
 
 
 def test_every_setting_has_a_variable_and_a_field() -> None:

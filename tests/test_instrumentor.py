@@ -103,8 +103,8 @@ def test_instrument_accepts_settings(tracer_provider: TracerProvider) -> None:
     """instrument(**settings) applies them like configure()."""
     costspan.instrument(tracer_provider=tracer_provider, inject_stream_usage=False)
     try:
-        from costspan import _config
+        from costspan import _runtime
 
-        assert _config.current().inject_stream_usage is False
+        assert _runtime.settings().inject_stream_usage is False
     finally:
         costspan.uninstrument()

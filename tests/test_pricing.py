@@ -15,7 +15,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import costspan
-from costspan import UnpricedModelWarning, _costing
+from costspan import UnpricedModelWarning, _runtime
 from costspan.testing import OpenAICompatibleServer
 from tests.conftest import USER, attrs, counter_points, only_span
 from tests.transport import provider_client
@@ -161,7 +161,7 @@ def test_unknown_model_warns_once_marks_spans_and_counts(
     metric_reader: InMemoryMetricReader,
 ) -> None:
     """An unpriced model is never a silent $0: warning once, attribute, metric count."""
-    _costing._warned.clear()
+    _runtime.reset()
 
     def two_calls() -> None:
         for _ in range(2):
@@ -182,7 +182,7 @@ def test_unknown_model_under_warnings_as_errors_keeps_its_telemetry(
     client: openai.OpenAI, span_exporter: InMemorySpanExporter
 ) -> None:
     """Running with -W error must not make costspan drop the span's unpriced marker."""
-    _costing._warned.clear()
+    _runtime.reset()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         client.chat.completions.create(model="another-private-model", messages=USER)

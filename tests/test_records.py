@@ -13,7 +13,7 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import costspan
-from costspan import _records
+from costspan._runtime import runtime
 from tests.conftest import USER, attrs
 
 pytestmark = pytest.mark.usefixtures("instrumented")
@@ -25,7 +25,7 @@ def test_every_settled_call_yields_a_record(
     """The record says what the span says: models, tags, tokens, exact USD, ids."""
     with costspan.tags({"feature": "search", "user.id": "u-1"}):
         client.chat.completions.create(model="gpt-4o-mini", messages=USER)
-    (record,) = _records.buffer().records()
+    (record,) = runtime().recorder.buffer.records()
     span = span_exporter.get_finished_spans()[0]
     a = attrs(span)
     assert record.operation == "chat"
@@ -59,7 +59,7 @@ def test_unpriced_estimated_and_refused_calls(client: openai.OpenAI) -> None:
         pass
     with costspan.budget(usd="0.0000001"), pytest.raises(costspan.BudgetExceeded):
         client.chat.completions.create(model="gpt-4o-mini", messages=USER)
-    unpriced, estimated = _records.buffer().records()
+    unpriced, estimated = runtime().recorder.buffer.records()
     assert unpriced.usd is None
     assert unpriced.unpriced
     assert estimated.estimated
@@ -67,14 +67,14 @@ def test_unpriced_estimated_and_refused_calls(client: openai.OpenAI) -> None:
 
 
 def test_the_buffer_is_bounded_and_counts_what_it_drops(client: openai.OpenAI) -> None:
-    """max_records keeps the newest records; dropped() says how many fell out."""
+    """max_records keeps the newest records; dropped_records() says how many fell out."""
     costspan.configure(max_records=3)
     for i in range(5):
         with costspan.tags(feature=f"f{i}"):
             client.chat.completions.create(model="gpt-4o-mini", messages=USER)
-    kept = _records.buffer().records()
+    kept = runtime().recorder.buffer.records()
     assert [r.tags["feature"] for r in kept] == ["f2", "f3", "f4"]
-    assert costspan.dropped() == 2
+    assert costspan.dropped_records() == 2
 
 
 def test_bad_record_settings_are_clear_errors(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -124,7 +124,7 @@ def test_the_sqlite_ledger_file_is_the_default_store(client: openai.OpenAI, tmp_
     ledger = tmp_path / "ledger.db"
     costspan.configure(ledger=f"sqlite:///{ledger}")
     client.chat.completions.create(model="gpt-4o-mini", messages=USER)
-    store = _records.store()
+    store = runtime().recorder.store
     assert store is not None
     assert [r.request_model for r in store.read()] == ["gpt-4o-mini"]
     assert store.path == ledger.resolve()

@@ -12,9 +12,8 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import costspan
-from costspan import BudgetExceeded
-from costspan._admission import _warned_reasons
-from costspan._budget import inbound_budgets
+from costspan import BudgetExceeded, _runtime
+from costspan._baggage import inbound_budgets
 from costspan.testing import OpenAICompatibleServer
 from tests.conftest import USER, attrs, counter_points
 
@@ -80,7 +79,7 @@ def test_hostile_entries_are_ignored_with_a_warning_and_a_metric(
     metric_reader: InMemoryMetricReader,
 ) -> None:
     """Malformed, negative, absurd or oversized entries never raise and never apply."""
-    _warned_reasons.clear()
+    _runtime.reset()
     with caplog.at_level(logging.WARNING), inbound(_budgets(entry)):
         _call(client)  # not refused: the entry does not count
     assert "ignored a budget entry in inbound baggage" in caplog.text

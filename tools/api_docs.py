@@ -28,7 +28,10 @@ GROUPS = (
         ("tags", "budget", "Budget", "BudgetExceeded", "BudgetUnavailable", "estimate", "Estimate"),
     ),
     ("Prices", ("UnpricedModelWarning", "UnpricedModelError")),
-    ("Spend records and reports", ("report", "Report", "ReportRow", "SpendRecord", "dropped")),
+    (
+        "Spend records and reports",
+        ("report", "Report", "ReportRow", "SpendRecord", "dropped_records"),
+    ),
 )
 
 HEADER = """# API reference

@@ -16,18 +16,19 @@ Under ``opentelemetry-instrument`` no code change is needed: costspan registers 
 ``costspan_openai`` instrumentor entry point.
 """
 
-from costspan._admission import Estimate, estimate
-from costspan._api import configure, instrument, uninstrument
-from costspan._budget import Budget, budget, tags
+from costspan._api import configure, dropped_records, instrument, uninstrument
+from costspan._baggage import tags
+from costspan._budget import Budget, budget
 from costspan._errors import (
     BudgetExceeded,
     BudgetUnavailable,
     UnpricedModelError,
     UnpricedModelWarning,
 )
+from costspan._estimate import Estimate, estimate
 from costspan._instrumentor import OpenAIInstrumentor
 from costspan._processor import CostSpanProcessor
-from costspan._records import SpendRecord, dropped
+from costspan._records import SpendRecord
 from costspan._report import Report, ReportRow, report
 from costspan._version import __version__
 
@@ -46,7 +47,7 @@ __all__ = [
     "__version__",
     "budget",
     "configure",
-    "dropped",
+    "dropped_records",
     "estimate",
     "instrument",
     "report",

@@ -9,7 +9,7 @@ from opentelemetry import trace
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
-from costspan import _config
+from costspan import _runtime
 from costspan._instrumentor import OpenAIInstrumentor
 from costspan._processor import CostSpanProcessor, install
 
@@ -41,7 +41,7 @@ def configure(**settings: Any) -> None:
         TypeError: an unknown setting.
         ValueError: a bad value, in an argument or in an environment variable.
     """
-    _config.configure(**settings)
+    _runtime.configure(**settings)
 
 
 def instrument(
@@ -57,9 +57,9 @@ def instrument(
     """
     with _lock:
         if settings:
-            _config.configure(**settings)
+            _runtime.configure(**settings)
         else:
-            _config.current()  # surface a bad environment variable now, not at the first call
+            _runtime.settings()  # surface a bad environment variable now, not at the first call
         install(
             tracer_provider or trace.get_tracer_provider(),
             CostSpanProcessor(meter_provider=meter_provider),
@@ -75,3 +75,9 @@ def uninstrument() -> None:
         instrumentor = OpenAIInstrumentor()
         if instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.uninstrument()
+
+
+def dropped_records() -> int:
+    """How many spend records fell out of this process's in-memory buffer
+    (``COSTSPAN_MAX_RECORDS``) since it started; a durable store keeps them all."""
+    return _runtime.runtime().recorder.buffer.dropped

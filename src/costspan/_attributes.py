@@ -48,6 +48,10 @@ GEN_AI_SYSTEM_INSTRUCTIONS: Final = "gen_ai.system_instructions"
 
 GEN_AI_TOKEN_TYPE: Final = "gen_ai.token.type"
 
+# Read, never written: the provider attribute of conventions before v1.37 (instrumentations that
+# still emit it are priced too).
+GEN_AI_SYSTEM: Final = "gen_ai.system"
+
 # -- OpenAI-specific (openai.md, v1.41.0) -------------------------------------------------------
 OPENAI_API_TYPE: Final = "openai.api.type"
 OPENAI_REQUEST_SERVICE_TIER: Final = "openai.request.service_tier"
@@ -139,6 +143,11 @@ COSTSPAN_BUDGET_ORIGINAL_MODEL: Final = "costspan.budget.original_model"
 COSTSPAN_BUDGET_CLAMPED_MAX_TOKENS: Final = "costspan.budget.clamped_max_tokens"
 COSTSPAN_BUDGET_DROPPED_MESSAGES: Final = "costspan.budget.dropped_messages"
 COSTSPAN_BUDGET_THRESHOLD: Final = "costspan.budget.threshold"
+"""On the threshold event and metric: the fraction of the cap that was passed."""
+COSTSPAN_BUDGET_SPENT_USD: Final = "costspan.budget.spent_usd"
+"""On the threshold event: what the budget had spent when it passed the threshold."""
+EVENT_BUDGET_THRESHOLD: Final = "costspan.budget.threshold"
+"""The span event of a call that took a budget past one of its soft thresholds (``warn_at``)."""
 COSTSPAN_BAGGAGE_REJECT_REASON: Final = "costspan.baggage.reason"
 COSTSPAN_LEDGER_FAIL_MODE: Final = "costspan.ledger.fail_mode"
 """Set when the shared ledger was unreachable and the call was decided by the fail mode

@@ -1,101 +1,50 @@
-"""Budgets and tags: what code puts into the OpenTelemetry context, and what baggage brings in.
+"""Budgets: spending caps on the calls made inside a ``with`` block or a decorated function.
 
 ``budget()`` makes a :class:`Budget`, a scope with caps (USD, tokens) and an action for calls that
 would break it. Entering it puts the budget into the current context twice: as a Python object
-for calls in this process, and as a compact entry in W3C baggage (key ``costspan.budgets``) so
-that downstream services running costspan enforce it too. ``tags()`` puts attribution entries
-into baggage.
-
-Baggage that arrives from another process is untrusted input (:func:`inbound_budgets`): entries
-that are malformed, oversized, negative or absurd are dropped with a warning and a metric, never
-an exception. A well-formed inbound budget can only restrict: every call must fit every budget,
-and a ledger scope keeps the smallest cap it was ever given.
+for calls in this process (:func:`local_budgets`), and as a compact entry in W3C baggage (key
+``costspan.budgets``, see :mod:`costspan._baggage`) so that downstream services running costspan
+enforce it too. What it has spent is read from the ledger of the runtime in force.
 """
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import inspect
 import logging
-import re
 import threading
 import uuid
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping
-from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
-from types import TracebackType
-from typing import Any, Final, Literal, ParamSpec, TypeVar, cast
+from decimal import Decimal
+from typing import Any, Final, ParamSpec, TypeVar, cast
 
 from opentelemetry import baggage, context
 
-from costspan._pricing import usd_amount
+from costspan._baggage import (
+    ACTIONS,
+    BUDGETS_KEY,
+    MAX_BUDGETS,
+    Action,
+    ContextEntry,
+    budget_entries,
+)
+from costspan._money import usd, usd_amount
+from costspan._runtime import runtime
+from costspan.ledgers import ScopeState
 
 _logger = logging.getLogger(__name__)
 
-BUDGETS_KEY: Final = "costspan.budgets"
-MAX_BUDGETS: Final = 8
-MAX_BUDGETS_VALUE: Final = 1024  # characters of the baggage value; real ones are ~40 per budget
-MAX_USD: Final = Decimal(1_000_000_000)
-MAX_TOKENS: Final = 10**15
-MAX_TAG_VALUE: Final = 256
-ACTIONS: Final = ("block", "downgrade", "clamp", "truncate", "warn")
 DEFAULT_WARN_AT: Final = (0.8,)
 
-Action = Literal["block", "downgrade", "clamp", "truncate", "warn"]
 OnExceed = Action | Callable[..., Mapping[str, Any] | None]
 
 _LOCAL_KEY: Final = context.create_key("costspan.local-budgets")
-_TOKENS: contextvars.ContextVar[tuple[object, ...]] = contextvars.ContextVar(
-    "costspan_budget_tokens", default=()
-)
-_ID: Final = re.compile(r"^[0-9a-f]{8,32}$")
-# RFC 7230 token characters: what a baggage key may be made of.
-_KEY: Final = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$")
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class _ContextEntry:
-    """Entering attaches a context derived from the current one; leaving detaches it.
-
-    Tokens live in a context variable, not on the object, so one object can be entered by
-    several threads or tasks at once, each detaching its own.
-    """
-
-    def _derive(self, ctx: context.Context) -> context.Context:
-        raise NotImplementedError
-
-    def _attach(self) -> None:
-        _TOKENS.set((*_TOKENS.get(), context.attach(self._derive(context.get_current()))))
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        tokens = _TOKENS.get()
-        if tokens:
-            _TOKENS.set(tokens[:-1])
-            context.detach(tokens[-1])  # pyright: ignore[reportArgumentType]
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)
-
-
-def micros(amount: Decimal) -> int:
-    """USD to whole micro-dollars, rounded up (a hold or a charge never rounds to less)."""
-    return int((amount * 1_000_000).to_integral_value(rounding="ROUND_CEILING"))
-
-
-class Budget(_ContextEntry):
+class Budget(ContextEntry):
     """A spending cap for the calls made inside it; see :func:`costspan.budget`.
 
     A ``Budget`` is a context manager (sync and async) and a decorator (functions, coroutines,
@@ -189,14 +138,12 @@ class Budget(_ContextEntry):
         return f"Budget({caps}, on_exceed={self.on_exceed!r}, id={self.id!r})"
 
     # -- what it has spent (of the most recent run, when used as a decorator) -----------------
-    def _state(self) -> Any:
-        from costspan._admission import current_ledger
-
-        return current_ledger().snapshot(self._latest.scope_key)
+    def _state(self) -> ScopeState:
+        return runtime().ledger.snapshot(self._latest.scope_key)
 
     @property
     def spent_usd(self) -> Decimal:
-        return Decimal(self._state().spent_micros) / 1_000_000
+        return usd(self._state().spent_micros)
 
     @property
     def remaining_usd(self) -> Decimal | None:
@@ -204,7 +151,7 @@ class Budget(_ContextEntry):
         if self._latest.usd is None:
             return None
         state = self._state()
-        left = self._latest.usd - Decimal(state.spent_micros + state.held_micros) / 1_000_000
+        left = self._latest.usd - usd(state.spent_micros + state.held_micros)
         return max(left, Decimal(0))
 
     @property
@@ -242,7 +189,7 @@ class Budget(_ContextEntry):
     def _derive(self, ctx: context.Context) -> context.Context:
         local = cast("tuple[Budget, ...]", context.get_value(_LOCAL_KEY, ctx) or ())
         ctx = context.set_value(_LOCAL_KEY, (*local, self), ctx)
-        entries = [e for e in _parse_entries(baggage.get_baggage(BUDGETS_KEY, ctx)) if e]
+        entries = [e for e in budget_entries(baggage.get_baggage(BUDGETS_KEY, ctx)) if e]
         entries.append(self.baggage_entry())
         if len(entries) > MAX_BUDGETS:
             _logger.warning(
@@ -377,143 +324,3 @@ def budget(
 def local_budgets(ctx: context.Context | None = None) -> tuple[Budget, ...]:
     """The budgets entered in this process, outermost first."""
     return cast("tuple[Budget, ...]", context.get_value(_LOCAL_KEY, ctx) or ())
-
-
-# -- tags ---------------------------------------------------------------------------------------
-class tags(_ContextEntry):  # lower-case: a context manager used like a function
-    """Attribution entries in baggage: ``with costspan.tags(feature="search", **{"user.id": uid})``.
-
-    Entries land on every span (through :class:`~costspan.CostSpanProcessor`) and travel to
-    downstream services with the rest of the baggage. Baggage rides on every outgoing request:
-    never put secrets in it.
-
-    Raises:
-        ValueError: a key that is not a valid baggage key, or a value over 256 characters.
-    """
-
-    def __init__(self, mapping: Mapping[str, object] | None = None, **entries: object) -> None:
-        merged = {**(mapping or {}), **entries}
-        if not merged:
-            raise ValueError("tags() needs at least one entry")
-        self.entries: dict[str, str] = {}
-        for key, value in merged.items():
-            if not _KEY.match(key):
-                raise ValueError(f"{key!r} is not a valid baggage key")
-            if key == BUDGETS_KEY:
-                raise ValueError(f"{BUDGETS_KEY} is reserved for budgets; use costspan.budget()")
-            text = str(value)
-            if len(text) > MAX_TAG_VALUE:
-                raise ValueError(f"the value of {key!r} is over {MAX_TAG_VALUE} characters")
-            self.entries[key] = text
-
-    def __enter__(self) -> tags:
-        self._attach()
-        return self
-
-    async def __aenter__(self) -> tags:
-        return self.__enter__()
-
-    def _derive(self, ctx: context.Context) -> context.Context:
-        for key, value in self.entries.items():
-            ctx = baggage.set_baggage(key, value, context=ctx)
-        return ctx
-
-
-# -- inbound baggage ----------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class InboundBudget:
-    """A budget that arrived in baggage from another service."""
-
-    id: str
-    usd: Decimal | None
-    tokens: int | None
-    action: Action
-
-    @property
-    def scope_key(self) -> str:
-        return f"budget:{self.id}"
-
-
-def _parse_entries(value: object) -> list[str]:
-    if not isinstance(value, str) or not value:
-        return []
-    return [part.strip() for part in value.split(",")]
-
-
-def parse_budget_entry(entry: str) -> InboundBudget | str:
-    """An inbound budget, or the reason the entry is rejected."""
-    parts = entry.split(":")
-    if len(parts) != 4:
-        return "malformed"
-    ident, usd_text, tokens_text, action = parts
-    if not _ID.match(ident):
-        return "bad id"
-    usd: Decimal | None = None
-    if usd_text != "-":
-        try:
-            usd = Decimal(usd_text)
-        except InvalidOperation:
-            return "bad usd"
-        if not usd.is_finite() or usd < 0 or usd > MAX_USD:
-            return "bad usd"
-    tokens: int | None = None
-    if tokens_text != "-":
-        if not tokens_text.isdigit() or len(tokens_text) > 16 or int(tokens_text) > MAX_TOKENS:
-            return "bad tokens"
-        tokens = int(tokens_text)
-    if usd is None and tokens is None:
-        return "no cap"
-    if action not in ACTIONS:
-        return "bad action"
-    return InboundBudget(ident, usd, tokens, action)
-
-
-_parsed_cache: dict[str, tuple[tuple[InboundBudget, ...], tuple[str, ...]]] = {}
-
-
-def _parse_value(value: str) -> tuple[tuple[InboundBudget, ...], tuple[str, ...]]:
-    """(budgets, rejection reasons) of a baggage value; memoised, since every call of a request
-    carries the same value."""
-    cached = _parsed_cache.get(value)
-    if cached is not None:
-        return cached
-    found: list[InboundBudget] = []
-    reasons: list[str] = []
-    seen: set[str] = set()
-    for entry in _parse_entries(value):
-        parsed = parse_budget_entry(entry)
-        if isinstance(parsed, str):
-            reasons.append(parsed)
-        elif parsed.id not in seen:
-            seen.add(parsed.id)
-            found.append(parsed)
-    if len(_parsed_cache) >= 1024:
-        _parsed_cache.clear()
-    result = _parsed_cache[value] = (tuple(found), tuple(reasons))
-    return result
-
-
-def inbound_budgets(
-    ctx: context.Context | None = None,
-    reject: Callable[[str], None] | None = None,
-) -> list[InboundBudget]:
-    """Budgets from baggage that were not entered in this process, validated.
-
-    Rejected entries are reported to ``reject`` with a short reason and otherwise ignored.
-    """
-    value = baggage.get_baggage(BUDGETS_KEY, ctx)
-    if value is None:
-        return []
-    report: Callable[[str], None] = reject or (lambda _reason: None)
-    if not isinstance(value, str) or len(value) > MAX_BUDGETS_VALUE:
-        report("oversized")
-        return []
-    parsed, reasons = _parse_value(value)
-    for reason in reasons:
-        report(reason)
-    local = {b.id for b in local_budgets(ctx)}
-    found = [b for b in parsed if b.id not in local]
-    if len(found) > MAX_BUDGETS:
-        report("too many")
-        found = found[:MAX_BUDGETS]
-    return found

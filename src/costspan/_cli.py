@@ -37,9 +37,9 @@ def _store_path(store: str | None) -> Path:
     """--store, else COSTSPAN_RECORDS or the SQLite ledger, else the default store."""
     if store:
         return Path(store).expanduser()
-    from costspan import _config
+    from costspan import _config, _runtime
 
-    configured = _config.records_path(_config.current())
+    configured = _config.records_path(_runtime.settings())
     return Path(configured) if configured else default_store()
 
 
@@ -226,7 +226,7 @@ def estimate(
     model: str, prompt: Any, max_output_tokens: int | None, operation: str, provider: str
 ) -> None:
     """The worst-case cost of sending PROMPT (a file, or stdin) to MODEL, counted offline."""
-    from costspan._admission import estimate as project
+    from costspan._estimate import estimate as project
 
     text = prompt.read()
     if not text.strip():
@@ -248,10 +248,10 @@ def estimate(
 @_one_line_errors
 def prices(model: str, provider: str) -> None:
     """What MODEL costs per million tokens, and where the price comes from."""
-    from costspan._costing import current_pricer
+    from costspan._runtime import runtime
     from costspan._usage import TokenUsage
 
-    pricer = current_pricer()
+    pricer = runtime().pricer
     now = time.time_ns()
 
     def per_million(usage: TokenUsage) -> Any:

@@ -4,6 +4,9 @@ Each setting is declared once in ``_SETTINGS`` with its environment variable, a 
 variable's text and a validator for a Python argument. Code arguments win over environment
 variables. A bad value is a ``ValueError`` naming the variable or argument and what it accepts,
 raised when costspan is configured or instrumented, never in the middle of an LLM call.
+
+This module only parses and validates; the settings in force belong to the process's runtime
+(:mod:`costspan._runtime`).
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -340,7 +342,8 @@ def checked_env(env: Mapping[str, str] | None = None) -> tuple[Settings, list[Va
     return replace(Settings(), **values), errors
 
 
-def _validated(base: Settings, overrides: Mapping[str, Any]) -> Settings:
+def with_overrides(base: Settings, overrides: Mapping[str, Any]) -> Settings:
+    """``base`` with validated ``configure()`` arguments applied; TypeError for unknown names."""
     unknown = sorted(set(overrides) - set(_SETTINGS))
     if unknown:
         raise TypeError(
@@ -349,34 +352,3 @@ def _validated(base: Settings, overrides: Mapping[str, Any]) -> Settings:
         )
     values = {name: _SETTINGS[name].check(name, value) for name, value in overrides.items()}
     return replace(base, **values)
-
-
-_lock = threading.Lock()
-_settings: Settings | None = None
-
-
-def current() -> Settings:
-    """The settings in force; read from the environment on first use."""
-    global _settings
-    settings = _settings
-    if settings is None:
-        with _lock:
-            if _settings is None:
-                _settings = settings_from_env()
-            settings = _settings
-    return settings
-
-
-def configure(**overrides: Any) -> Settings:
-    """Apply ``overrides`` on top of the environment; see the configuration reference."""
-    global _settings
-    with _lock:
-        _settings = _validated(settings_from_env(), overrides)
-        return _settings
-
-
-def reset() -> None:
-    """Forget configured settings; the environment is read again on next use (for tests)."""
-    global _settings
-    with _lock:
-        _settings = None

@@ -32,7 +32,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import costspan
 from costspan import _attributes as A
-from costspan import _records
+from costspan import _runtime
 from costspan.testing import OpenAICompatibleServer
 
 # The demo's metrics carry who and what each call was for, so the dashboards can break spend down
@@ -325,7 +325,7 @@ def run(
                         pass
         finally:
             costspan.uninstrument()
-            _records.flush_all()
+            _runtime.runtime().recorder.flush()
             tracer_provider.shutdown()
             meter_provider.shutdown()
     return 0 if spans else 1

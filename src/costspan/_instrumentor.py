@@ -19,7 +19,7 @@ from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
 from costspan import _operations as ops
-from costspan._invocation import Telemetry
+from costspan._telemetry import Telemetry
 from costspan._wrappers import traced_async, traced_sync
 
 _logger = logging.getLogger(__name__)

@@ -1,11 +1,15 @@
 """The life of one instrumented call: its span, its metrics, and how it ends.
 
-An :class:`Invocation` starts the CLIENT span with the sampling-relevant attributes, is told the
-outcome (a response, a finished stream, or an exception) exactly once, prices the usage (estimating
-it offline when the provider reported none), sets the cost attributes *before* the span ends (a
-span processor can no longer add them), then ends the span and records the metrics. Ending twice
-is a no-op, so the several ways a stream can end (exhausted, closed, garbage-collected) may all
-call it safely.
+An :class:`Invocation` is the one writer of its span. It starts the CLIENT span with the
+sampling-relevant attributes, takes what admission decided (:meth:`Invocation.admitted`), is told
+the outcome (a response, a finished stream, or an exception) exactly once, and then *accounts*
+for the call: usage (reported, else estimated offline), its price, the budget settlement, the
+spend record, the span attributes and events, the metrics. Cost attributes are set *before* the
+span ends (a span processor can no longer add them). Ending twice is a no-op, so the several
+ways a stream can end (exhausted, closed, garbage-collected) may all call it safely.
+
+Each accounting step runs on its own: a failure in one (pricing, the ledger, the record, a
+metric) is logged and the others still run, the span always ends, and a hold is always settled.
 """
 
 from __future__ import annotations
@@ -19,22 +23,25 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.metrics import Histogram, Meter, MeterProvider, get_meter
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, TracerProvider
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from costspan import _attributes as A
-from costspan import _records as records
-from costspan._admission import Admission, BudgetMeter
-from costspan._costing import CostMeter, attribution, metric_tags
+from costspan._admit import Admitted
+from costspan._baggage import attribution, metric_tags
+from costspan._coerce import text
+from costspan._costing import price_usage
+from costspan._errors import BudgetExceeded
+from costspan._money import micros
 from costspan._operations import Attributes, Outcome
 from costspan._pricing import Cost
+from costspan._records import spend_record
+from costspan._reservation import Admission, Settlement
+from costspan._runtime import once, runtime
+from costspan._telemetry import Telemetry
 from costspan._usage import TokenUsage
-from costspan._version import __version__
 
 _logger = logging.getLogger(__name__)
-
-SCHEMA_URL = "https://opentelemetry.io/schemas/1.41.0"
 
 # Attributes that identify a call on metrics; bounded in cardinality (no ids, no user data).
 _METRIC_KEYS = (
@@ -44,52 +51,6 @@ _METRIC_KEYS = (
     A.SERVER_ADDRESS,
     A.SERVER_PORT,
 )
-
-
-class Telemetry:
-    """The tracer and the metric instruments of one instrumentation."""
-
-    __slots__ = (
-        "budgets",
-        "costs",
-        "duration",
-        "meter",
-        "time_to_first_chunk",
-        "token_usage",
-        "tracer",
-    )
-
-    def __init__(
-        self,
-        tracer_provider: TracerProvider | None = None,
-        meter_provider: MeterProvider | None = None,
-    ) -> None:
-        self.tracer: Tracer = trace.get_tracer(
-            "costspan", __version__, tracer_provider, schema_url=SCHEMA_URL
-        )
-        self.meter: Meter = get_meter(
-            "costspan", __version__, meter_provider, schema_url=SCHEMA_URL
-        )
-        self.duration: Histogram = self.meter.create_histogram(
-            A.METRIC_OPERATION_DURATION,
-            unit="s",
-            description="GenAI operation duration",
-            explicit_bucket_boundaries_advisory=list(A.DURATION_BUCKETS),
-        )
-        self.token_usage: Histogram = self.meter.create_histogram(
-            A.METRIC_TOKEN_USAGE,
-            unit="{token}",
-            description="Number of input and output tokens used",
-            explicit_bucket_boundaries_advisory=list(A.TOKEN_USAGE_BUCKETS),
-        )
-        self.time_to_first_chunk: Histogram = self.meter.create_histogram(
-            A.METRIC_TIME_TO_FIRST_CHUNK,
-            unit="s",
-            description="Time to receive the first chunk of a streaming response",
-            explicit_bucket_boundaries_advisory=list(A.DURATION_BUCKETS),
-        )
-        self.costs = CostMeter(self.meter)
-        self.budgets = BudgetMeter(self.meter)
 
 
 def usage_attributes(usage: TokenUsage) -> Attributes:
@@ -107,12 +68,13 @@ def usage_attributes(usage: TokenUsage) -> Attributes:
     return attrs
 
 
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
+def error_type_of(exc: BaseException) -> str:
+    """``error.type`` for an exception: its qualified class name, low in cardinality."""
+    return type(exc).__qualname__
 
 
 class Invocation:
-    """One call's span, timing and settlement. Created by the wrappers; ended exactly once."""
+    """One call's span, timing and accounting. Created by the wrappers; ended exactly once."""
 
     __slots__ = (
         "_ended",
@@ -152,7 +114,7 @@ class Invocation:
         }
         self.metric_attributes.update(metric_tags())
         self.tags = attribution()  # for the spend record: the baggage of the call's caller
-        self.request_tier = _str(start_attributes.get(A.OPENAI_REQUEST_SERVICE_TIER))
+        self.request_tier = text(start_attributes.get(A.OPENAI_REQUEST_SERVICE_TIER))
         self.start_ns = time.time_ns()  # the request time: it selects historic prices
         self.started_at = timeit.default_timer()
         self.first_chunk_at: float | None = None
@@ -172,11 +134,48 @@ class Invocation:
         if token is not None:
             otel_context.detach(token)  # pyright: ignore[reportArgumentType]
 
-    # -- progress ----------------------------------------------------------------------------
-    def set_attributes(self, attributes: Attributes) -> None:
-        if self.span.is_recording():
-            self.span.set_attributes(attributes)
+    # -- before the call ---------------------------------------------------------------------
+    def admitted(self, result: Admitted) -> BudgetExceeded | None:
+        """Take what admission decided: its span attributes and metrics, the reservation to
+        settle later; returns the refusal to raise (the span has then ended)."""
+        self.pending.update(result.attributes)
+        clamped = result.attributes.get(A.COSTSPAN_BUDGET_CLAMPED_MAX_TOKENS)
+        if clamped is not None:  # the span describes the request that was sent
+            self.pending[A.GEN_AI_REQUEST_MAX_TOKENS] = clamped
+        self._step(self._budget_metrics, result)
+        if result.refusal is not None:
+            refusal = result.refusal
+            self.fail(type(refusal).__qualname__, str(refusal), exception=refusal)
+            return refusal
+        self.admission = result.admission
+        return None
 
+    def _budget_metrics(self, result: Admitted) -> None:
+        meter = self.telemetry.budgets
+        decision = result.decision
+        if decision is not None:
+            # Plain admissions are just calls (gen_ai.client.operation.duration counts them);
+            # the counter tracks what budgets changed or refused.
+            meter.decisions.add(1, {A.COSTSPAN_BUDGET_DECISION: decision})
+        if result.degraded is not None:
+            meter.unavailable.add(1, {A.COSTSPAN_LEDGER_FAIL_MODE: result.degraded})
+        for reason in result.rejected:
+            meter.rejected.add(1, {A.COSTSPAN_BAGGAGE_REJECT_REASON: reason})
+            if once(("baggage-rejected", reason)):
+                _logger.warning(
+                    "costspan ignored a budget entry in inbound baggage (%s); further entries "
+                    "rejected for this reason are counted in %s, not logged",
+                    reason,
+                    A.METRIC_BAGGAGE_REJECTED,
+                )
+
+    def rename(self, model: str, operation: str) -> None:
+        """The request now asks for another model (a budget downgraded it)."""
+        self.span.update_name(f"{operation} {model}")
+        self.pending[A.GEN_AI_REQUEST_MODEL] = model
+        self.metric_attributes[A.GEN_AI_REQUEST_MODEL] = model
+
+    # -- progress ----------------------------------------------------------------------------
     def mark_first_chunk(self) -> None:
         if self.first_chunk_at is None:
             self.first_chunk_at = timeit.default_timer()
@@ -196,88 +195,15 @@ class Invocation:
     def ended(self) -> bool:
         return self._ended
 
-    def _settle(self, attrs: Attributes, outcome: Outcome) -> TokenUsage | None:
-        """Usage (reported, else estimated) and its cost, added to ``attrs``, and the budget
-        reservation committed. Never raises."""
-        usage = outcome.usage
-        cost = None
-        try:
-            if usage is None:
-                # The request was sent and may have been billed: never let it go unaccounted.
-                attrs[A.COSTSPAN_USAGE_MISSING] = True
-                if self.estimate is not None:
-                    usage = self.estimate(outcome.text)
-            if usage is None:
-                return None
-            attrs.update(usage_attributes(usage))
-            cost, cost_attrs = self.telemetry.costs.settle(
-                usage,
-                models=(
-                    _str(attrs.get(A.GEN_AI_RESPONSE_MODEL)),
-                    _str(self.metric_attributes.get(A.GEN_AI_REQUEST_MODEL)),
-                ),
-                provider=str(self.metric_attributes.get(A.GEN_AI_PROVIDER_NAME, "openai")),
-                when_ns=self.start_ns,
-                service_tier=_str(attrs.get(A.OPENAI_RESPONSE_SERVICE_TIER)) or self.request_tier,
-                metric_attributes=self._cost_dimensions(attrs),
-            )
-            attrs.update(cost_attrs)
-        except Exception:
-            _logger.exception("costspan could not price a call; the span goes out without cost")
-        finally:
-            attrs.update(self._release_or_commit(usage, cost))
-        if usage is not None:
-            self._record(attrs, usage, cost)
-        return usage
-
-    def _record(self, attrs: Attributes, usage: TokenUsage, cost: Cost | None) -> None:
-        """Keep the call's spend record (the buffer; the store, if one is configured)."""
-        context = self.span.get_span_context()
-        decision = attrs.get(A.COSTSPAN_BUDGET_DECISION)
-        records.keep_call(
-            time_ns=self.start_ns,
-            operation=str(self.metric_attributes.get(A.GEN_AI_OPERATION_NAME, "")),
-            provider=str(self.metric_attributes.get(A.GEN_AI_PROVIDER_NAME, "openai")),
-            request_model=_str(self.metric_attributes.get(A.GEN_AI_REQUEST_MODEL)),
-            response_model=_str(attrs.get(A.GEN_AI_RESPONSE_MODEL)),
-            tags=self.tags,
-            usage=usage,
-            cost=cost,
-            trace_id=context.trace_id,
-            span_id=context.span_id,
-            decision=None if decision is None else str(decision),
-        )
-
-    def _release_or_commit(self, usage: TokenUsage | None, cost: Any) -> Attributes:
-        """Settle the call's budget reservation; the budget attributes it leaves on the span."""
-        if self.admission is None:
-            return {}
-        try:
-            return self.admission.settle(usage, cost, self.span)
-        except Exception:
-            _logger.exception("costspan could not settle a budget reservation")
-            return {}
-
-    def _cost_dimensions(self, attrs: Attributes) -> dict[str, AttributeValue]:
-        dims = {
-            k: v
-            for k, v in self.metric_attributes.items()
-            if k not in (A.SERVER_ADDRESS, A.SERVER_PORT)
-        }
-        response_model = attrs.get(A.GEN_AI_RESPONSE_MODEL)
-        if response_model is not None:
-            dims[A.GEN_AI_RESPONSE_MODEL] = response_model
-        return dims
-
     def succeed(self, outcome: Outcome) -> None:
         """End the span with the outcome's attributes, usage and cost."""
         if not self._claim_end():
             return
         try:
-            attrs = {**self.pending, **outcome.attributes}
-            usage = self._settle(attrs, outcome)
-            self.set_attributes(attrs)
-            self._record_metrics(attrs, usage, error_type=None)
+            attrs: Attributes = {**self.pending, **outcome.attributes}
+            usage = self._account(attrs, outcome)
+            self._step(self._write, attrs)
+            self._step(self._record_metrics, attrs, usage, None)
         finally:
             self.span.end()
 
@@ -292,49 +218,177 @@ class Invocation:
         outcome: Outcome | None = None,
         exception: BaseException | None = None,
     ) -> None:
-        """End the span as failed; ``outcome`` keeps whatever a broken stream had already said."""
+        """End the span as failed; ``outcome`` keeps whatever a broken stream had already said.
+
+        An outcome means the request went out (a stream broke midway): what it used is
+        accounted for. Without one the provider refused the request and nothing was billed."""
         if not self._claim_end():
             return
         try:
             attrs: Attributes = {**self.pending, **(outcome.attributes if outcome else {})}
-            # An outcome means the request went out (a stream broke midway): settle what it
-            # used. Without one the provider refused the request and nothing was billed.
-            usage = self._settle(attrs, outcome) if outcome is not None else None
-            if outcome is None:
-                self._release_or_commit(None, None)
+            usage = None
+            if outcome is not None:
+                usage = self._account(attrs, outcome)
+            else:
+                self._step(self._release)
             attrs[A.ERROR_TYPE] = error_type
-            self.set_attributes(attrs)
-            if exception is not None and self.span.is_recording():
-                self.span.record_exception(exception)
-            self.span.set_status(Status(StatusCode.ERROR, description))
-            self._record_metrics(attrs, usage, error_type=error_type)
+            self._step(self._write, attrs, exception, description)
+            self._step(self._record_metrics, attrs, usage, error_type)
         finally:
             self.span.end()
+
+    # -- accounting (each step on its own; see the module docstring) --------------------------
+    def _step(self, step: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return step(*args)
+        except Exception:
+            _logger.exception("costspan: %s failed; the call goes on", step.__name__.strip("_"))
+            return None
+
+    def _account(self, attrs: Attributes, outcome: Outcome) -> TokenUsage | None:
+        """Usage (reported, else estimated), its cost and the budget settlement, added to
+        ``attrs``; the spend record kept. Returns the usage."""
+        usage = outcome.usage
+        if usage is None:
+            # The request was sent and may have been billed: never let it go unaccounted.
+            attrs[A.COSTSPAN_USAGE_MISSING] = True
+            if self.estimate is not None:
+                usage = self._step(self.estimate, outcome.text)
+        cost: Cost | None = None
+        priced = False
+        if usage is not None:
+            attrs.update(usage_attributes(usage))
+            found = self._step(self._price, usage, attrs)
+            if found is not None:
+                cost, cost_attrs = found
+                attrs.update(cost_attrs)
+                priced = True
+                self._step(self._cost_metrics, usage, cost, attrs)
+        settlement = self._step(self._settle, usage, cost, priced)
+        if isinstance(settlement, Settlement):
+            attrs.update(settlement.attributes())
+            self._step(self._thresholds, settlement)
+        if usage is not None:
+            self._step(self._record, attrs, usage, cost)
+        return usage
+
+    def _price(self, usage: TokenUsage, attrs: Attributes) -> tuple[Cost | None, Attributes]:
+        cost, cost_attrs = price_usage(
+            usage,
+            models=(
+                text(attrs.get(A.GEN_AI_RESPONSE_MODEL)),
+                text(self.metric_attributes.get(A.GEN_AI_REQUEST_MODEL)),
+            ),
+            provider=self.provider,
+            when_ns=self.start_ns,
+            service_tier=text(attrs.get(A.OPENAI_RESPONSE_SERVICE_TIER)) or self.request_tier,
+        )
+        return cost, cost_attrs
+
+    def _cost_metrics(self, usage: TokenUsage, cost: Cost | None, attrs: Attributes) -> None:
+        self.telemetry.costs.record(usage, cost, self._cost_dimensions(attrs))
+
+    @property
+    def provider(self) -> str:
+        return str(self.metric_attributes.get(A.GEN_AI_PROVIDER_NAME, "openai"))
+
+    def _settle(self, usage: TokenUsage | None, cost: Cost | None, priced: bool) -> Settlement:
+        """Commit the call's reservation. Without a price (pricing failed) or usage (nothing
+        could be counted) the call is charged what it held, its worst case: it was sent, so it
+        may have been billed, and spend is never silently lost."""
+        admission = self.admission
+        if admission is None:
+            return Settlement()
+        tokens = admission.estimate.tokens
+        if usage is not None:
+            tokens = (usage.input_tokens or 0) + (usage.output_tokens or 0)
+        spent = admission.held_micros
+        if priced:
+            spent = micros(cost.total) if cost is not None else 0
+        try:
+            return admission.settle(tokens, spent)
+        except Exception:
+            # One more try: settlements are idempotent by reservation id.
+            _logger.exception("costspan could not settle a budget reservation; trying again")
+            admission.settled = False
+            return admission.settle(tokens, spent)
+
+    def _release(self) -> None:
+        if self.admission is not None:
+            self.admission.release()
+
+    def _thresholds(self, settlement: Settlement) -> None:
+        for crossing in settlement.crossed:
+            event: Attributes = {
+                A.COSTSPAN_BUDGET_ID: crossing.label,
+                A.COSTSPAN_BUDGET_THRESHOLD: crossing.threshold,
+                A.COSTSPAN_BUDGET_SPENT_USD: crossing.spent_usd,
+            }
+            if self.span.is_recording():
+                self.span.add_event(A.EVENT_BUDGET_THRESHOLD, event)
+            _logger.warning(
+                "costspan budget %r passed %d%% of its cap (spent $%s)",
+                crossing.label,
+                round(crossing.threshold * 100),
+                crossing.spent_usd,
+            )
+            self.telemetry.budgets.thresholds.add(
+                1, {A.COSTSPAN_BUDGET_THRESHOLD: crossing.threshold}
+            )
+
+    def _record(self, attrs: Attributes, usage: TokenUsage, cost: Cost | None) -> None:
+        """Keep the call's spend record."""
+        context = self.span.get_span_context()
+        decision = attrs.get(A.COSTSPAN_BUDGET_DECISION)
+        runtime().recorder.add(
+            spend_record(
+                time_ns=self.start_ns,
+                operation=str(self.metric_attributes.get(A.GEN_AI_OPERATION_NAME, "")),
+                provider=self.provider,
+                request_model=text(self.metric_attributes.get(A.GEN_AI_REQUEST_MODEL)),
+                response_model=text(attrs.get(A.GEN_AI_RESPONSE_MODEL)),
+                tags=self.tags,
+                usage=usage,
+                cost=cost,
+                trace_id=context.trace_id,
+                span_id=context.span_id,
+                decision=None if decision is None else str(decision),
+            )
+        )
+
+    def _write(
+        self,
+        attrs: Attributes,
+        exception: BaseException | None = None,
+        description: str | None = None,
+    ) -> None:
+        span = self.span
+        if not span.is_recording():
+            return
+        span.set_attributes(attrs)
+        if A.ERROR_TYPE in attrs:
+            if exception is not None:
+                span.record_exception(exception)
+            span.set_status(Status(StatusCode.ERROR, description))
+
+    def _cost_dimensions(self, attrs: Attributes) -> dict[str, AttributeValue]:
+        dims = {
+            k: v
+            for k, v in self.metric_attributes.items()
+            if k not in (A.SERVER_ADDRESS, A.SERVER_PORT)
+        }
+        response_model = attrs.get(A.GEN_AI_RESPONSE_MODEL)
+        if response_model is not None:
+            dims[A.GEN_AI_RESPONSE_MODEL] = response_model
+        return dims
 
     def _record_metrics(
         self, span_attrs: Attributes, usage: TokenUsage | None, error_type: str | None
     ) -> None:
-        attrs: dict[str, Any] = dict(self.metric_attributes)
+        dims: dict[str, AttributeValue] = dict(self.metric_attributes)
         response_model = span_attrs.get(A.GEN_AI_RESPONSE_MODEL)
         if response_model is not None:
-            attrs[A.GEN_AI_RESPONSE_MODEL] = response_model
+            dims[A.GEN_AI_RESPONSE_MODEL] = response_model
         if error_type is not None:
-            attrs[A.ERROR_TYPE] = error_type
-        self.telemetry.duration.record(timeit.default_timer() - self.started_at, attrs)
-        # The conventions allow recording counted (not reported) usage when offline counting
-        # is on, as it is here; the span says which it was.
-        if usage is None:
-            return
-        if usage.input_tokens is not None:
-            self.telemetry.token_usage.record(
-                usage.input_tokens, {**attrs, A.GEN_AI_TOKEN_TYPE: "input"}
-            )
-        if usage.output_tokens is not None:
-            self.telemetry.token_usage.record(
-                usage.output_tokens, {**attrs, A.GEN_AI_TOKEN_TYPE: "output"}
-            )
-
-
-def error_type_of(exc: BaseException) -> str:
-    """``error.type`` for an exception: its qualified class name, low in cardinality."""
-    return type(exc).__qualname__
+            dims[A.ERROR_TYPE] = error_type
+        self.telemetry.record_call(dims, timeit.default_timer() - self.started_at, usage)

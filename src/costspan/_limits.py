@@ -37,7 +37,7 @@ from urllib.parse import quote
 
 from opentelemetry import baggage, trace
 
-from costspan._pricing import usd_amount
+from costspan._money import usd_amount
 
 WINDOWS: Final = ("request", "hour", "day", "month")
 ACTIONS: Final = ("block", "warn", "clamp", "truncate")

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final, Literal
 
+from costspan._money import usd_amount
 from costspan._usage import TokenUsage
 
 _logger = logging.getLogger(__name__)
@@ -112,20 +113,6 @@ class PriceOverride:
             model=model,
             source="override",
         )
-
-
-def usd_amount(value: object, name: str) -> Decimal:
-    """A non-negative, finite USD amount from user input, exactly, as Decimal (never via float
-    arithmetic: a float is read through its shortest repr). ValueError names ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
-        raise ValueError(f"{name} must be a number of US dollars, not {value!r}")
-    try:
-        amount = Decimal(str(value))
-    except ArithmeticError as exc:
-        raise ValueError(f"{name}={value!r} is not a number of US dollars") from exc
-    if not amount.is_finite() or amount < 0:
-        raise ValueError(f"{name} must be a finite amount >= 0, not {value!r}")
-    return amount
 
 
 _OVERRIDE_KEYS: Final = frozenset(

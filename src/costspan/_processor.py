@@ -30,10 +30,13 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.util.types import AttributeValue
 
 from costspan import _attributes as A
-from costspan import _config
-from costspan import _records as records
-from costspan._costing import CostMeter, attribution
+from costspan._baggage import attribution
+from costspan._coerce import count, text
+from costspan._costing import price_usage
 from costspan._pricing import Cost
+from costspan._records import spend_record
+from costspan._runtime import runtime
+from costspan._telemetry import CostMeter
 from costspan._usage import TokenUsage
 from costspan._version import __version__
 
@@ -45,29 +48,21 @@ _logger = logging.getLogger(__name__)
 _installed: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
-def _int(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
-
-
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
 def usage_from_attributes(attrs: Any) -> TokenUsage | None:
     """Usage from GenAI span attributes (v1.41 names, and the genai repo's cache_write name)."""
-    input_tokens = _int(attrs.get(A.GEN_AI_USAGE_INPUT_TOKENS))
-    output_tokens = _int(attrs.get(A.GEN_AI_USAGE_OUTPUT_TOKENS))
+    input_tokens = count(attrs.get(A.GEN_AI_USAGE_INPUT_TOKENS))
+    output_tokens = count(attrs.get(A.GEN_AI_USAGE_OUTPUT_TOKENS))
     if input_tokens is None and output_tokens is None:
         return None
-    cache_write = _int(attrs.get(A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS))
+    cache_write = count(attrs.get(A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS))
     if cache_write is None:
-        cache_write = _int(attrs.get(A.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS))
+        cache_write = count(attrs.get(A.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS))
     return TokenUsage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
-        cache_read_tokens=_int(attrs.get(A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)),
+        cache_read_tokens=count(attrs.get(A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)),
         cache_write_tokens=cache_write,
-        reasoning_tokens=_int(attrs.get(A.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS)),
+        reasoning_tokens=count(attrs.get(A.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS)),
     )
 
 
@@ -143,7 +138,7 @@ class CostSpanProcessor(SpanProcessor):
         usage = usage_from_attributes(attrs)
         if usage is None:
             return span
-        provider = _str(attrs.get(A.GEN_AI_PROVIDER_NAME)) or _str(attrs.get("gen_ai.system"))
+        provider = text(attrs.get(A.GEN_AI_PROVIDER_NAME)) or text(attrs.get(A.GEN_AI_SYSTEM))
         provider = provider or "openai"
         dims: dict[str, AttributeValue] = {
             k: v
@@ -152,22 +147,28 @@ class CostSpanProcessor(SpanProcessor):
                 A.GEN_AI_PROVIDER_NAME,
                 A.GEN_AI_REQUEST_MODEL,
                 A.GEN_AI_RESPONSE_MODEL,
-                *_config.current().metric_tags,
+                *runtime().settings.metric_tags,
             )
             if (v := attrs.get(k)) is not None
         }
-        cost, extra = self.costs.settle(
+        cost, extra = price_usage(
             usage,
             models=(
-                _str(attrs.get(A.GEN_AI_RESPONSE_MODEL)),
-                _str(attrs.get(A.GEN_AI_REQUEST_MODEL)),
+                text(attrs.get(A.GEN_AI_RESPONSE_MODEL)),
+                text(attrs.get(A.GEN_AI_REQUEST_MODEL)),
             ),
             provider=provider,
             when_ns=span.start_time or 0,
-            service_tier=_str(attrs.get(A.OPENAI_RESPONSE_SERVICE_TIER)),
-            metric_attributes=dims,
+            service_tier=text(attrs.get(A.OPENAI_RESPONSE_SERVICE_TIER)),
         )
-        self._record(span, attrs, usage, cost, provider)
+        try:
+            self.costs.record(usage, cost, dims)
+        except Exception:
+            _logger.exception("costspan could not count a foreign span's cost")
+        try:
+            self._record(span, attrs, usage, cost, provider)
+        except Exception:
+            _logger.exception("costspan could not keep a foreign span's spend record")
         return ReadableSpan(
             name=span.name,
             context=span.context,
@@ -192,20 +193,21 @@ class CostSpanProcessor(SpanProcessor):
         provider: str,
     ) -> None:
         """A spend record for a call another instrumentation traced (tags as copied on start)."""
-        keys = _config.current().attribution_keys
+        keys = runtime().settings.attribution_keys
         context = span.context
-        records.keep_call(
+        record = spend_record(
             time_ns=span.start_time or 0,
             operation=str(attrs.get(A.GEN_AI_OPERATION_NAME, "")),
             provider=provider,
-            request_model=_str(attrs.get(A.GEN_AI_REQUEST_MODEL)),
-            response_model=_str(attrs.get(A.GEN_AI_RESPONSE_MODEL)),
+            request_model=text(attrs.get(A.GEN_AI_REQUEST_MODEL)),
+            response_model=text(attrs.get(A.GEN_AI_RESPONSE_MODEL)),
             tags={k: v for k in keys if isinstance(v := attrs.get(k), str)},
             usage=usage,
             cost=cost,
             trace_id=0 if context is None else context.trace_id,
             span_id=0 if context is None else context.span_id,
         )
+        runtime().recorder.add(record)
 
     def shutdown(self) -> None:
         if self.next_processor is not None:

@@ -35,28 +35,33 @@ _KNOWN_HOSTS: Final[tuple[tuple[str, str], ...]] = (
 )
 
 
-# (overrides table, {host: provider}) swapped as one tuple: a reader never mixes one table's
-# answers with another's, and holding the table (not its id) rules out a recycled address.
-_memo: tuple[object, dict[str, str]] = (None, {})
+class HostMap:
+    """The provider of each host, for one overrides table; memoised, since it is asked on every
+    call and a service talks to a handful of hosts. Built by the runtime once per settings."""
+
+    __slots__ = ("_answers", "overrides")
+
+    def __init__(self, overrides: Mapping[str, str] | None = None) -> None:
+        self.overrides: Mapping[str, str] = overrides or {}
+        self._answers: dict[str, str] = {}
+
+    def provider(self, host: str | None) -> str:
+        """The ``gen_ai.provider.name`` for a client whose base URL has this host."""
+        if not host:
+            return FALLBACK_PROVIDER
+        found = self._answers.get(host)
+        if found is None:
+            if len(self._answers) >= 1024:  # a bound against hosts that never repeat
+                self._answers = {}
+            found = self._answers[host] = provider_for_host(host, self.overrides)
+        return found
 
 
 def provider_for_host(host: str | None, overrides: Mapping[str, str] | None = None) -> str:
-    """The ``gen_ai.provider.name`` for a client whose base URL has this host.
-
-    Memoised per host and overrides table: it runs on every call, and a service talks to a
-    handful of hosts.
-    """
-    global _memo
+    """The ``gen_ai.provider.name`` for a client whose base URL has this host."""
     if not host:
         return FALLBACK_PROVIDER
-    owner, answers = _memo
-    if owner is not overrides or len(answers) >= 1024:
-        answers: dict[str, str] = {}
-        _memo = (overrides, answers)
-    found = answers.get(host)
-    if found is None:
-        found = answers[host] = _lookup(host, overrides)
-    return found
+    return _lookup(host, overrides)
 
 
 def _lookup(host: str, overrides: Mapping[str, str] | None) -> str:

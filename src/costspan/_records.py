@@ -6,7 +6,8 @@ its USD cost (or that it was unpriced), whether the usage was estimated, its bud
 and its trace and span ids. Refused calls were never sent and yield none.
 
 In memory the records of this process live in a ring buffer of ``max_records``
-(``COSTSPAN_MAX_RECORDS``, default 10,000); :func:`dropped` counts what fell out of it. With a
+(``COSTSPAN_MAX_RECORDS``, default 10,000); :func:`costspan.dropped_records` counts what fell
+out of it. With a
 store (``COSTSPAN_RECORDS=/path/spend.db``, or the SQLite ledger's own file) records are also
 written to SQLite by a background thread, in batches, so that reports cover every process and
 survive restarts. The Redis ledger keeps counters, not records: with it, records stay in each
@@ -15,7 +16,6 @@ process (and in the spans and metrics it exports).
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
 import os
@@ -303,76 +303,75 @@ class Store:
 
 
 # -- the process's records -------------------------------------------------------------------------
-_lock = threading.Lock()
-_buffer = Buffer(DEFAULT_MAX_RECORDS)
-_stores: dict[str, Store] = {}
+class Recorder:
+    """Where one process keeps its records: the buffer, the store (if any), and the open
+    captures. Built by the runtime for the settings in force (:mod:`costspan._runtime`); a new
+    size or store keeps the records and captures of the one it replaces."""
 
+    __slots__ = ("_captures", "_lock", "_stores", "buffer", "store")
 
-def buffer() -> Buffer:
-    """The buffer sized as the settings say (a new size starts a new buffer)."""
-    global _buffer
-    from costspan import _config
+    def __init__(
+        self,
+        size: int = DEFAULT_MAX_RECORDS,
+        store_path: str | None = None,
+        previous: Recorder | None = None,
+    ) -> None:
+        if previous is not None and previous.buffer.size == size:
+            self.buffer = previous.buffer
+        else:
+            self.buffer = Buffer(size)
+            if previous is not None:
+                for record in previous.buffer.records()[-size:]:
+                    self.buffer.add(record)
+                self.buffer.dropped = previous.buffer.dropped
+        # Stores are keyed by the configured text (no filesystem call per record) and shared
+        # by every recorder of the process, so one file has one writer thread.
+        self._stores: dict[str, Store] = {} if previous is None else previous._stores
+        self._captures: list[list[SpendRecord]] = [] if previous is None else previous._captures
+        self._lock = threading.Lock() if previous is None else previous._lock
+        self.store: Store | None = None
+        if store_path is not None:
+            with self._lock:
+                found = self._stores.get(store_path)
+                if found is None:
+                    found = self._stores[store_path] = Store(Path(store_path).resolve())
+            self.store = found
 
-    size = _config.current().max_records
-    if _buffer.size != size:
-        with _lock:
-            if _buffer.size != size:
-                fresh = Buffer(size)
-                for record in _buffer.records()[-size:]:
-                    fresh.add(record)
-                fresh.dropped = _buffer.dropped
-                _buffer = fresh
-    return _buffer
-
-
-def store() -> Store | None:
-    """The durable store the settings name, if any."""
-    from costspan import _config
-
-    path = _config.records_path(_config.current())
-    if path is None:
-        return None
-    found = _stores.get(path)  # keyed by the configured text: no filesystem call per record
-    if found is None:
-        with _lock:
-            found = _stores.get(path)
-            if found is None:
-                found = _stores[path] = Store(Path(path).resolve())
-    return found
-
-
-_captures: list[list[SpendRecord]] = []
-
-
-@contextmanager
-def capture() -> Generator[list[SpendRecord]]:
-    """Collect the records settled while the block runs (the pytest plugin's per-test spend)."""
-    collected: list[SpendRecord] = []
-    with _lock:
-        _captures.append(collected)
-    try:
-        yield collected
-    finally:
-        with _lock:
-            _captures.remove(collected)
-
-
-def add(record: SpendRecord) -> None:
-    """Keep one settled call's record (never raises into the call)."""
-    try:
-        if _captures:
-            with _lock:
-                for collected in _captures:
+    def add(self, record: SpendRecord) -> None:
+        """Keep one settled call's record (captures, buffer, store)."""
+        if self._captures:
+            with self._lock:
+                for collected in self._captures:
                     collected.append(record)
-        buffer().add(record)
-        durable = store()
-        if durable is not None:
-            durable.add(record)
-    except Exception:
-        _logger.exception("costspan could not keep a spend record")
+        self.buffer.add(record)
+        if self.store is not None:
+            self.store.add(record)
+
+    def records(self) -> list[SpendRecord]:
+        """The records a report reads: the store's (every process), else this buffer's."""
+        return self.store.read() if self.store is not None else self.buffer.records()
+
+    @contextmanager
+    def capture(self) -> Generator[list[SpendRecord]]:
+        """Collect the records kept while the block runs (the pytest plugin's per-test spend)."""
+        collected: list[SpendRecord] = []
+        with self._lock:
+            self._captures.append(collected)
+        try:
+            yield collected
+        finally:
+            with self._lock:
+                self._captures.remove(collected)
+
+    def flush(self) -> None:
+        """Wait until every store has written what it was given."""
+        with self._lock:
+            stores = list(self._stores.values())
+        for s in stores:
+            s.flush()
 
 
-def keep_call(
+def spend_record(
     *,
     time_ns: int,
     operation: str,
@@ -385,49 +384,25 @@ def keep_call(
     trace_id: int,
     span_id: int,
     decision: str | None = None,
-) -> None:
-    """Keep the record of one priced (or unpriceable) call, from its usage and cost."""
-    add(
-        SpendRecord(
-            time_ns=time_ns,
-            operation=operation,
-            provider=provider,
-            request_model=request_model,
-            response_model=response_model,
-            tags=tags,
-            input_tokens=usage.input_tokens or 0,
-            cached_input_tokens=usage.cache_read_tokens or 0,
-            output_tokens=usage.output_tokens or 0,
-            reasoning_tokens=usage.reasoning_tokens or 0,
-            usd=None if cost is None else cost.total,
-            estimated=usage.estimated,
-            decision=decision,
-            trace_id=f"{trace_id:032x}" if trace_id else "",
-            span_id=f"{span_id:016x}" if span_id else "",
-        )
+) -> SpendRecord:
+    """The record of one priced (or unpriceable) call, from its usage and cost."""
+    return SpendRecord(
+        time_ns=time_ns,
+        operation=operation,
+        provider=provider,
+        request_model=request_model,
+        response_model=response_model,
+        tags=tags,
+        input_tokens=usage.input_tokens or 0,
+        cached_input_tokens=usage.cache_read_tokens or 0,
+        output_tokens=usage.output_tokens or 0,
+        reasoning_tokens=usage.reasoning_tokens or 0,
+        usd=None if cost is None else cost.total,
+        estimated=usage.estimated,
+        decision=decision,
+        trace_id=f"{trace_id:032x}" if trace_id else "",
+        span_id=f"{span_id:016x}" if span_id else "",
     )
-
-
-def dropped() -> int:
-    """How many records fell out of the in-memory buffer since the process started."""
-    return buffer().dropped
-
-
-def reset() -> None:
-    """Forget this process's records (for tests)."""
-    global _buffer
-    with _lock:
-        _buffer = Buffer(_buffer.size)
-
-
-def flush_all() -> None:
-    with _lock:
-        stores = list(_stores.values())
-    for s in stores:
-        s.flush()
-
-
-atexit.register(flush_all)
 
 
 def read_jsonl(lines: Iterable[str], where: str = "input") -> list[SpendRecord]:

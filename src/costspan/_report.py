@@ -18,8 +18,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final, overload
 
-from costspan import _records
 from costspan._records import SpendRecord
+from costspan._runtime import runtime
 
 NONE: Final = "(none)"
 """The group value of records that lack a grouping key."""
@@ -102,7 +102,7 @@ class Report(Sequence[ReportRow]):
 
         Tag names with dots go through ``**{"user.id": "u-1"}``.
         """
-        from costspan._pricing import usd_amount
+        from costspan._money import usd_amount
 
         limit = usd_amount(usd, "usd")
         matching = [r for r in self.records if all(r.field(k) == v for k, v in tags.items())]
@@ -243,6 +243,5 @@ def report(
         else list(group_by)
     )
     if records is None:
-        store = _records.store()
-        records = store.read() if store is not None else _records.buffer().records()
+        records = runtime().recorder.records()
     return Report(keys, select(records, since, where))

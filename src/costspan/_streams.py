@@ -17,10 +17,11 @@ from types import TracebackType
 from typing import Any
 
 from costspan import _attributes as A
-from costspan._admission import settled
 from costspan._invocation import Invocation, error_type_of
-from costspan._operations import Accumulator
+from costspan._operations import Accumulator, Outcome
 from costspan._proxy import ObjectProxy
+from costspan._reservation import await_writes
+from costspan._usage import TokenUsage
 
 _logger = logging.getLogger(__name__)
 
@@ -44,18 +45,27 @@ class StreamState:
             _logger.exception("costspan could not read a stream chunk; the stream goes on")
             return False
 
-    def finish(self, how: str) -> None:
+    def _outcome(self, how: str) -> Outcome:
+        """What the stream said, however it ended. Never raises: an accumulator that cannot
+        build its outcome still hands over the usage it saw, so the call is accounted for."""
         try:
             outcome = self.accumulator.outcome(self.capture)
-            outcome.attributes[A.COSTSPAN_STREAM_OUTCOME] = how
-            self.invocation.succeed(outcome)
+        except Exception:
+            _logger.exception("costspan could not read a stream's outcome; usage is estimated")
+            usage = getattr(self.accumulator, "usage", None)
+            outcome = Outcome({}, usage if isinstance(usage, TokenUsage) else None)
+        outcome.attributes[A.COSTSPAN_STREAM_OUTCOME] = how
+        return outcome
+
+    def finish(self, how: str) -> None:
+        try:
+            self.invocation.succeed(self._outcome(how))
         except Exception:
             _logger.exception("costspan could not end a stream span")
 
     def fail(self, exc: BaseException | None, how: str) -> None:
         try:
-            outcome = self.accumulator.outcome(self.capture)
-            outcome.attributes[A.COSTSPAN_STREAM_OUTCOME] = how
+            outcome = self._outcome(how)
             if exc is None:
                 self.invocation.fail(A.ERROR_TYPE_OTHER, f"{how} stream", outcome)
             else:
@@ -148,7 +158,7 @@ class AsyncStreamProxy(ObjectProxy):
                 chunk = await self.__wrapped__.__anext__()
             except StopAsyncIteration:
                 state.finish("completed")
-                await settled(state.invocation.admission)
+                await await_writes(state.invocation.admission)
                 raise
             except BaseException as exc:
                 state.fail(exc, "error")

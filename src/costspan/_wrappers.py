@@ -19,15 +19,17 @@ from typing import Any, cast
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
 from costspan import _attributes as A
-from costspan import _config
-from costspan._admission import Admission, aadmit, admit, settled
+from costspan._admit import Admitted, Request, aadmit, admit
 from costspan._config import ContentCapture
 from costspan._errors import BudgetExceeded, UnpricedModelError
-from costspan._invocation import Invocation, Telemetry, error_type_of
+from costspan._invocation import Invocation, error_type_of
 from costspan._operations import Attributes, Operation, given
-from costspan._providers import provider_for_host
+from costspan._providers import HostMap
 from costspan._proxy import ObjectProxy
+from costspan._reservation import await_writes
+from costspan._runtime import runtime
 from costspan._streams import AsyncStreamProxy, StreamState, SyncStreamProxy
+from costspan._telemetry import Telemetry
 from costspan._usage import TokenUsage
 
 _logger = logging.getLogger(__name__)
@@ -35,7 +37,7 @@ _logger = logging.getLogger(__name__)
 _DEFAULT_PORTS = {"https": 443, "http": 80}
 
 
-def _server_and_provider(instance: object, provider_hosts: Mapping[str, str]) -> Attributes:
+def _server_and_provider(instance: object, hosts: HostMap) -> Attributes:
     client = getattr(instance, "_client", None)
     url = getattr(client, "base_url", None)
     host = getattr(url, "host", None)
@@ -45,7 +47,7 @@ def _server_and_provider(instance: object, provider_hosts: Mapping[str, str]) ->
         port = getattr(url, "port", None) or _DEFAULT_PORTS.get(str(getattr(url, "scheme", "")))
         if isinstance(port, int):
             attrs[A.SERVER_PORT] = port
-    provider = provider_for_host(host if isinstance(host, str) else None, provider_hosts)
+    provider = hosts.provider(host if isinstance(host, str) else None)
     # The Azure client classes speak the Azure OpenAI protocol whatever the host.
     if type(client).__name__.startswith("Azure") and provider == "openai":
         provider = "azure.ai.openai"
@@ -65,7 +67,8 @@ class Call:
         instance: object,
         kwargs: dict[str, Any],
     ) -> None:
-        settings = _config.current()
+        current = runtime()
+        settings = current.settings
         self.operation = operation
         self.capture = settings.capture_content is ContentCapture.SPAN
         self.stream = given(kwargs, "stream") is True
@@ -74,7 +77,7 @@ class Call:
         model = model if isinstance(model, str) else None
 
         attrs: Attributes = {A.GEN_AI_OPERATION_NAME: operation.name}
-        attrs.update(_server_and_provider(instance, settings.provider_hosts))
+        attrs.update(_server_and_provider(instance, current.hosts))
         if model:
             attrs[A.GEN_AI_REQUEST_MODEL] = model
         if operation.api_type is not None:
@@ -107,46 +110,46 @@ class Call:
 
         return estimate
 
-    def _admission_args(self) -> tuple[Any, ...] | None:
+    def _request(self) -> Request | None:
         model = self.kwargs.get("model")
         if not isinstance(model, str):
             return None
         invocation = self.invocation
-        provider = str(invocation.metric_attributes.get(A.GEN_AI_PROVIDER_NAME, "openai"))
         self.kwargs = dict(self.kwargs)  # actions rewrite the request; never the caller's dict
-        return (
+        return Request(
             self.operation,
             self.kwargs,
             model,
-            provider,
+            invocation.provider,
             invocation.start_ns,
-            invocation.telemetry.budgets,
             invocation.span.get_span_context().trace_id,
         )
 
     def admit(self) -> None:
         """Reserve the call in every active budget; raise BudgetExceeded if one refuses."""
-        args = self._admission_args()
-        if args is None:
+        request = self._request()
+        if request is None:
             return
+        asked = request.model
         try:
-            admitted = admit(*args)
+            result = admit(request)
         except BaseException as exc:
             self._admission_failed(exc)
             raise
-        self._admitted(args[2], *admitted)
+        self._admitted(asked, result)
 
     async def aadmit(self) -> None:
         """:meth:`admit` for async calls: never blocks the event loop on a shared ledger."""
-        args = self._admission_args()
-        if args is None:
+        request = self._request()
+        if request is None:
             return
+        asked = request.model
         try:
-            admitted = await aadmit(*args)
+            result = await aadmit(request)
         except BaseException as exc:
             self._admission_failed(exc)
             raise
-        self._admitted(args[2], *admitted)
+        self._admitted(asked, result)
 
     def _admission_failed(self, exc: BaseException) -> None:
         if isinstance(exc, UnpricedModelError | BudgetExceeded):
@@ -157,27 +160,13 @@ class Call:
             # span says so.
             self.invocation.pending[A.COSTSPAN_BUDGET_DECISION] = "unchecked"
 
-    def _admitted(
-        self,
-        model: str,
-        admission: Admission | None,
-        attrs: Attributes,
-        refusal: BudgetExceeded | None,
-    ) -> None:
-        invocation = self.invocation
-        invocation.pending.update(attrs)
-        clamped = attrs.get(A.COSTSPAN_BUDGET_CLAMPED_MAX_TOKENS)
-        if clamped is not None:  # the span describes the request that was sent
-            invocation.pending[A.GEN_AI_REQUEST_MAX_TOKENS] = clamped
+    def _admitted(self, model: str, result: Admitted) -> None:
+        refusal = self.invocation.admitted(result)
         if refusal is not None:
-            invocation.fail(type(refusal).__qualname__, str(refusal), exception=refusal)
             raise refusal
-        invocation.admission = admission
         new_model = self.kwargs.get("model")
         if isinstance(new_model, str) and new_model != model:
-            invocation.span.update_name(f"{self.operation.name} {new_model}")
-            invocation.pending[A.GEN_AI_REQUEST_MODEL] = new_model
-            invocation.metric_attributes[A.GEN_AI_REQUEST_MODEL] = new_model
+            self.invocation.rename(new_model, self.operation.name)
 
     def _stream_state(self) -> StreamState:
         return StreamState(
@@ -385,7 +374,7 @@ def traced_async(telemetry: Telemetry, operation: Operation) -> Wrapper:
         finally:
             call.invocation.deactivate()
         handled = call.handle(result)
-        await settled(call.invocation.admission)
+        await await_writes(call.invocation.admission)
         return handled
 
     return traced_method

@@ -21,9 +21,9 @@ from decimal import Decimal
 import pytest
 
 import costspan
-from costspan import _records
 from costspan._records import SpendRecord
 from costspan._report import Report, Where
+from costspan._runtime import runtime
 from costspan.testing import OpenAICompatibleServer
 
 
@@ -62,7 +62,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def costspan_spend() -> Iterator[Spend]:
     """The spend of this test's LLM calls (openai instrumented by costspan)."""
     costspan.instrument()
-    with _records.capture() as collected:
+    with runtime().recorder.capture() as collected:
         yield Spend(collected)
 
 
@@ -85,6 +85,6 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     if usd is None:
         raise pytest.UsageError("write @pytest.mark.costspan_budget(usd='0.05'), with a cap")
     costspan.instrument()
-    with _records.capture() as collected:
+    with runtime().recorder.capture() as collected:
         yield
     Spend(collected).assert_under(usd, **tags)

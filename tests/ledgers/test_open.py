@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import costspan
 from costspan import _config
-from costspan._admission import current_ledger, set_ledger
+from costspan._runtime import runtime, set_ledger
 from costspan.ledgers import FailSafeLedger, MemoryLedger, RedisLedger, SQLiteLedger
 from costspan.ledgers._open import parse_ledger_url
 from costspan.testing import OpenAICompatibleServer
@@ -84,16 +84,16 @@ def test_bad_fail_mode_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_the_configured_engine_is_opened_once_and_reopened_on_change(tmp_path: Path) -> None:
-    """current_ledger() follows the settings: one engine per (URL, fail mode)."""
-    assert isinstance(current_ledger(), MemoryLedger)
+    """runtime().ledger follows the settings: one engine per (URL, fail mode)."""
+    assert isinstance(runtime().ledger, MemoryLedger)
     costspan.configure(ledger=f"sqlite:///{tmp_path / 'a.db'}", fail_mode="closed")
-    first = current_ledger()
+    first = runtime().ledger
     assert isinstance(first, FailSafeLedger)
     assert isinstance(first.engine, SQLiteLedger)
     assert first.fail_mode == "closed"
-    assert current_ledger() is first
+    assert runtime().ledger is first
     costspan.configure(ledger="redis://127.0.0.1:1/0")
-    second = current_ledger()
+    second = runtime().ledger
     assert isinstance(second, FailSafeLedger)
     assert isinstance(second.engine, RedisLedger)
     assert second.fail_mode == "local"
@@ -115,7 +115,7 @@ def test_closed_mode_refuses_before_sending(
     span = attrs(only_span(span_exporter))
     assert span["costspan.ledger.fail_mode"] == "closed"
     assert span["costspan.budget.decision"] == "refuse"
-    current_ledger().close()
+    runtime().ledger.close()
 
 
 @pytest.mark.usefixtures("instrumented")
@@ -137,7 +137,7 @@ def test_open_mode_sends_unmetered_and_says_so(
     assert [(p.attributes, p.value) for p in points] == [({"costspan.ledger.fail_mode": "open"}, 3)]
     warnings = [r for r in caplog.records if "ledger is unreachable" in r.getMessage()]
     assert len(warnings) == 1
-    ledger = current_ledger()
+    ledger = runtime().ledger
     assert isinstance(ledger, FailSafeLedger)
     assert ledger.queued == 3  # their cost waits to be replayed
     ledger._outbox.clear()  # no Redis will ever come back for this test's outbox
@@ -172,4 +172,4 @@ async def test_async_calls_never_block_the_event_loop_on_the_ledger(
         assert spent > 0
         # Two scripts at 150 ms each: a blocked loop would have beaten once or twice at most.
         assert beats >= 15
-        current_ledger().close()
+        runtime().ledger.close()

@@ -1,0 +1,371 @@
+"""Admission: before a call is sent, reserve its worst case in every budget that applies.
+
+For each call made under one or more budgets or configured limits:
+
+1. Estimate the worst case (:mod:`costspan._estimate`).
+2. Reserve that amount in every scope at once, all or nothing (the runtime's ledger).
+3. If a scope refuses, its action decides, before anything is sent: block (a
+   :class:`~costspan.BudgetExceeded`), downgrade the model, clamp the output cap, truncate the
+   prompt, let it through with a warning, or ask the user's callable. Then reserve again.
+
+The refusing scope's action applies: an inner budget's ``downgrade`` never masks an outer
+budget's ``block``, because the outer scope is the one that refuses. The result is an
+:class:`Admitted`: the reservation to settle after the call (:mod:`costspan._reservation`), the
+request changes and span attributes to write, or the refusal to raise. Nothing here writes a
+span or a metric; the invocation does.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Final, cast
+
+from opentelemetry.util.types import AttributeValue
+
+from costspan import _attributes as A
+from costspan._errors import BudgetExceeded, BudgetUnavailable, UnpricedModelError
+from costspan._estimate import (
+    DEFAULT_OUTPUT_TOKENS,
+    NO_ESTIMATE,
+    Estimate,
+    choices,
+    output_cap,
+    project,
+)
+from costspan._money import display, micros, usd
+from costspan._operations import Operation, given
+from costspan._reservation import Admission, blocks
+from costspan._runtime import Runtime, runtime
+from costspan._scopes import Scope, active_scopes
+from costspan._usage import TokenUsage
+from costspan.ledgers import Ledger, LedgerUnavailable, Reservation, ScopeLimit, ScopeState
+
+MIN_CLAMP_TOKENS: Final = 16
+"""Below this many affordable output tokens a clamp refuses instead (an answer that short is no
+answer). Reasoning models spend output tokens on reasoning first: a small clamp may leave them
+with an empty answer and ``finish_reason="length"``."""
+LEASE_S: Final = 900.0
+"""How long a hold lives without a commit: longer than any sane request or stream."""
+
+
+@dataclass(slots=True)
+class Request:
+    """What admission needs to know of a call; ``kwargs`` is the call's own (copied) dict, which
+    actions rewrite."""
+
+    operation: Operation
+    kwargs: dict[str, Any]
+    model: str
+    provider: str
+    when_ns: int
+    trace_id: int = 0
+    """The call's trace, which names its per-request windows (0: the current span's)."""
+
+
+@dataclass(slots=True)
+class Admitted:
+    """What admission decided: a reservation to settle, or a refusal to raise."""
+
+    admission: Admission | None
+    attributes: dict[str, AttributeValue] = field(default_factory=dict[str, AttributeValue])
+    """Span attributes: the decision, the budgets, and the changes actions made."""
+    refusal: BudgetExceeded | None = None
+    rejected: list[str] = field(default_factory=list[str])
+    """Why inbound budget entries were ignored (malformed, oversized...)."""
+
+    @property
+    def decision(self) -> str | None:
+        """The decision when budgets changed or refused the call (None: allowed as asked)."""
+        value = self.attributes.get(A.COSTSPAN_BUDGET_DECISION)
+        return None if value in (None, "allow") else str(value)
+
+    @property
+    def degraded(self) -> str | None:
+        """The fail mode that decided without the shared ledger, if one did."""
+        value = self.attributes.get(A.COSTSPAN_LEDGER_FAIL_MODE)
+        return None if value is None else str(value)
+
+
+class Refusal(Exception):
+    """Internal: the admission loop gives up on a call (turned into BudgetExceeded)."""
+
+    def __init__(self, scope: Scope, state: ScopeState | None) -> None:
+        super().__init__(scope.label)
+        self.scope = scope
+        self.state = state
+
+
+def exceeded(scope: Scope, estimate: Estimate, state: ScopeState | None) -> BudgetExceeded:
+    """The refusal of a call by ``scope``, from the ledger's own answer (the scope's spend and
+    its tightest caps at the refusal)."""
+    state = state or ScopeState(scope.key)
+    room = state.room_micros
+    return BudgetExceeded(
+        budget=scope.budget,
+        scope=scope.label,
+        spent_usd=usd(state.spent_micros),
+        remaining_usd=None if room is None else usd(room),
+        remaining_tokens=state.room_tokens,
+        estimate_usd=estimate.usd,
+        estimate_tokens=estimate.tokens,
+        model=estimate.model,
+    )
+
+
+# What the admission loop asks of the ledger: reserve (rid, scopes, usd µ$, tokens).
+_Ask = tuple[str, list[ScopeLimit], int, int]
+
+
+@dataclass(slots=True)
+class Admitter:
+    """Runs the admission loop for one call.
+
+    The loop is a generator that yields each reservation it needs and is sent the ledger's
+    answer, so one loop serves both the blocking and the asyncio ledger calls.
+    """
+
+    request: Request
+    scopes: list[Scope]
+    runtime: Runtime
+    ledger: Ledger
+    changes: dict[str, AttributeValue] = field(default_factory=dict[str, AttributeValue])
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return self.request.kwargs
+
+    def run(self) -> Generator[_Ask, Reservation, Admission]:
+        admission = Admission(self.scopes, secrets.token_hex(12), self.ledger, NO_ESTIMATE)
+        if (
+            any(scope.action == "clamp" for scope in self.scopes)
+            and output_cap(self.kwargs) is None
+            and self.request.operation.name != A.OP_EMBEDDINGS
+        ):
+            # An uncapped request could outspend its estimate; under a clamp budget it gets the
+            # cap it was estimated with, so that what is reserved really bounds what is spent.
+            self.kwargs[self._cap_param()] = DEFAULT_OUTPUT_TOKENS
+            self.changes[A.COSTSPAN_BUDGET_CLAMPED_MAX_TOKENS] = DEFAULT_OUTPUT_TOKENS
+            admission.decision = "clamp"
+        estimate = self.estimate()
+        for _ in range(len(self.scopes) + 4):
+            amount = 0 if estimate.usd is None else micros(estimate.usd)
+            result = yield (admission.rid, admission.held(), amount, estimate.tokens)
+            admission.states.update((state.key, state) for state in result.states)
+            if result.degraded is not None:
+                admission.degraded = result.degraded
+            if result.granted:
+                admission.estimate = estimate
+                admission.held_micros = amount
+                return admission
+            scope = next(x for x in self.scopes if x.key == result.failed_scope)
+            estimate = self._act(scope, estimate, admission, result)
+        raise Refusal(self.scopes[0], None)
+
+    def estimate(self) -> Estimate:
+        r = self.request
+        estimate = project(r.operation, self.kwargs, r.model, r.provider, r.when_ns)
+        if estimate.usd is None and self.runtime.settings.on_unpriced == "raise":
+            raise UnpricedModelError(r.model, r.provider)
+        return estimate
+
+    def _act(
+        self, scope: Scope, estimate: Estimate, admission: Admission, result: Reservation
+    ) -> Estimate:
+        action = scope.action
+        state = admission.states.get(scope.key)
+        if action == "block":
+            raise Refusal(scope, state)
+        if action == "warn":
+            admission.warned.append(scope)
+            admission.decision = "warn"
+            return estimate
+        if action == "downgrade":
+            cheaper = scope.downgrade.get(self.request.model)
+            if cheaper is None:
+                raise Refusal(scope, state)
+            self.changes.setdefault(A.COSTSPAN_BUDGET_ORIGINAL_MODEL, self.request.model)
+            self.request.model = cheaper
+            self.kwargs["model"] = cheaper
+            admission.decision = "downgrade"
+            return self.estimate()
+        if action == "clamp":
+            return self._clamp(scope, estimate, admission, result)
+        if action == "truncate":
+            return self._truncate(scope, admission, state)
+        if callable(action):
+            overrides: object = action(exceeded(scope, estimate, state))
+            if not isinstance(overrides, Mapping) or not overrides:
+                raise Refusal(scope, state)
+            changes = cast("Mapping[object, object]", overrides)
+            self.kwargs.update({str(k): v for k, v in changes.items()})
+            self.request.model = str(self.kwargs.get("model", self.request.model))
+            admission.decision = "callable"
+            return self.estimate()
+        raise Refusal(scope, state)
+
+    @staticmethod
+    def _room(result: Reservation) -> tuple[Decimal | None, int | None]:
+        """The least USD and token room among the scopes the ledger just checked."""
+        room_usd: Decimal | None = None
+        tokens: int | None = None
+        for state in result.states:
+            if state.room_micros is not None:
+                room = usd(state.room_micros)
+                room_usd = room if room_usd is None else min(room_usd, room)
+            if state.room_tokens is not None:
+                tokens = state.room_tokens if tokens is None else min(tokens, state.room_tokens)
+        return room_usd, tokens
+
+    def _clamp(
+        self, scope: Scope, estimate: Estimate, admission: Admission, result: Reservation
+    ) -> Estimate:
+        state = admission.states.get(scope.key)
+        room_usd, room_tokens = self._room(result)
+        n = choices(self.kwargs)
+        affordable = math.inf
+        if room_tokens is not None:
+            affordable = (room_tokens - estimate.input_tokens) // n
+        if room_usd is not None and estimate.usd is not None:
+            r = self.request
+            pricer = self.runtime.pricer
+            base = pricer.price(
+                TokenUsage(estimate.input_tokens, 0),
+                models=(r.model,),
+                provider=r.provider,
+                when_ns=r.when_ns,
+            )
+            # The price of a million output tokens at this prompt's tier gives the output rate.
+            full = pricer.price(
+                TokenUsage(estimate.input_tokens, 1_000_000),
+                models=(r.model,),
+                provider=r.provider,
+                when_ns=r.when_ns,
+            )
+            if base is None or full is None:
+                raise Refusal(scope, state)
+            rate = (full.total - base.total) / 1_000_000
+            left = room_usd - base.total
+            if rate > 0:
+                affordable = min(affordable, int(left / rate) // n)
+            elif left < 0:
+                affordable = 0
+        cap = output_cap(self.kwargs)
+        if cap is not None:
+            affordable = min(affordable, cap)
+        if affordable == math.inf or affordable < MIN_CLAMP_TOKENS:
+            raise Refusal(scope, state)
+        new_cap = int(affordable)
+        self.kwargs[self._cap_param()] = new_cap
+        self.changes[A.COSTSPAN_BUDGET_CLAMPED_MAX_TOKENS] = new_cap
+        admission.decision = "clamp"
+        return self.estimate()
+
+    def _cap_param(self) -> str:
+        operation = self.request.operation
+        if operation.api_type == A.API_RESPONSES:
+            return "max_output_tokens"
+        if operation.name == A.OP_TEXT_COMPLETION:
+            return "max_tokens"
+        # A caller's own max_tokens on a non-reasoning chat model is lowered in place rather
+        # than adding a second cap; otherwise max_completion_tokens, which every model accepts.
+        if (
+            given(self.kwargs, "max_tokens") is not None
+            and given(self.kwargs, "max_completion_tokens") is None
+        ):
+            return "max_tokens"
+        return "max_completion_tokens"
+
+    def _truncate(self, scope: Scope, admission: Admission, state: ScopeState | None) -> Estimate:
+        key = "messages" if "messages" in self.kwargs else "input"
+        items = self.kwargs.get(key)
+        if not isinstance(items, list) or len(items) < 2:  # pyright: ignore[reportUnknownArgumentType]
+            raise Refusal(scope, state)
+        messages: list[Any] = list(items)  # pyright: ignore[reportUnknownArgumentType]
+        # Drop the oldest message that is not a system/developer instruction.
+        for i, message in enumerate(messages[:-1]):
+            role = (
+                cast("Mapping[str, object]", message).get("role")
+                if isinstance(message, Mapping)
+                else None
+            )
+            if role not in ("system", "developer"):
+                del messages[i]
+                break
+        else:
+            raise Refusal(scope, state)
+        self.kwargs[key] = messages
+        dropped = int(self.changes.get(A.COSTSPAN_BUDGET_DROPPED_MESSAGES, 0)) + 1  # pyright: ignore[reportArgumentType]
+        self.changes[A.COSTSPAN_BUDGET_DROPPED_MESSAGES] = dropped
+        admission.decision = "truncate"
+        return self.estimate()
+
+
+def _admitter(request: Request) -> tuple[Admitter | None, list[str]]:
+    scopes, rejected = active_scopes(request.trace_id)
+    if not scopes:
+        return None, rejected
+    current = runtime()
+    return Admitter(request, scopes, current, current.ledger), rejected
+
+
+def admit(request: Request) -> Admitted:
+    """Admit a call. Mutates ``request.kwargs`` for actions."""
+    admitter, rejected = _admitter(request)
+    if admitter is None:
+        return Admitted(None, rejected=rejected)
+    loop = admitter.run()
+    try:
+        ask = next(loop)
+        while True:
+            ask = loop.send(admitter.ledger.reserve(*ask, LEASE_S))
+    except StopIteration as done:
+        return _admitted(admitter, done.value, rejected)
+    except (Refusal, LedgerUnavailable) as exc:
+        return _refused(admitter, exc, rejected)
+
+
+async def aadmit(request: Request) -> Admitted:
+    """:func:`admit` for async calls: a ledger that blocks is awaited, never called."""
+    admitter, rejected = _admitter(request)
+    if admitter is None:
+        return Admitted(None, rejected=rejected)
+    if not blocks(admitter.ledger):
+        return admit(request)
+    loop = admitter.run()
+    try:
+        ask = next(loop)
+        while True:
+            ask = loop.send(await admitter.ledger.areserve(*ask, LEASE_S))
+    except StopIteration as done:
+        return _admitted(admitter, done.value, rejected)
+    except (Refusal, LedgerUnavailable) as exc:
+        return _refused(admitter, exc, rejected)
+
+
+def _admitted(admitter: Admitter, admission: Admission, rejected: list[str]) -> Admitted:
+    return Admitted(admission, {**admission.attributes(), **admitter.changes}, rejected=rejected)
+
+
+def _refused(
+    admitter: Admitter, cause: Refusal | LedgerUnavailable, rejected: list[str]
+) -> Admitted:
+    scopes, r = admitter.scopes, admitter.request
+    estimate = project(r.operation, r.kwargs, r.model, r.provider, r.when_ns)
+    attrs: dict[str, AttributeValue] = {
+        A.COSTSPAN_BUDGET_DECISION: "refuse",
+        A.COSTSPAN_BUDGET_IDS: [scope.label for scope in scopes],
+    }
+    exc: BudgetExceeded
+    if isinstance(cause, LedgerUnavailable):
+        exc = BudgetUnavailable(scope=scopes[0].label, model=r.model, reason=str(cause))
+        attrs[A.COSTSPAN_LEDGER_FAIL_MODE] = "closed"
+    else:
+        exc = exceeded(cause.scope, estimate, cause.state)
+        attrs[A.COSTSPAN_BUDGET_REFUSED_BY] = cause.scope.label
+    if estimate.usd is not None:
+        attrs[A.COSTSPAN_BUDGET_ESTIMATE_USD] = display(estimate.usd)
+    return Admitted(None, attrs, exc, rejected)

@@ -1,0 +1,57 @@
+"""Money: USD as ``Decimal`` for people and prices, integer micro-USD for ledgers.
+
+Ledgers add and compare whole micro-dollars (µ$) only, so that no float and no rounding drift
+ever decides a budget. Conversions happen here and nowhere else: a hold or a charge rounds *up*
+to the next µ$ (never to less than it costs), and a µ$ amount converts back to USD exactly.
+Span attributes are doubles by convention; :func:`display` makes that (lossy) step explicit.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_CEILING, Decimal
+from typing import Final
+
+MICROS_PER_USD: Final = 1_000_000
+_MICROS: Final = Decimal(MICROS_PER_USD)
+
+
+def micros(amount: Decimal) -> int:
+    """USD to whole micro-dollars, rounded up (a hold or a charge never rounds to less)."""
+    return int((amount * _MICROS).to_integral_value(rounding=ROUND_CEILING))
+
+
+def usd(micro_amount: int) -> Decimal:
+    """Micro-dollars to USD, exactly."""
+    return Decimal(micro_amount) / _MICROS
+
+
+def display(amount: Decimal | int) -> float:
+    """A USD amount (``Decimal``) or a µ$ amount (``int``) as the double a span attribute holds."""
+    if isinstance(amount, int):
+        return float(usd(amount))
+    return float(amount)
+
+
+def usd_amount(value: object, name: str) -> Decimal:
+    """A non-negative, finite USD amount from user input, exactly, as Decimal (never via float
+    arithmetic: a float is read through its shortest repr). ValueError names ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        raise ValueError(f"{name} must be a number of US dollars, not {value!r}")
+    if isinstance(value, str) and not value.strip().isascii():
+        raise ValueError(f"{name}={value!r} is not a number of US dollars")
+    try:
+        amount = Decimal(str(value))
+    except ArithmeticError as exc:
+        raise ValueError(f"{name}={value!r} is not a number of US dollars") from exc
+    if not amount.is_finite() or amount < 0:
+        raise ValueError(f"{name} must be a finite amount >= 0, not {value!r}")
+    return amount
+
+
+def reported_usd(value: object) -> Decimal | None:
+    """A non-negative finite USD amount a server reported (a number or numeric string); else
+    None. Unlike :func:`usd_amount` it never raises: a server's odd value is no cost."""
+    try:
+        return usd_amount(value, "cost")
+    except ValueError:
+        return None

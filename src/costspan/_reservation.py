@@ -1,0 +1,220 @@
+"""One call's reservation in its budgets' ledger, and how it is settled (exactly once).
+
+An :class:`Admission` is what admission (:mod:`costspan._admit`) hands back for a call it let
+through: the scopes it reserved in, the ledger it reserved in (kept, so a ``configure()`` during
+the call cannot send the commit elsewhere), the estimate it held, and the decision it took.
+
+After the call, :meth:`Admission.settle` commits the call's actual tokens and cost (the ledger
+releases the rest of the hold), or releases the hold when nothing was billed. It writes no span:
+it returns a :class:`Settlement` (the remaining budget, thresholds crossed) that the invocation
+records. On an event loop, writes to a ledger that waits on I/O run as tasks of that loop;
+:func:`await_writes` lets an async caller wait for them before it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.util.types import AttributeValue
+
+from costspan import _attributes as A
+from costspan._estimate import Estimate
+from costspan._money import display, usd
+from costspan._scopes import Scope
+from costspan.ledgers import Ledger, ScopeLimit, ScopeState
+from costspan.ledgers._protocol import InlineAsync
+
+_logger = logging.getLogger(__name__)
+
+
+def blocks(ledger: Ledger) -> bool:
+    """Whether the ledger waits on I/O (an event loop must await it, never call it)."""
+    return not isinstance(ledger, InlineAsync)
+
+
+_running: set[asyncio.Task[object]] = set()  # strong references: a loop keeps only weak ones
+
+
+def _write(
+    sync: Callable[..., object], coro: Callable[..., Coroutine[Any, Any, object]], *args: Any
+) -> asyncio.Task[object] | None:
+    """Run a ledger write now, or - inside a running event loop, on a ledger that blocks - as a
+    task (returned, so the caller's coroutine can await it). A task the loop cancels (it is
+    shutting down) is finished synchronously: the write is idempotent, so one that had already
+    reached the ledger is not counted twice."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        sync(*args)
+        return None
+    task: asyncio.Task[object] = loop.create_task(coro(*args))
+    _running.add(task)
+
+    def done(t: asyncio.Task[object]) -> None:
+        _running.discard(t)
+        try:
+            if t.cancelled():
+                sync(*args)
+            elif t.exception() is not None:
+                _logger.error(
+                    "costspan could not write a budget settlement", exc_info=t.exception()
+                )
+        except Exception:
+            _logger.exception("costspan could not write a budget settlement")
+
+    task.add_done_callback(done)
+    return task
+
+
+async def await_writes(admission: Admission | None) -> None:
+    """Wait for an admission's ledger writes that run as tasks (so an async caller reads its
+    own spend after the call returns). Shielded: cancelling the caller never cancels a write."""
+    if admission is None or not admission.writes:
+        return
+    writes, admission.writes = admission.writes, []
+    await asyncio.shield(asyncio.gather(*writes, return_exceptions=True))
+
+
+@dataclass(frozen=True, slots=True)
+class Crossing:
+    """A budget passing one of its soft thresholds (``warn_at``) with a call."""
+
+    label: str
+    threshold: float
+    spent_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What settling a call left: the least room among its USD caps, and thresholds crossed."""
+
+    remaining_usd: float | None = None
+    crossed: tuple[Crossing, ...] = ()
+
+    def attributes(self) -> dict[str, AttributeValue]:
+        if self.remaining_usd is None:
+            return {}
+        return {A.COSTSPAN_BUDGET_REMAINING_USD: self.remaining_usd}
+
+
+@dataclass(slots=True)
+class Admission:
+    """One call's reservation, its decision, and its settlement (exactly once)."""
+
+    scopes: list[Scope]
+    rid: str
+    ledger: Ledger
+    estimate: Estimate
+    decision: str = "allow"
+    warned: list[Scope] = field(default_factory=list[Scope])
+    """Scopes whose warn action let the call through over their cap: charged, never held."""
+    states: dict[str, ScopeState] = field(default_factory=dict[str, ScopeState])
+    """Each scope's counters as the ledger last reported them (after the grant)."""
+    held_micros: int = 0
+    degraded: str | None = None
+    """The fail mode that decided without the shared ledger, if it was unreachable."""
+    settled: bool = False
+    writes: list[asyncio.Task[object]] = field(default_factory=list[asyncio.Task[object]])
+    """Ledger writes running as tasks of the caller's event loop."""
+
+    def attributes(self) -> dict[str, AttributeValue]:
+        attrs: dict[str, AttributeValue] = {
+            A.COSTSPAN_BUDGET_DECISION: self.decision,
+            A.COSTSPAN_BUDGET_IDS: [scope.label for scope in self.scopes],
+        }
+        if self.estimate.usd is not None:
+            attrs[A.COSTSPAN_BUDGET_ESTIMATE_USD] = display(self.estimate.usd)
+        if self.degraded is not None:
+            attrs[A.COSTSPAN_LEDGER_FAIL_MODE] = self.degraded
+        return attrs
+
+    def held(self) -> list[ScopeLimit]:
+        return [scope.limit for scope in self.scopes if scope not in self.warned]
+
+    def release(self) -> None:
+        """Free the hold: the request was never billed (refused by the provider, never sent)."""
+        if self.settled:
+            return
+        self.settled = True
+        held = self.held()
+        if not held:
+            return
+        ledger = self.ledger
+        if blocks(ledger):
+            self._track(_write(ledger.release, ledger.arelease, self.rid, held))
+        else:
+            ledger.release(self.rid, held)
+
+    def settle(self, tokens: int, spent_micros: int) -> Settlement:
+        """Commit what the call used (the ledger frees the rest of the hold)."""
+        if self.settled:
+            return Settlement()
+        self.settled = True
+        ledger = self.ledger
+        blocking = blocks(ledger)
+        writes: list[tuple[str, list[ScopeLimit]]] = []
+        held = self.held()
+        if held:
+            writes.append((self.rid, held))
+        if self.warned:
+            writes.append((self.rid + ":over", [w.limit for w in self.warned]))
+        for rid, scopes in writes:
+            if blocking:
+                self._track(
+                    _write(ledger.commit, ledger.acommit, rid, spent_micros, tokens, scopes)
+                )
+            else:
+                ledger.commit(rid, spent_micros, tokens, scopes)
+        return self._after(spent_micros, tokens)
+
+    def _track(self, task: asyncio.Task[object] | None) -> None:
+        if task is not None:
+            self.writes.append(task)
+
+    def _after(self, spent: int, tokens: int) -> Settlement:
+        """Remaining budget and thresholds, projected from the ledger's answer at the grant
+        (no second round trip): that state, less this call's hold, plus what it spent."""
+        remaining: list[int] = []
+        crossed: list[Crossing] = []
+        for scope in self.scopes:
+            before = self.states.get(scope.key)
+            if before is None:
+                continue
+            warned = scope in self.warned
+            state = before._replace(
+                spent_micros=before.spent_micros + spent,
+                held_micros=max(before.held_micros - (0 if warned else self.held_micros), 0),
+                spent_tokens=before.spent_tokens + tokens,
+                held_tokens=max(before.held_tokens - (0 if warned else self.estimate.tokens), 0),
+                calls=before.calls + 1,
+            )
+            if state.cap_micros is not None:
+                remaining.append(state.cap_micros - state.spent_micros - state.held_micros)
+            if scope.budget is not None and scope.budget.warn_at:
+                crossed.extend(_crossings(scope, state))
+        return Settlement(
+            # A display value: the ledger keeps the exact integer micro-dollars.
+            remaining_usd=display(max(min(remaining), 0)) if remaining else None,
+            crossed=tuple(crossed),
+        )
+
+
+def _crossings(scope: Scope, state: ScopeState) -> list[Crossing]:
+    budget = scope.budget
+    assert budget is not None
+    fractions: list[float] = []
+    if state.cap_micros:
+        fractions.append(state.spent_micros / state.cap_micros)
+    if state.cap_tokens:
+        fractions.append(state.spent_tokens / state.cap_tokens)
+    used = max(fractions, default=0.0)
+    spent = display(usd(state.spent_micros))
+    return [
+        Crossing(budget.label, threshold, spent)
+        for threshold in budget.warn_at
+        if used >= threshold and budget.crossed(threshold)
+    ]

@@ -1,0 +1,166 @@
+"""The process's state, owned in one place: the settings in force and what is built from them.
+
+A :class:`Runtime` holds the validated :class:`~costspan._config.Settings` and every member
+derived from them: the pricer (from the price overrides), the ledger (opened on first use from
+``COSTSPAN_LEDGER`` and the fail mode), the spend recorder (buffer size, durable store) and the
+provider-host map. ``configure()`` swaps the runtime as a whole; a member whose inputs did not
+change is carried over, so reconfiguring one setting neither forgets in-memory spend nor drops
+the record buffer. Readers call :func:`runtime` and use what they get: a call admitted under one
+runtime keeps the ledger it reserved in until it settles, whatever ``configure()`` does meanwhile.
+
+:func:`reset` starts over from the environment (tests and the pytest plugin use it). Warnings
+that must appear once per process go through :func:`once`, which ``reset()`` also forgets.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from costspan import _config
+from costspan._config import Settings, records_path
+from costspan._pricing import Pricer
+from costspan._providers import HostMap
+from costspan._records import Recorder
+from costspan.ledgers._open import LedgerSpec
+from costspan.ledgers._protocol import Ledger
+
+
+class Runtime:
+    """The settings in force and the members built from them (see the module docstring)."""
+
+    __slots__ = ("_ledger", "_lock", "hosts", "override", "pricer", "recorder", "settings")
+
+    def __init__(
+        self,
+        settings: Settings,
+        previous: Runtime | None = None,
+        override: Ledger | None = None,
+    ) -> None:
+        self.settings = settings
+        old = previous.settings if previous is not None else None
+        self.pricer: Pricer = (
+            previous.pricer
+            if previous is not None and old is not None and old.prices == settings.prices
+            else Pricer(settings.prices)
+        )
+        self.hosts: HostMap = (
+            previous.hosts
+            if previous is not None and old is not None
+            and old.provider_hosts == settings.provider_hosts
+            else HostMap(settings.provider_hosts)
+        )  # fmt: skip
+        self.recorder = Recorder(
+            settings.max_records,
+            records_path(settings),
+            previous.recorder if previous is not None else None,
+        )
+        self.override = override
+        # (what the settings asked for, the engine), opened on first use.
+        self._ledger: tuple[object, Ledger] | None = None
+        kept = previous._ledger if previous is not None else None
+        if kept is not None and kept[0] == (settings.ledger, settings.fail_mode):
+            self._ledger = kept
+        self._lock = threading.Lock()
+
+    @property
+    def ledger(self) -> Ledger:
+        """The ledger budgets and limits keep their spend in (opened once, on first use)."""
+        if self.override is not None:
+            return self.override
+        opened = self._ledger
+        if opened is not None:
+            return opened[1]
+        with self._lock:
+            if self._ledger is None:
+                spec = self.settings.ledger
+                ledger = (
+                    spec.open(self.settings.fail_mode) if isinstance(spec, LedgerSpec) else spec
+                )
+                self._ledger = ((spec, self.settings.fail_mode), ledger)
+            return self._ledger[1]
+
+
+_lock = threading.Lock()
+_current: Runtime | None = None
+_once: set[Hashable] = set()
+
+
+def runtime() -> Runtime:
+    """The runtime in force; built from the environment on first use."""
+    current = _current
+    if current is None:
+        current = _swap(_from_env)
+    return current
+
+
+def _from_env(previous: Runtime | None) -> Runtime:
+    return Runtime(_config.settings_from_env(), previous)
+
+
+def settings() -> Settings:
+    """The settings in force (a shortcut for ``runtime().settings``)."""
+    return runtime().settings
+
+
+def configure(**overrides: Any) -> Settings:
+    """Apply ``overrides`` on top of the environment and swap the runtime; see ``configure()``."""
+
+    def build(previous: Runtime | None) -> Runtime:
+        fresh = _config.with_overrides(_config.settings_from_env(), overrides)
+        return Runtime(fresh, previous, previous.override if previous is not None else None)
+
+    return _swap(build, always=True).settings
+
+
+def set_ledger(ledger: Ledger | None) -> None:
+    """Use ``ledger`` for every budget from now on (None: the configured one, opened afresh)."""
+
+    def build(previous: Runtime | None) -> Runtime:
+        base = previous.settings if previous is not None else _config.settings_from_env()
+        fresh = Runtime(base, previous, ledger)
+        if ledger is None:
+            fresh._ledger = None  # pyright: ignore[reportPrivateUsage]
+        return fresh
+
+    _swap(build, always=True)
+
+
+def reset() -> None:
+    """Forget settings, ledgers, records and once-only warnings; the environment is read again
+    on next use (for tests)."""
+    global _current
+    with _lock:
+        previous, _current = _current, None
+        _once.clear()
+    if previous is not None:
+        previous.recorder.flush()  # records handed to a store are written, not lost
+
+
+def once(key: Hashable) -> bool:
+    """True the first time ``key`` is seen in this process (since the last :func:`reset`)."""
+    if key in _once:
+        return False
+    with _lock:
+        if key in _once:
+            return False
+        _once.add(key)
+        return True
+
+
+def _swap(build: Callable[[Runtime | None], Runtime], *, always: bool = False) -> Runtime:
+    global _current
+    with _lock:
+        current = _current
+        if current is None or always:
+            current = _current = build(current)
+        return current
+
+
+@atexit.register
+def _flush_records_at_exit() -> None:
+    current = _current
+    if current is not None:
+        current.recorder.flush()

@@ -1,0 +1,154 @@
+"""The tracer and the metric instruments of one instrumentation, and how they are recorded.
+
+:class:`Telemetry` is made once per ``instrument()`` (and per :class:`~costspan.CostSpanProcessor`
+for foreign spans): the GenAI semantic-convention histograms (v1.41 ``gen-ai-metrics.md``),
+costspan's cost counters (:class:`CostMeter`) and its budget counters (:class:`BudgetMeter`).
+Metric dimensions are bounded: operation, provider, model, server, and only the baggage keys a
+user named in ``COSTSPAN_METRIC_TAGS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from opentelemetry import trace
+from opentelemetry.metrics import Counter, Histogram, Meter, MeterProvider, get_meter
+from opentelemetry.trace import Tracer, TracerProvider
+from opentelemetry.util.types import AttributeValue
+
+from costspan import _attributes as A
+from costspan._money import display
+from costspan._pricing import Cost
+from costspan._usage import TokenUsage
+from costspan._version import __version__
+
+SCHEMA_URL = "https://opentelemetry.io/schemas/1.41.0"
+
+Dimensions = Mapping[str, AttributeValue]
+
+
+class CostMeter:
+    """The cost, token and unpriced-call counters of one meter."""
+
+    __slots__ = ("cost", "tokens", "unpriced")
+
+    def __init__(self, meter: Meter) -> None:
+        self.cost: Counter = meter.create_counter(
+            A.METRIC_COST, unit="USD", description="Cost of GenAI calls in US dollars"
+        )
+        self.tokens: Counter = meter.create_counter(
+            A.METRIC_TOKENS,
+            unit="{token}",
+            description="Cached-input, cache-write and reasoning tokens of GenAI calls",
+        )
+        self.unpriced: Counter = meter.create_counter(
+            A.METRIC_UNPRICED_CALLS,
+            unit="{call}",
+            description="GenAI calls whose model has no known price",
+        )
+
+    def record(self, usage: TokenUsage, cost: Cost | None, dims: Dimensions) -> None:
+        """Count one priced (or unpriceable) call."""
+        if cost is None:
+            self.unpriced.add(1, dims)
+        else:
+            self.cost.add(display(cost.total), dims)
+        # Input and output totals are in gen_ai.client.token.usage; this counter breaks out the
+        # subsets that histogram cannot show.
+        for kind, count in (
+            ("cached_input", usage.cache_read_tokens),
+            ("cache_write", usage.cache_write_tokens),
+            ("reasoning", usage.reasoning_tokens),
+        ):
+            if count:
+                self.tokens.add(count, {**dims, A.COSTSPAN_TOKEN_TYPE: kind})
+
+
+class BudgetMeter:
+    """Decision, threshold, rejected-baggage and ledger-unavailable counters."""
+
+    __slots__ = ("decisions", "rejected", "thresholds", "unavailable")
+
+    def __init__(self, meter: Meter) -> None:
+        self.decisions: Counter = meter.create_counter(
+            A.METRIC_BUDGET_DECISIONS, unit="{call}", description="Budget decisions on GenAI calls"
+        )
+        self.thresholds: Counter = meter.create_counter(
+            A.METRIC_BUDGET_THRESHOLDS,
+            unit="{event}",
+            description="Budgets passing a soft threshold (warn_at)",
+        )
+        self.rejected: Counter = meter.create_counter(
+            A.METRIC_BAGGAGE_REJECTED,
+            unit="{entry}",
+            description="Inbound budget baggage entries ignored as malformed or hostile",
+        )
+        self.unavailable: Counter = meter.create_counter(
+            A.METRIC_LEDGER_UNAVAILABLE,
+            unit="{call}",
+            description="Calls decided without the shared ledger (it was unreachable)",
+        )
+
+
+class Telemetry:
+    """The tracer and the metric instruments of one instrumentation."""
+
+    __slots__ = (
+        "budgets",
+        "costs",
+        "duration",
+        "meter",
+        "time_to_first_chunk",
+        "token_usage",
+        "tracer",
+    )
+
+    def __init__(
+        self,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+    ) -> None:
+        self.tracer: Tracer = trace.get_tracer(
+            "costspan", __version__, tracer_provider, schema_url=SCHEMA_URL
+        )
+        self.meter: Meter = get_meter(
+            "costspan", __version__, meter_provider, schema_url=SCHEMA_URL
+        )
+        self.duration: Histogram = self.meter.create_histogram(
+            A.METRIC_OPERATION_DURATION,
+            unit="s",
+            description="GenAI operation duration",
+            explicit_bucket_boundaries_advisory=list(A.DURATION_BUCKETS),
+        )
+        self.token_usage: Histogram = self.meter.create_histogram(
+            A.METRIC_TOKEN_USAGE,
+            unit="{token}",
+            description="Number of input and output tokens used",
+            explicit_bucket_boundaries_advisory=list(A.TOKEN_USAGE_BUCKETS),
+        )
+        self.time_to_first_chunk: Histogram = self.meter.create_histogram(
+            A.METRIC_TIME_TO_FIRST_CHUNK,
+            unit="s",
+            description="Time to receive the first chunk of a streaming response",
+            explicit_bucket_boundaries_advisory=list(A.DURATION_BUCKETS),
+        )
+        self.costs = CostMeter(self.meter)
+        self.budgets = BudgetMeter(self.meter)
+
+    def record_call(
+        self,
+        dims: Dimensions,
+        duration_s: float,
+        usage: TokenUsage | None,
+    ) -> None:
+        """The semantic-convention metrics of one call (``dims`` include ``error.type`` for a
+        failed one)."""
+        self.duration.record(duration_s, dims)
+        # The conventions allow recording counted (not reported) usage when offline counting
+        # is on, as it is here; the span says which it was.
+        if usage is None:
+            return
+        if usage.input_tokens is not None:
+            self.token_usage.record(usage.input_tokens, {**dims, A.GEN_AI_TOKEN_TYPE: "input"})
+        if usage.output_tokens is not None:
+            self.token_usage.record(usage.output_tokens, {**dims, A.GEN_AI_TOKEN_TYPE: "output"})
