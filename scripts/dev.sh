@@ -3,6 +3,8 @@
 #
 #   scripts/dev.sh demo    install, then run `costspan demo`
 #   scripts/dev.sh test    install, then lint, type-check and run the whole test suite
+#   scripts/dev.sh quick   install (Python packages only), then lint, type-check and run the tests
+#                          that need no apt/npm-installed tool and start no subprocesses (< 1 min)
 #   scripts/dev.sh bench   install, then run the benchmarks (extra args go to benchmarks/run.py)
 #   scripts/dev.sh phoenix optional tier: Arize Phoenix prices the demo's spans; compare with ours
 #
@@ -77,6 +79,13 @@ ensure_dashboard_tools() {
     fi
 }
 
+lint() {
+    "$VENV/bin/ruff" check src tests examples benchmarks tools tiers
+    "$VENV/bin/ruff" format --check src tests examples benchmarks tools tiers
+    "$VENV/bin/lint-imports" --no-cache
+    "$VENV/bin/pyright"
+}
+
 job=${1:-}
 shift || true
 case "$job" in
@@ -88,10 +97,13 @@ case "$job" in
         setup
         ensure_redis
         ensure_dashboard_tools
-        "$VENV/bin/ruff" check src tests examples benchmarks tools tiers
-        "$VENV/bin/ruff" format --check src tests examples benchmarks tools tiers
-        "$VENV/bin/pyright"
+        lint
         exec "$VENV/bin/pytest" "$@"
+        ;;
+    quick)
+        setup
+        lint
+        exec "$VENV/bin/pytest" -q -m "not external and not slow" "$@"
         ;;
     phoenix)
         # Heavy (arize-phoenix is ~1 GB), so in a virtualenv of its own, outside the default suite.
@@ -115,7 +127,7 @@ case "$job" in
         exec "$VENV/bin/python" benchmarks/run.py "$@"
         ;;
     *)
-        echo "usage: scripts/dev.sh demo|test|bench|phoenix" >&2
+        echo "usage: scripts/dev.sh demo|test|quick|bench|phoenix" >&2
         exit 2
         ;;
 esac

@@ -28,6 +28,41 @@ from costspan.ledgers._open import LedgerSpec, parse_ledger_url
 from costspan.testing import OpenAICompatibleServer
 from tests.redis_server import RedisServer
 
+# Test modules that need an apt/npm-installed tool, or that start subprocesses: left out of the
+# fast developer tier (scripts/dev.sh quick), always in the full suite.
+_EXTERNAL_MODULES = frozenset({"test_dashboards", "test_collector_config", "test_cross_service"})
+_SLOW_MODULES = frozenset(
+    {
+        "test_docs",
+        "test_examples",
+        "test_cli",
+        "test_auto_instrument",
+        "test_rotel",
+        "test_jaeger_trace",
+        "test_benchmarks",
+        "test_pytest_plugin",
+        "test_offline",
+        "test_concurrency",
+        "test_crash",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark what the fast tier leaves out: tests on a real redis-server (by fixture or by an
+    engine parameter) or other installed tools (``external``), and subprocess-heavy ``slow``."""
+    for item in items:
+        module = item.path.stem
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if (
+            module in _EXTERNAL_MODULES
+            or "redis_server" in getattr(item, "fixturenames", ())
+            or "redis" in params.values()
+        ):
+            item.add_marker(pytest.mark.external)
+        if module in _SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(name="server")
 def _server() -> Iterator[OpenAICompatibleServer]:

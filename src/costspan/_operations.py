@@ -18,6 +18,7 @@ from opentelemetry.util.types import AttributeValue
 
 from costspan import _attributes as A
 from costspan import _content, _tokens
+from costspan._coerce import number, text, whole
 from costspan._usage import TokenUsage, field, from_openai
 
 Attributes = dict[str, AttributeValue]
@@ -34,35 +35,23 @@ def given(kwargs: Mapping[str, Any], name: str) -> Any:
     return value
 
 
-def _number(value: object) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return None
-
-
-def _int(value: object) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    return None
-
-
 def _set(attrs: Attributes, key: str, value: AttributeValue | None) -> None:
     if value is not None:
         attrs[key] = value
 
 
 def _common_sampling(attrs: Attributes, kwargs: Mapping[str, Any]) -> None:
-    _set(attrs, A.GEN_AI_REQUEST_TEMPERATURE, _number(given(kwargs, "temperature")))
-    _set(attrs, A.GEN_AI_REQUEST_TOP_P, _number(given(kwargs, "top_p")))
-    _set(attrs, A.GEN_AI_REQUEST_FREQUENCY_PENALTY, _number(given(kwargs, "frequency_penalty")))
-    _set(attrs, A.GEN_AI_REQUEST_PRESENCE_PENALTY, _number(given(kwargs, "presence_penalty")))
-    _set(attrs, A.GEN_AI_REQUEST_SEED, _int(given(kwargs, "seed")))
+    _set(attrs, A.GEN_AI_REQUEST_TEMPERATURE, number(given(kwargs, "temperature")))
+    _set(attrs, A.GEN_AI_REQUEST_TOP_P, number(given(kwargs, "top_p")))
+    _set(attrs, A.GEN_AI_REQUEST_FREQUENCY_PENALTY, number(given(kwargs, "frequency_penalty")))
+    _set(attrs, A.GEN_AI_REQUEST_PRESENCE_PENALTY, number(given(kwargs, "presence_penalty")))
+    _set(attrs, A.GEN_AI_REQUEST_SEED, whole(given(kwargs, "seed")))
     stop = given(kwargs, "stop")
     if isinstance(stop, str):
         attrs[A.GEN_AI_REQUEST_STOP_SEQUENCES] = [stop]
     elif isinstance(stop, Sequence) and all(isinstance(s, str) for s in stop):  # pyright: ignore[reportUnknownVariableType]
         attrs[A.GEN_AI_REQUEST_STOP_SEQUENCES] = [str(s) for s in stop]  # pyright: ignore[reportUnknownVariableType,reportUnknownArgumentType]
-    n = _int(given(kwargs, "n"))
+    n = whole(given(kwargs, "n"))
     if n is not None and n != 1:
         attrs[A.GEN_AI_REQUEST_CHOICE_COUNT] = n
     tier = given(kwargs, "service_tier")
@@ -84,14 +73,10 @@ def _output_type(response_format: object) -> str | None:
 
 
 def _common_response(attrs: Attributes, response: object) -> None:
-    _set(attrs, A.GEN_AI_RESPONSE_ID, _str(field(response, "id")))
-    _set(attrs, A.GEN_AI_RESPONSE_MODEL, _str(field(response, "model")))
-    _set(attrs, A.OPENAI_RESPONSE_SERVICE_TIER, _str(field(response, "service_tier")))
-    _set(attrs, A.OPENAI_RESPONSE_SYSTEM_FINGERPRINT, _str(field(response, "system_fingerprint")))
-
-
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
+    _set(attrs, A.GEN_AI_RESPONSE_ID, text(field(response, "id")))
+    _set(attrs, A.GEN_AI_RESPONSE_MODEL, text(field(response, "model")))
+    _set(attrs, A.OPENAI_RESPONSE_SERVICE_TIER, text(field(response, "service_tier")))
+    _set(attrs, A.OPENAI_RESPONSE_SYSTEM_FINGERPRINT, text(field(response, "system_fingerprint")))
 
 
 @dataclass(slots=True)
@@ -151,10 +136,10 @@ class _ChoicesAccumulator(Accumulator):
         if self.chunks == 1:
             _common_response(self.attributes, chunk)
         else:
-            _set(self.attributes, A.GEN_AI_RESPONSE_MODEL, _str(field(chunk, "model")))
+            _set(self.attributes, A.GEN_AI_RESPONSE_MODEL, text(field(chunk, "model")))
         choices = field(chunk, "choices")
         for choice in choices or ():
-            index = _int(field(choice, "index")) or 0
+            index = whole(field(choice, "index")) or 0
             delta = field(choice, "delta")
             self._append(index, field(delta, "content") if delta is not None else None)
             self._append(index, field(choice, "text"))
@@ -200,7 +185,7 @@ class _ResponsesAccumulator(Accumulator):
         self.chunks += 1
         kind = field(chunk, "type")
         if kind == "response.output_text.delta":
-            self._append(_int(field(chunk, "output_index")) or 0, field(chunk, "delta"))
+            self._append(whole(field(chunk, "output_index")) or 0, field(chunk, "delta"))
         elif kind in ("response.created", "response.in_progress"):
             _common_response(self.attributes, field(chunk, "response"))
         elif kind in ("response.completed", "response.incomplete", "response.failed"):
@@ -270,9 +255,9 @@ class ChatOperation(Operation):
 
     def request_attributes(self, kwargs: Mapping[str, Any]) -> Attributes:
         attrs = super().request_attributes(kwargs)
-        max_tokens = _int(given(kwargs, "max_completion_tokens"))
+        max_tokens = whole(given(kwargs, "max_completion_tokens"))
         if max_tokens is None:
-            max_tokens = _int(given(kwargs, "max_tokens"))
+            max_tokens = whole(given(kwargs, "max_tokens"))
         _set(attrs, A.GEN_AI_REQUEST_MAX_TOKENS, max_tokens)
         _set(attrs, A.GEN_AI_OUTPUT_TYPE, _output_type(given(kwargs, "response_format")))
         return attrs
@@ -310,7 +295,7 @@ class CompletionsOperation(Operation):
 
     def request_attributes(self, kwargs: Mapping[str, Any]) -> Attributes:
         attrs = super().request_attributes(kwargs)
-        _set(attrs, A.GEN_AI_REQUEST_MAX_TOKENS, _int(given(kwargs, "max_tokens")))
+        _set(attrs, A.GEN_AI_REQUEST_MAX_TOKENS, whole(given(kwargs, "max_tokens")))
         return attrs
 
     def input_content(self, kwargs: Mapping[str, Any]) -> Attributes:
@@ -348,7 +333,7 @@ def _responses_finish_reason(response: object) -> str | None:
         )
     if status == "failed":
         return "error"
-    return _str(status)
+    return text(status)
 
 
 class ResponsesOperation(Operation):
@@ -357,16 +342,16 @@ class ResponsesOperation(Operation):
 
     def request_attributes(self, kwargs: Mapping[str, Any]) -> Attributes:
         attrs = super().request_attributes(kwargs)
-        _set(attrs, A.GEN_AI_REQUEST_MAX_TOKENS, _int(given(kwargs, "max_output_tokens")))
-        text = given(kwargs, "text")
-        _set(attrs, A.GEN_AI_OUTPUT_TYPE, _output_type(field(text, "format")))
+        _set(attrs, A.GEN_AI_REQUEST_MAX_TOKENS, whole(given(kwargs, "max_output_tokens")))
+        text_config = given(kwargs, "text")
+        _set(attrs, A.GEN_AI_OUTPUT_TYPE, _output_type(field(text_config, "format")))
         if given(kwargs, "text_format") is not None:
             attrs[A.GEN_AI_OUTPUT_TYPE] = "json"
         conversation = given(kwargs, "conversation")
         conversation_id = (
             conversation if isinstance(conversation, str) else field(conversation, "id")
         )
-        _set(attrs, A.GEN_AI_CONVERSATION_ID, _str(conversation_id))
+        _set(attrs, A.GEN_AI_CONVERSATION_ID, text(conversation_id))
         return attrs
 
     def input_content(self, kwargs: Mapping[str, Any]) -> Attributes:
@@ -388,7 +373,7 @@ class ResponsesOperation(Operation):
         _set(
             outcome.attributes,
             A.GEN_AI_CONVERSATION_ID,
-            _str(field(field(response, "conversation"), "id")),
+            text(field(field(response, "conversation"), "id")),
         )
         if capture:
             outcome.attributes[A.GEN_AI_OUTPUT_MESSAGES] = _content.to_json(
@@ -400,9 +385,9 @@ class ResponsesOperation(Operation):
         return _ResponsesAccumulator(hide_usage_chunk=hide_usage_chunk)
 
     def output_text(self, response: object) -> str:
-        text = field(response, "output_text")
-        if isinstance(text, str):
-            return text
+        output = field(response, "output_text")
+        if isinstance(output, str):
+            return output
         return "".join(
             str(field(part, "text") or "")
             for item in field(response, "output") or ()
@@ -430,12 +415,12 @@ class EmbeddingsOperation(Operation):
         encoding = given(kwargs, "encoding_format")
         if isinstance(encoding, str):
             attrs[A.GEN_AI_REQUEST_ENCODING_FORMATS] = [encoding]
-        _set(attrs, A.GEN_AI_EMBEDDINGS_DIMENSION_COUNT, _int(given(kwargs, "dimensions")))
+        _set(attrs, A.GEN_AI_EMBEDDINGS_DIMENSION_COUNT, whole(given(kwargs, "dimensions")))
         return attrs
 
     def response_outcome(self, response: object, capture: bool) -> Outcome:
         attrs: Attributes = {}
-        _set(attrs, A.GEN_AI_RESPONSE_MODEL, _str(field(response, "model")))
+        _set(attrs, A.GEN_AI_RESPONSE_MODEL, text(field(response, "model")))
         data = field(response, "data") or ()
         if data:
             vector = field(data[0], "embedding")

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, cast
 
+from costspan._coerce import count
+from costspan._money import reported_usd
+
 _MISSING: Any = object()
 
 
@@ -39,13 +42,6 @@ def items(value: object) -> list[Any]:
     if isinstance(value, Iterable) and not isinstance(value, str | bytes | Mapping):
         return list(cast("Iterable[Any]", value))
     return []
-
-
-def _int(value: object) -> int | None:
-    # bool is an int subclass; a server sending `true` as a token count is not a count.
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,31 +71,20 @@ def from_openai(usage: object) -> TokenUsage | None:
     """
     if usage is None:
         return None
-    input_tokens = _int(field(usage, "prompt_tokens"))
+    input_tokens = count(field(usage, "prompt_tokens"))
     if input_tokens is None:
-        input_tokens = _int(field(usage, "input_tokens"))
-    output_tokens = _int(field(usage, "completion_tokens"))
+        input_tokens = count(field(usage, "input_tokens"))
+    output_tokens = count(field(usage, "completion_tokens"))
     if output_tokens is None:
-        output_tokens = _int(field(usage, "output_tokens"))
+        output_tokens = count(field(usage, "output_tokens"))
     in_details = field(usage, "prompt_tokens_details") or field(usage, "input_tokens_details")
     out_details = field(usage, "completion_tokens_details") or field(usage, "output_tokens_details")
     result = TokenUsage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
-        cache_read_tokens=_int(field(in_details, "cached_tokens")),
-        cache_write_tokens=_int(field(in_details, "cache_write_tokens")),
-        reasoning_tokens=_int(field(out_details, "reasoning_tokens")),
-        reported_cost=_usd(field(usage, "cost")),
+        cache_read_tokens=count(field(in_details, "cached_tokens")),
+        cache_write_tokens=count(field(in_details, "cache_write_tokens")),
+        reasoning_tokens=count(field(out_details, "reasoning_tokens")),
+        reported_cost=reported_usd(field(usage, "cost")),
     )
     return None if result.is_empty else result
-
-
-def _usd(value: object) -> Decimal | None:
-    """A non-negative finite USD amount from a number or numeric string; else None."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
-    try:
-        amount = Decimal(str(value))
-    except ArithmeticError:
-        return None
-    return amount if amount.is_finite() and amount >= 0 else None

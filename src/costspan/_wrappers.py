@@ -76,15 +76,25 @@ class Call:
         model = given(kwargs, "model")
         model = model if isinstance(model, str) else None
 
+        # The sampling-relevant attributes first. What describes the request may fail to be
+        # read: that costs the span some attributes, never the span itself (nor the budget
+        # check that needs it).
         attrs: Attributes = {A.GEN_AI_OPERATION_NAME: operation.name}
-        attrs.update(_server_and_provider(instance, current.hosts))
+        try:
+            attrs.update(_server_and_provider(instance, current.hosts))
+        except Exception:
+            _logger.exception("costspan could not read the client's server; provider is openai")
+            attrs[A.GEN_AI_PROVIDER_NAME] = "openai"
         if model:
             attrs[A.GEN_AI_REQUEST_MODEL] = model
         if operation.api_type is not None:
             attrs[A.OPENAI_API_TYPE] = operation.api_type
-        attrs.update(operation.request_attributes(kwargs))
-        if self.capture:
-            attrs.update(operation.input_content(kwargs))
+        try:
+            attrs.update(operation.request_attributes(kwargs))
+            if self.capture:
+                attrs.update(operation.input_content(kwargs))
+        except Exception:
+            _logger.exception("costspan could not read a request's attributes; the call goes on")
 
         if self.stream and operation.stream_usage_option and settings.inject_stream_usage:
             options = given(kwargs, "stream_options")
