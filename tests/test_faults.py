@@ -11,7 +11,7 @@ exception would reach the caller, the span would not end, or the hold would stay
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import openai
@@ -127,6 +127,7 @@ def test_a_fault_never_breaks_a_plain_call(
     (span,) = span_exporter.get_finished_spans()
     assert span.name == "chat gpt-4o-mini"
     assert _held(ledger, b).held_micros == 0
+    _still_described(seam, span.attributes or {})
     if not seam.startswith("stream"):  # a plain call reads no stream
         assert any("injected fault" in str(r.exc_info) for r in caplog.records if r.exc_info)
 
@@ -151,6 +152,15 @@ def test_a_fault_never_breaks_a_stream(
     (span,) = span_exporter.get_finished_spans()
     assert span.name == "chat gpt-4o-mini"
     assert _held(ledger, b).held_micros == 0
+    _still_described(seam, span.attributes or {})
+
+
+def _still_described(seam: str, attributes: Mapping[str, Any]) -> None:
+    """A fault in one step costs the span only what that step writes: usage is on every span,
+    and cost on every span whose pricing did not fail."""
+    assert "gen_ai.usage.input_tokens" in attributes
+    if seam != "price":
+        assert "gen_ai.usage.cost.amount" in attributes
 
 
 @pytest.mark.parametrize("seam", ["price", "stream outcome", "ledger:commit"])
