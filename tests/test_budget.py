@@ -278,19 +278,23 @@ def test_callable_may_raise_the_refusal_itself(
     assert attrs(span)["error.type"] == "BudgetExceeded"
 
 
-def test_a_failing_callable_lets_the_call_through_unchecked(
-    client: openai.OpenAI, span_exporter: InMemorySpanExporter, caplog: pytest.LogCaptureFixture
+def test_a_failing_callable_raises_its_own_error_and_sends_nothing(
+    client: openai.OpenAI, server: OpenAICompatibleServer, span_exporter: InMemorySpanExporter
 ) -> None:
-    """A bug in the user's callable never breaks the call: it goes on, marked unchecked."""
+    """The user's on_exceed callable raising is the user's exception: it reaches the caller
+    unchanged, before anything is sent (a failing control never lets the call through)."""
 
     def broken(exceeded: BudgetExceeded) -> None:
         raise ZeroDivisionError
 
-    with costspan.budget(usd="0.0001", on_exceed=broken):
+    with (
+        costspan.budget(usd="0.0001", on_exceed=broken),
+        pytest.raises(ZeroDivisionError),
+    ):
         client.chat.completions.create(model="gpt-4o", messages=USER, max_completion_tokens=500)
+    assert server.requests == []
     (span,) = span_exporter.get_finished_spans()
-    assert attrs(span)["costspan.budget.decision"] == "unchecked"
-    assert "could not check budgets" in caplog.text
+    assert attrs(span)["error.type"] == "ZeroDivisionError"
 
 
 def test_callable_returning_none_refuses(client: openai.OpenAI) -> None:

@@ -17,6 +17,7 @@ span or a metric; the invocation does.
 
 from __future__ import annotations
 
+import logging
 import math
 import secrets
 from collections.abc import Generator, Mapping
@@ -33,16 +34,26 @@ from costspan._estimate import (
     NO_ESTIMATE,
     Estimate,
     choices,
+    fallback_bound,
     output_cap,
     project,
 )
 from costspan._money import display, micros, usd
 from costspan._operations import Operation, given
 from costspan._reservation import Admission, blocks
-from costspan._runtime import Runtime, runtime
+from costspan._runtime import Runtime, once, runtime
 from costspan._scopes import Scope, active_scopes
 from costspan._usage import TokenUsage
-from costspan.ledgers import Ledger, LedgerUnavailable, Reservation, ScopeLimit, ScopeState
+from costspan.ledgers import (
+    FailSafeLedger,
+    Ledger,
+    LedgerUnavailable,
+    Reservation,
+    ScopeLimit,
+    ScopeState,
+)
+
+_logger = logging.getLogger(__name__)
 
 MIN_CLAMP_TOKENS: Final = 16
 """Below this many affordable output tokens a clamp refuses instead (an answer that short is no
@@ -88,6 +99,14 @@ class Admitted:
         """The fail mode that decided without the shared ledger, if one did."""
         value = self.attributes.get(A.COSTSPAN_LEDGER_FAIL_MODE)
         return None if value is None else str(value)
+
+
+class UserError(Exception):
+    """Internal: the user's ``on_exceed`` callable raised; its exception reaches the caller."""
+
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__(repr(exc))
+        self.exc = exc
 
 
 class Refusal(Exception):
@@ -197,7 +216,10 @@ class Admitter:
         if action == "truncate":
             return self._truncate(scope, admission, state)
         if callable(action):
-            overrides: object = action(exceeded(scope, estimate, state))
+            try:
+                overrides: object = action(exceeded(scope, estimate, state))
+            except BaseException as exc:
+                raise UserError(exc) from exc  # the user's own exception, passed on unchanged
             if not isinstance(overrides, Mapping) or not overrides:
                 raise Refusal(scope, state)
             changes = cast("Mapping[object, object]", overrides)
@@ -313,8 +335,13 @@ def _admitter(request: Request) -> tuple[Admitter | None, list[str]]:
 
 
 def admit(request: Request) -> Admitted:
-    """Admit a call. Mutates ``request.kwargs`` for actions."""
-    admitter, rejected = _admitter(request)
+    """Admit a call. Mutates ``request.kwargs`` for actions. Raises only what a user asked for
+    (``UnpricedModelError``; :class:`UserError` around an ``on_exceed`` callable's own
+    exception); any other failure is decided by the fail mode (:func:`_fail_safe`)."""
+    try:
+        admitter, rejected = _admitter(request)
+    except Exception as exc:
+        return _unreadable(request, exc)
     if admitter is None:
         return Admitted(None, rejected=rejected)
     loop = admitter.run()
@@ -326,11 +353,20 @@ def admit(request: Request) -> Admitted:
         return _admitted(admitter, done.value, rejected)
     except (Refusal, LedgerUnavailable) as exc:
         return _refused(admitter, exc, rejected)
+    except UserError:
+        raise
+    except UnpricedModelError:
+        raise
+    except Exception as exc:
+        return _fail_safe(admitter, exc, rejected)
 
 
 async def aadmit(request: Request) -> Admitted:
     """:func:`admit` for async calls: a ledger that blocks is awaited, never called."""
-    admitter, rejected = _admitter(request)
+    try:
+        admitter, rejected = _admitter(request)
+    except Exception as exc:
+        return _unreadable(request, exc)
     if admitter is None:
         return Admitted(None, rejected=rejected)
     if not blocks(admitter.ledger):
@@ -344,6 +380,12 @@ async def aadmit(request: Request) -> Admitted:
         return _admitted(admitter, done.value, rejected)
     except (Refusal, LedgerUnavailable) as exc:
         return _refused(admitter, exc, rejected)
+    except UserError:
+        raise
+    except UnpricedModelError:
+        raise
+    except Exception as exc:
+        return _fail_safe(admitter, exc, rejected)
 
 
 def _admitted(admitter: Admitter, admission: Admission, rejected: list[str]) -> Admitted:
@@ -354,14 +396,19 @@ def _refused(
     admitter: Admitter, cause: Refusal | LedgerUnavailable, rejected: list[str]
 ) -> Admitted:
     scopes, r = admitter.scopes, admitter.request
-    estimate = project(r.operation, r.kwargs, r.model, r.provider, r.when_ns)
+    try:
+        estimate = project(r.operation, r.kwargs, r.model, r.provider, r.when_ns)
+    except Exception:
+        estimate = Estimate(r.model, 0, 0, None)  # the refusal stands; only its numbers are gone
     attrs: dict[str, AttributeValue] = {
         A.COSTSPAN_BUDGET_DECISION: "refuse",
         A.COSTSPAN_BUDGET_IDS: [scope.label for scope in scopes],
     }
     exc: BudgetExceeded
     if isinstance(cause, LedgerUnavailable):
-        exc = BudgetUnavailable(scope=scopes[0].label, model=r.model, reason=str(cause))
+        exc = BudgetUnavailable(
+            scope=scopes[0].label, model=r.model, reason=f"the ledger is unreachable ({cause})"
+        )
         attrs[A.COSTSPAN_LEDGER_FAIL_MODE] = "closed"
     else:
         exc = exceeded(cause.scope, estimate, cause.state)
@@ -369,3 +416,99 @@ def _refused(
     if estimate.usd is not None:
         attrs[A.COSTSPAN_BUDGET_ESTIMATE_USD] = display(estimate.usd)
     return Admitted(None, attrs, exc, rejected)
+
+
+# -- when admission itself fails ----------------------------------------------------------------
+def _reason(exc: Exception) -> str:
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _unavailable(
+    labels: list[str], model: str, reason: str, mode: str, rejected: list[str]
+) -> Admitted:
+    attrs: dict[str, AttributeValue] = {
+        A.COSTSPAN_BUDGET_DECISION: "refuse",
+        A.COSTSPAN_BUDGET_IDS: labels,
+        A.COSTSPAN_LEDGER_FAIL_MODE: mode,
+    }
+    exc = BudgetUnavailable(scope=labels[0], model=model, reason=reason, fail_mode=mode)
+    return Admitted(None, attrs, exc, rejected)
+
+
+def _unchecked(labels: list[str], rejected: list[str]) -> Admitted:
+    attrs: dict[str, AttributeValue] = {
+        A.COSTSPAN_BUDGET_DECISION: "unchecked",
+        A.COSTSPAN_BUDGET_IDS: labels,
+        A.COSTSPAN_LEDGER_FAIL_MODE: "open",
+    }
+    return Admitted(None, attrs, rejected=rejected)
+
+
+def _log(exc: Exception, mode: str) -> None:
+    if once(("admission-failed", type(exc).__name__, mode)):
+        _logger.error(
+            "costspan could not check a call's budgets (%s); COSTSPAN_FAIL_MODE=%s decides "
+            "(further failures of this kind are counted in %s, not logged)",
+            _reason(exc),
+            mode,
+            A.METRIC_LEDGER_UNAVAILABLE,
+            exc_info=exc,
+        )
+
+
+def _unreadable(request: Request, exc: Exception) -> Admitted:
+    """The budgets and limits of the call's context could not even be read: nothing local can
+    decide, so only ``open`` sends the call."""
+    mode = runtime().settings.fail_mode
+    _log(exc, mode)
+    labels = ["(unreadable budgets)"]
+    if mode == "open":
+        return _unchecked(labels, [])
+    reason = f"its budgets could not be read ({_reason(exc)})"
+    return _unavailable(labels, request.model, reason, mode, [])
+
+
+def _fail_safe(admitter: Admitter, exc: Exception, rejected: list[str]) -> Admitted:
+    """Admission failed (a ledger error, a bug, input costspan cannot read): the fail mode
+    decides, as for an unreachable ledger. ``closed`` refuses; ``open`` sends unchecked;
+    ``local`` reserves a tokenizer-free worst case in this process's own counters and refuses
+    if even that cannot be done."""
+    mode = admitter.runtime.settings.fail_mode
+    _log(exc, mode)
+    r, scopes = admitter.request, admitter.scopes
+    labels = [scope.label for scope in scopes]
+    if mode == "open":
+        return _unchecked(labels, rejected)
+    reason = f"checking them failed ({_reason(exc)})"
+    if mode == "closed":
+        return _unavailable(labels, r.model, reason, mode, rejected)
+    try:
+        return _admit_locally(admitter, rejected)
+    except Exception as again:
+        _logger.error("costspan could not check budgets locally either", exc_info=again)
+        return _unavailable(labels, r.model, reason, mode, rejected)
+
+
+def _admit_locally(admitter: Admitter, rejected: list[str]) -> Admitted:
+    r, scopes, ledger = admitter.request, admitter.scopes, admitter.ledger
+    estimate = fallback_bound(
+        r.operation, r.kwargs, r.model, r.provider, r.when_ns, admitter.runtime.pricer
+    )
+    amount = 0 if estimate.usd is None else micros(estimate.usd)
+    admission = Admission(scopes, secrets.token_hex(12), ledger, estimate, degraded="local")
+    admission.warned.extend(scope for scope in scopes if scope.action == "warn")
+    held = admission.held()
+    if isinstance(ledger, FailSafeLedger):
+        result = ledger.reserve_locally(admission.rid, held, amount, estimate.tokens, LEASE_S)
+    else:
+        result = ledger.reserve(admission.rid, held, amount, estimate.tokens, LEASE_S)
+    admission.states.update((state.key, state) for state in result.states)
+    if not result.granted:
+        scope = next(x for x in scopes if x.key == result.failed_scope)
+        refusal = _refused(admitter, Refusal(scope, admission.states.get(scope.key)), rejected)
+        refusal.attributes[A.COSTSPAN_LEDGER_FAIL_MODE] = "local"
+        return refusal
+    admission.estimate = estimate
+    admission.held_micros = amount
+    return _admitted(admitter, admission, rejected)

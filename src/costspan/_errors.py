@@ -94,16 +94,18 @@ class BudgetExceeded(RuntimeError):
 
 class BudgetUnavailable(BudgetExceeded):
     """Raised before a request is sent when its budgets cannot be checked: the shared ledger is
-    unreachable and ``COSTSPAN_FAIL_MODE=closed``. Nothing was sent and nothing was charged.
+    unreachable, or checking failed (a ledger error, input costspan cannot read), and the fail
+    mode refuses (``COSTSPAN_FAIL_MODE=closed``, or ``local`` when not even this process's own
+    counters can decide). Nothing was sent and nothing was charged.
 
     A subclass of :class:`BudgetExceeded`, so code that handles refusals handles this one too.
     """
 
-    def __init__(self, *, scope: str, model: str, reason: str) -> None:
+    def __init__(self, *, scope: str, model: str, reason: str, fail_mode: str = "closed") -> None:
         RuntimeError.__init__(
             self,
             f"call to {model!r} refused before it was sent: budget {scope!r} cannot be checked "
-            f"because the ledger is unreachable ({reason}) and COSTSPAN_FAIL_MODE=closed",
+            f"because {reason} (COSTSPAN_FAIL_MODE={fail_mode})",
         )
         self.budget = None
         self.scope = scope

@@ -8,6 +8,7 @@ The same projection serves admission (what a call reserves in its budgets), the 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -78,6 +79,34 @@ def project(
         cap = output_cap(kwargs)
         output = (DEFAULT_OUTPUT_TOKENS if cap is None else cap) * choices(kwargs)
     cost = (pricer or runtime().pricer).price(
+        TokenUsage(input_tokens, output), models=(model,), provider=provider, when_ns=when_ns
+    )
+    return Estimate(model, input_tokens, output, None if cost is None else cost.total)
+
+
+def fallback_bound(
+    operation: Operation,
+    kwargs: Mapping[str, Any],
+    model: str,
+    provider: str,
+    when_ns: int,
+    pricer: Pricer,
+) -> Estimate:
+    """A worst case that needs no tokenizer and no understanding of the request: every UTF-8
+    byte of the request counted as a token (a byte-level BPE never makes more tokens than
+    bytes), output bounded as :func:`project` bounds it. Loose, but it holds for any input;
+    the ``local`` fail mode reserves it when the exact projection failed."""
+    try:
+        body = json.dumps(kwargs, default=repr, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        body = repr(kwargs)
+    input_tokens = len(body.encode("utf-8", "replace"))
+    if operation.name == A.OP_EMBEDDINGS:
+        output = 0
+    else:
+        cap = output_cap(kwargs)
+        output = (DEFAULT_OUTPUT_TOKENS if cap is None else cap) * choices(kwargs)
+    cost = pricer.price(
         TokenUsage(input_tokens, output), models=(model,), provider=provider, when_ns=when_ns
     )
     return Estimate(model, input_tokens, output, None if cost is None else cost.total)

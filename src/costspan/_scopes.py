@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from costspan._baggage import InboundBudget, inbound_budgets
+from opentelemetry import baggage
+
+from costspan._baggage import BUDGETS_KEY, InboundBudget, inbound_budgets
 from costspan._budget import Budget, local_budgets
 from costspan._limits import Applied
 from costspan._money import micros
@@ -80,6 +82,16 @@ class Scope:
             self.expires_at,
             self.sticky,
         )
+
+
+def possibly_limited() -> bool:
+    """Cheap: whether a call in this context may be under a budget or a configured limit."""
+    current = settings()
+    return bool(
+        local_budgets()
+        or current.limits
+        or (current.trust_inbound_budgets and baggage.get_baggage(BUDGETS_KEY) is not None)
+    )
 
 
 def active_scopes(trace_id: int = 0) -> tuple[list[Scope], list[str]]:

@@ -17,17 +17,20 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+from opentelemetry.metrics import NoOpMeterProvider
+from opentelemetry.trace import NoOpTracerProvider
 
 from costspan import _attributes as A
-from costspan._admit import Admitted, Request, aadmit, admit
+from costspan._admit import Admitted, Request, UserError, aadmit, admit
 from costspan._config import ContentCapture
-from costspan._errors import BudgetExceeded, UnpricedModelError
+from costspan._errors import BudgetExceeded, BudgetUnavailable, UnpricedModelError
 from costspan._invocation import Invocation, error_type_of
 from costspan._operations import Attributes, Operation, given
 from costspan._providers import HostMap
 from costspan._proxy import ObjectProxy
 from costspan._reservation import await_writes
 from costspan._runtime import runtime
+from costspan._scopes import possibly_limited
 from costspan._streams import AsyncStreamProxy, StreamState, SyncStreamProxy
 from costspan._telemetry import Telemetry
 from costspan._usage import TokenUsage
@@ -121,9 +124,10 @@ class Call:
         return estimate
 
     def _request(self) -> Request | None:
-        model = self.kwargs.get("model")
-        if not isinstance(model, str):
-            return None
+        model = given(self.kwargs, "model")
+        if model is None:
+            return None  # the client itself refuses a call without a model, before sending
+        model = str(model)
         invocation = self.invocation
         self.kwargs = dict(self.kwargs)  # actions rewrite the request; never the caller's dict
         return Request(
@@ -162,12 +166,14 @@ class Call:
         self._admitted(asked, result)
 
     def _admission_failed(self, exc: BaseException) -> None:
-        if isinstance(exc, UnpricedModelError | BudgetExceeded):
-            # Refused up front (a user's on_exceed callable may raise BudgetExceeded itself).
-            self.invocation.fail(type(exc).__qualname__, str(exc), exception=exc)
-        elif isinstance(exc, Exception):
-            # Budgets could not be checked: the call goes on unmetered (see _prepare), and the
-            # span says so.
+        if isinstance(exc, UserError):
+            exc = exc.exc  # the user's own exception (an on_exceed callable): not sent
+            self.invocation.fail(error_type_of(exc), str(exc), exception=exc)
+        elif isinstance(exc, UnpricedModelError | BudgetExceeded) or not isinstance(exc, Exception):
+            # Refused up front (or interrupted): not sent.
+            self.invocation.fail(error_type_of(exc), str(exc), exception=exc)
+        else:
+            # Budgets could not be checked (see _uncheckable), and the span says so.
             self.invocation.pending[A.COSTSPAN_BUDGET_DECISION] = "unchecked"
 
     def _admitted(self, model: str, result: Admitted) -> None:
@@ -296,16 +302,39 @@ class AsyncRawResponseProxy(_RawResponseMixin, ObjectProxy):
         self._self_unread()
 
 
+_QUIET = Telemetry(NoOpTracerProvider(), NoOpMeterProvider())
+"""No spans, no metrics: for calls made while instrumentation is suppressed."""
+
+
 def _call(
     telemetry: Telemetry, operation: Operation, instance: object, kwargs: dict[str, Any]
 ) -> Call | None:
     if not is_instrumentation_enabled():
-        return None
+        # Suppressed instrumentation means no telemetry, not no control: under a budget or a
+        # configured limit the call is still admitted and settled, without a span.
+        if not possibly_limited():
+            return None
+        telemetry = _QUIET
     try:
         return Call(telemetry, operation, instance, kwargs)
-    except Exception:
-        _logger.exception("costspan could not prepare a span; the call goes on uninstrumented")
+    except Exception as exc:
+        _uncheckable(exc, "costspan could not prepare a call")
         return None
+
+
+def _uncheckable(exc: Exception, what: str) -> None:
+    """A failure outside admission's own fail-safe handling: refused if the fail mode is
+    ``closed`` and budgets may apply; otherwise logged (never silently unmetered)."""
+    limited = possibly_limited()
+    if limited and runtime().settings.fail_mode == "closed":
+        raise BudgetUnavailable(
+            scope="(unknown)",
+            model="(unknown)",
+            reason=f"{what} ({type(exc).__name__}: {exc})",
+        ) from exc
+    _logger.exception(
+        "%s; it goes on %s", what, "unmetered" if limited else "without a span", exc_info=exc
+    )
 
 
 def _prepare(
@@ -318,8 +347,10 @@ def _prepare(
         call.admit()
     except (BudgetExceeded, UnpricedModelError):
         raise  # the deliberate refusals, before anything is sent
-    except Exception:
-        _logger.exception("costspan could not check budgets; the call goes on unmetered")
+    except UserError as exc:
+        raise exc.exc from None  # the user's on_exceed callable raised: theirs, unchanged
+    except Exception as exc:
+        _uncheckable(exc, "costspan could not check budgets")
     return call
 
 
@@ -333,8 +364,10 @@ async def _aprepare(
         await call.aadmit()
     except (BudgetExceeded, UnpricedModelError):
         raise  # the deliberate refusals, before anything is sent
-    except Exception:
-        _logger.exception("costspan could not check budgets; the call goes on unmetered")
+    except UserError as exc:
+        raise exc.exc from None  # the user's on_exceed callable raised: theirs, unchanged
+    except Exception as exc:
+        _uncheckable(exc, "costspan could not check budgets")
     return call
 
 

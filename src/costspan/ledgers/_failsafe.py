@@ -159,6 +159,39 @@ class FailSafeLedger:
                 self._trip(exc)
         return self._degraded_reserve(rid, scopes, usd_micros, tokens, lease_s, attempted)
 
+    def reserve_locally(
+        self,
+        rid: str,
+        scopes: Sequence[ScopeLimit],
+        usd_micros: int,
+        tokens: int,
+        lease_s: float,
+    ) -> Reservation:
+        """Decide a reserve with this process's own counters only (seeded with the store's last
+        answers), as the ``local`` fail mode does: for a call the store could not be asked
+        about (its admission failed for another reason). Its commit still reaches the store."""
+        local = self._local
+        self._seed(local, scopes)
+        reservation = local.reserve(rid, scopes, usd_micros, tokens, lease_s)
+        if reservation.granted:
+            with self._lock:
+                self._degraded[rid] = local
+        return reservation._replace(degraded="local")
+
+    def _seed(self, local: MemoryLedger, scopes: Sequence[ScopeLimit]) -> None:
+        for limit in scopes:
+            seen = self._seen.get(limit.key)
+            if seen is not None:
+                # Other processes' holds count as spent: the fallback errs on the safe side.
+                local.seed(
+                    ScopeState(
+                        limit.key,
+                        spent_micros=seen.spent_micros + seen.held_micros,
+                        spent_tokens=seen.spent_tokens + seen.held_tokens,
+                        calls=seen.calls,
+                    )
+                )
+
     def _remember(self, reservation: Reservation) -> Reservation:
         # The last shared state of each scope seeds the local fallback if the store goes away.
         if reservation.states:
@@ -193,18 +226,7 @@ class FailSafeLedger:
                 self._degraded[rid] = None
             return Reservation(granted=True, degraded="open")
         local = self._local
-        for limit in scopes:
-            seen = self._seen.get(limit.key)
-            if seen is not None:
-                # Other processes' holds count as spent: the fallback errs on the safe side.
-                local.seed(
-                    ScopeState(
-                        limit.key,
-                        spent_micros=seen.spent_micros + seen.held_micros,
-                        spent_tokens=seen.spent_tokens + seen.held_tokens,
-                        calls=seen.calls,
-                    )
-                )
+        self._seed(local, scopes)
         reservation = local.reserve(rid, scopes, usd_micros, tokens, lease_s)
         if reservation.granted:
             with self._lock:
