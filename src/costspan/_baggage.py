@@ -24,13 +24,13 @@ from typing import Final, Literal
 
 from opentelemetry import baggage, context
 
+from costspan._money import MAX_USD
 from costspan._runtime import settings
+from costspan.ledgers._protocol import MAX_TOKENS
 
 BUDGETS_KEY: Final = "costspan.budgets"
 MAX_BUDGETS: Final = 8
 MAX_BUDGETS_VALUE: Final = 1024  # characters of the baggage value; real ones are ~40 per budget
-MAX_USD: Final = Decimal(1_000_000_000)
-MAX_TOKENS: Final = 10**15
 MAX_TAG_VALUE: Final = 256
 # W3C guarantees propagation of 8,192 bytes of baggage in all; a single attribution value of
 # more than 256 characters is not an id, and is dropped rather than copied onto every span.

@@ -28,9 +28,10 @@ from costspan._baggage import (
     ContextEntry,
     budget_entries,
 )
-from costspan._money import usd, usd_amount
+from costspan._money import cap_amount, usd
 from costspan._runtime import runtime
 from costspan.ledgers import ScopeState
+from costspan.ledgers._protocol import MAX_TOKENS
 
 _logger = logging.getLogger(__name__)
 
@@ -64,11 +65,11 @@ class Budget(ContextEntry):
         name: object = None,
     ) -> None:
         # Arguments are typed as object: they come from user code and are checked here.
-        self.usd: Decimal | None = None if usd is None else usd_amount(usd, "usd")
+        self.usd: Decimal | None = None if usd is None else cap_amount(usd, "usd")
         if tokens is not None and (
-            isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0
+            isinstance(tokens, bool) or not isinstance(tokens, int) or not 0 <= tokens <= MAX_TOKENS
         ):
-            raise ValueError(f"tokens must be a whole number >= 0, not {tokens!r}")
+            raise ValueError(f"tokens must be a whole number from 0 to 10**15, not {tokens!r}")
         self.tokens: int | None = tokens
         if self.usd is None and self.tokens is None:
             raise ValueError("a budget needs a cap: usd=..., tokens=..., or both")

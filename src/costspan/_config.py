@@ -184,10 +184,11 @@ def parse_records(name: str, raw: str) -> str | None:
 
 
 def parse_max_records(name: str, raw: str) -> int:
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a whole number") from None
+    text = raw.strip()
+    # ASCII digits only: int() would also take "٣" and "1_000".
+    if not (text.isascii() and text.isdigit()) or len(text) > 12:
+        raise ValueError(f"{name}={raw!r} is not a whole number")
+    value = int(text)
     if not 1 <= value <= 10_000_000:
         raise ValueError(f"{name}={raw!r}: keep between 1 and 10,000,000 records")
     return value

@@ -37,7 +37,8 @@ from urllib.parse import quote
 
 from opentelemetry import baggage, trace
 
-from costspan._money import usd_amount
+from costspan._money import cap_amount
+from costspan.ledgers._protocol import MAX_TOKENS
 
 WINDOWS: Final = ("request", "hour", "day", "month")
 ACTIONS: Final = ("block", "warn", "clamp", "truncate")
@@ -47,9 +48,12 @@ in the window they were reserved in."""
 REQUEST_TTL_S: Final = 86400.0
 MAX_VALUE: Final = 128  # characters of a baggage value kept in a scope key; longer ones hashed
 
+# ASCII only, everywhere: str.isdigit(), \d and int() also accept "²" and "٣".
 _CAP: Final = re.compile(
-    r"^(?:\$(?P<usd>\d+(?:\.\d+)?)|(?P<tokens>\d+)\s*tokens?)\s*/\s*(?P<window>[a-z]+)$"
+    r"^(?:\$(?P<usd>[0-9]+(?:\.[0-9]+)?)|(?P<tokens>[0-9]+) *tokens?) */ *(?P<window>[a-z]+)$",
+    re.ASCII,
 )
+_WORD: Final = re.compile(r"^[A-Za-z]+$")
 _KEY: Final = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$")
 
 
@@ -107,9 +111,12 @@ def _window(window: str, now: float, trace_id: int) -> tuple[str, float]:
 
 
 def scope_value(value: str) -> str:
-    """A baggage value made safe for a ledger key: escaped, bounded in length."""
+    """A baggage value made safe for a ledger key: escaped, bounded in length.
+
+    A long value is stored as ``#`` and its SHA-256: escaping turns every ``#`` of a raw value
+    into ``%23``, so no raw value, however chosen, can name a hashed one's counter."""
     if len(value) > MAX_VALUE:
-        return "sha256-" + hashlib.sha256(value.encode()).hexdigest()[:32]
+        return "#" + hashlib.sha256(value.encode()).hexdigest()
     return quote(value, safe="@+-._~")
 
 
@@ -204,7 +211,7 @@ def _parse_rule(text: str, where: str) -> list[Rule]:
     action = "block"
     if rest and rest[-1].lower() in ACTIONS:
         action = rest.pop().lower()
-    elif rest and rest[-1].isalpha() and rest[-1].lower() != "tokens" and "/" not in rest[-1]:
+    elif rest and _WORD.match(rest[-1]) and rest[-1].lower() != "tokens":
         raise ValueError(
             f"{where}: {text!r}: unknown action {rest[-1]!r}; use one of {', '.join(ACTIONS)}"
         )
@@ -221,7 +228,7 @@ def _parse_rule(text: str, where: str) -> list[Rule]:
         if not _KEY.match(key):
             raise ValueError(f"{where}: {text!r}: {key!r} is not a baggage key")
     # Re-join so "2000000 tokens/day" (two words) reads as one cap.
-    caps = re.findall(r"\$?[\d.]+\s*(?:tokens?\s*)?/\s*\S+|\S+", " ".join(rest))
+    caps = re.findall(r"\$?[0-9.]+ *(?:tokens? *)?/ *\S+|\S+", " ".join(rest), re.ASCII)
     if not caps:
         raise ValueError(
             f"{where}: {text!r} has no cap; write e.g. '{scope} $10/day' or "
@@ -240,9 +247,11 @@ def _parse_rule(text: str, where: str) -> list[Rule]:
             raise ValueError(
                 f"{where}: {text!r}: unknown window {window!r}; use one of {', '.join(WINDOWS)}"
             )
-        usd = None if match["usd"] is None else usd_amount(match["usd"], f"{where}: {text!r}")
+        usd = None if match["usd"] is None else cap_amount(match["usd"], f"{where}: {text!r}")
         tokens = None if match["tokens"] is None else int(match["tokens"])
         if (usd is not None and usd <= 0) or tokens == 0:
             raise ValueError(f"{where}: {text!r}: a cap must be more than zero")
+        if tokens is not None and tokens > MAX_TOKENS:
+            raise ValueError(f"{where}: {text!r}: at most 10**15 tokens fit in a ledger")
         rules.append(Rule(key, value, window, usd, tokens, action))
     return rules

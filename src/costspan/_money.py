@@ -13,6 +13,19 @@ from typing import Final
 
 MICROS_PER_USD: Final = 1_000_000
 _MICROS: Final = Decimal(MICROS_PER_USD)
+MAX_USD: Final = Decimal(1_000_000_000)
+"""The largest cap a budget or limit may have: what every ledger engine stores exactly (10**15
+µ$, see :data:`costspan.ledgers._protocol.MAX_MICROS`)."""
+
+
+def cap_amount(value: object, name: str) -> Decimal:
+    """A USD cap from user input: :func:`usd_amount`, and at most :data:`MAX_USD`."""
+    amount = usd_amount(value, name)
+    if amount > MAX_USD:
+        raise ValueError(
+            f"{name}={value!r} is more than a ledger can hold (at most $1,000,000,000)"
+        )
+    return amount
 
 
 def micros(amount: Decimal) -> int:

@@ -61,8 +61,18 @@ def test_ledger_urls(url: str, engine: str, shown: str) -> None:
         ("sqlite://", "give a file"),
         ("sqlite:///x.db?wal=1", "unknown option 'wal'"),
         ("redis://host/0?timeout=soon", "timeout='soon' is not a float"),
-        ("redis://host/0?retries=-1", "retries must be >= 0"),
+        ("redis://host/0?retries=-1", "retries='-1' is not a int"),
         ("redis:///0", "needs a host"),
+        # What redis-py would only find when connecting, found at configure time.
+        ("redis://host/0?foo=bar", "unexpected keyword argument 'foo'"),
+        ("redis://host:70000/0", "port must be a number from 0 to 65535"),
+        ("redis://host/abc", "database .'abc'. must be a whole number"),
+        ("redis://:secret@host/0?foo=1", "redis://:\\*\\*\\*@host"),  # password never shown
+        # ASCII digits only: float() would take these, and "inf" would wait forever.
+        ("redis://host/0?timeout=inf", "timeout='inf' is not a float"),
+        ("redis://host/0?timeout=\u0663", "is not a float"),
+        ("sqlite:///x.db?busy_timeout=nan", "busy_timeout='nan' is not a float"),
+        ("redis://host/0?timeout=3600", "timeout must be at most 60"),
     ],
 )
 def test_bad_ledger_urls_are_clear_errors(

@@ -12,8 +12,9 @@ Shared engines are wrapped in :class:`FailSafeLedger` with the configured fail m
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from costspan.ledgers._failsafe import FailMode, FailSafeLedger
@@ -23,6 +24,9 @@ from costspan.ledgers._redis import RedisLedger, redacted
 from costspan.ledgers._sqlite import SQLiteLedger
 
 _REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
+_INT: Final = re.compile(r"^[0-9]{1,9}$")
+_FLOAT: Final = re.compile(r"^[0-9]{1,6}(?:\.[0-9]{1,9})?$")
+_MAXIMA: Final[dict[str, float]] = {"busy_timeout": 60.0, "timeout": 60.0, "retries": 10}
 _OPTIONS: Final = {
     "sqlite": {"busy_timeout": float},
     "redis": {"timeout": float, "retries": int, "prefix": str},
@@ -92,6 +96,7 @@ def parse_ledger_url(name: str, raw: str) -> LedgerSpec:
             )
         # Hand redis-py the URL as written, less costspan's own options.
         target = text.split("?", 1)[0] + (f"?{urlencode(rest)}" if rest else "")
+        _check_redis_target(name, raw, target)
         return LedgerSpec("redis", target, tuple(ours.items()))
     raise ValueError(
         f"{name}={raw!r}: use memory, sqlite:///path/to/ledger.db, redis://host:port/db, "
@@ -111,15 +116,40 @@ def _options(
                 options[key] = value
                 continue
             raise ValueError(f"{name}={raw!r}: unknown option {key!r}; known: {', '.join(known)}")
-        try:
-            parsed = kind(value)
-        except ValueError:
-            raise ValueError(
-                f"{name}={raw!r}: option {key}={value!r} is not a {kind.__name__}"
-            ) from None
-        if isinstance(parsed, float | int) and parsed < 0:
-            raise ValueError(f"{name}={raw!r}: option {key} must be >= 0")
+        parsed: float | int | str = value
+        if kind is not str:
+            # ASCII digits only (float() and int() also take "٣", "1_0", "inf" and "nan").
+            shape = _INT if kind is int else _FLOAT
+            if not shape.match(value):
+                raise ValueError(f"{name}={raw!r}: option {key}={value!r} is not a {kind.__name__}")
+            number = float(value) if kind is float else int(value)
+            parsed = number
+            if number > _MAXIMA[key]:
+                raise ValueError(f"{name}={raw!r}: option {key} must be at most {_MAXIMA[key]}")
         if kind is str and not parsed:
             raise ValueError(f"{name}={raw!r}: option {key} must not be empty")
         options[key] = parsed
     return options
+
+
+def _check_redis_target(name: str, raw: str, target: str) -> None:
+    """What redis-py would only find when it first connects, found now: a port out of range, a
+    database that is not a number, an option no connection takes. No connection is made."""
+    parts = urlsplit(target)
+    shown = redacted(raw)
+    try:
+        parts.port  # noqa: B018 - raises ValueError when out of range
+    except ValueError:
+        raise ValueError(f"{name}={shown!r}: the port must be a number from 0 to 65535") from None
+    if parts.scheme != "unix":
+        db = parts.path.strip("/")
+        if db and not _INT.match(db):
+            raise ValueError(f"{name}={shown!r}: the database ({db!r}) must be a whole number >= 0")
+    import redis
+
+    try:
+        from_url: Any = getattr(redis.ConnectionPool, "from_url")  # noqa: B009
+        from_url(target).make_connection()
+    except (TypeError, ValueError) as exc:
+        message = str(exc).replace("AbstractConnection.__init__() got an ", "")
+        raise ValueError(f"{name}={shown!r}: {message}") from None

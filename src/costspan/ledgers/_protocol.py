@@ -30,7 +30,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Final, NamedTuple, Protocol, runtime_checkable
+
+MAX_MICROS: Final = 10**15
+"""The largest USD amount (in µ$: one billion dollars) a cap, hold or charge may have. Every
+engine stores it exactly: below 2**53 (Redis scripts compute in doubles) and 2**63 (SQLite)."""
+MAX_TOKENS: Final = 10**15
+"""The largest token amount a cap, hold or charge may have (same reason)."""
 
 
 class LedgerUnavailable(Exception):
@@ -129,6 +135,8 @@ def check_amounts(usd_micros: int, tokens: int) -> None:
     """Amounts are never negative: a negative charge would be a way to reset spend."""
     if usd_micros < 0 or tokens < 0:
         raise ValueError("ledger amounts must be >= 0")
+    if usd_micros > MAX_MICROS or tokens > MAX_TOKENS:
+        raise ValueError("ledger amounts must be at most 10**15 (µ$ or tokens)")
 
 
 @runtime_checkable
