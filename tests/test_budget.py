@@ -16,6 +16,7 @@ from opentelemetry.trace import StatusCode
 import costspan
 from costspan import BudgetExceeded, UnpricedModelError, _runtime
 from costspan._estimate import DEFAULT_OUTPUT_TOKENS
+from costspan.ledgers import MemoryLedger
 from costspan.testing import OpenAICompatibleServer
 from tests.conftest import USER, attrs, counter_points
 
@@ -542,3 +543,43 @@ def test_estimate_counts_input_exactly_and_bounds_output() -> None:
     assert (embedding.input_tokens, embedding.output_tokens) == (2, 0)
     with pytest.raises(ValueError, match="operation must be one of"):
         costspan.estimate("gpt-4o", "hi", operation="images")
+
+
+def test_per_request_budgets_leave_nothing_behind(
+    client: openai.OpenAI, fresh_ledger: object
+) -> None:
+    """A service that opens a budget per request keeps no memory for requests that are over:
+    the memory ledger forgets each budget's scope when it is left (shared ledgers expire them),
+    and the budget still reports what it spent."""
+    budgets: list[costspan.Budget] = []
+    for _ in range(300):
+        with costspan.budget(usd="0.01") as b:
+            client.chat.completions.create(model="gpt-4o-mini", messages=USER)
+        budgets.append(b)
+    assert all(b.calls == 1 and b.spent_usd > 0 for b in budgets)
+    if isinstance(fresh_ledger, MemoryLedger):
+        assert not any(key.startswith("budget:") for key in fresh_ledger._counters)
+        assert len(fresh_ledger._records) == 0
+
+
+def test_a_budget_entered_again_keeps_its_spend(client: openai.OpenAI) -> None:
+    """Leaving a budget forgets its scope, not its spend: entered again, the same object goes
+    on from what it had spent, and its cap still holds."""
+    b = costspan.budget(usd="0.0002")
+    with b:
+        client.chat.completions.create(model="gpt-4o-mini", messages=USER, max_completion_tokens=50)
+    spent = b.spent_usd
+    assert spent > 0
+    # The largest call that fits the cap on its own, but not on top of what was spent.
+    cap = Decimal("0.0002")
+    fits_alone = max(
+        k
+        for k in range(1, 400)
+        if (costspan.estimate("gpt-4o-mini", USER, max_output_tokens=k).usd or cap) <= cap
+    )
+    with b:
+        assert b.spent_usd == spent
+        with pytest.raises(BudgetExceeded):
+            client.chat.completions.create(
+                model="gpt-4o-mini", messages=USER, max_completion_tokens=fits_alone
+            )

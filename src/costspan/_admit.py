@@ -158,6 +158,9 @@ class Admitter:
         return self.request.kwargs
 
     def run(self) -> Generator[_Ask, Reservation, Admission]:
+        for scope in self.scopes:
+            if scope.budget is not None and scope.budget.retired:
+                scope.budget.revive(self.ledger)  # a call still running in a left budget
         admission = Admission(self.scopes, secrets.token_hex(12), self.ledger, NO_ESTIMATE)
         if (
             any(scope.action == "clamp" for scope in self.scopes)

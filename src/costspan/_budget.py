@@ -16,6 +16,7 @@ import threading
 import uuid
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping
 from decimal import Decimal
+from types import TracebackType
 from typing import Any, Final, ParamSpec, TypeVar, cast
 
 from opentelemetry import baggage, context
@@ -108,6 +109,8 @@ class Budget(ContextEntry):
         self._crossed: set[float] = set()
         self._crossed_lock = threading.Lock()
         self._latest: Budget = self
+        self._entered = 0  # threads and tasks inside it now
+        self._final: ScopeState | None = None  # its counters, once its scope left the ledger
 
     # -- identity ----------------------------------------------------------------------------
     @property
@@ -140,7 +143,11 @@ class Budget(ContextEntry):
 
     # -- what it has spent (of the most recent run, when used as a decorator) -----------------
     def _state(self) -> ScopeState:
-        return runtime().ledger.snapshot(self._latest.scope_key)
+        latest = self._latest
+        final = latest._final
+        if final is not None:
+            return final
+        return runtime().ledger.snapshot(latest.scope_key)
 
     @property
     def spent_usd(self) -> Decimal:
@@ -181,8 +188,53 @@ class Budget(ContextEntry):
 
     # -- context manager ---------------------------------------------------------------------
     def __enter__(self) -> Budget:
+        with self._crossed_lock:
+            self._entered += 1
+        self.revive(runtime().ledger)
         self._attach()
         return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        super().__exit__(exc_type, exc, tb)
+        with self._crossed_lock:
+            self._entered -= 1
+            last = self._entered == 0
+        if last:
+            self._retire()
+
+    def _retire(self) -> None:
+        """Nobody is inside any more: the ledger may forget the scope once nothing is held in
+        it (per-request budgets keep no memory), after handing over the final counters, which
+        ``spent_usd`` and friends read from then on."""
+        retire = getattr(runtime().ledger, "retire", None)
+        if retire is None:
+            return  # a shared ledger: other processes may still use the scope; it expires
+        try:
+            retire(self.scope_key, self._gone)
+        except Exception:
+            _logger.exception("costspan could not release a finished budget's scope")
+
+    @property
+    def retired(self) -> bool:
+        """True once the scope left the ledger (the budget was left and nothing was held)."""
+        return self._final is not None
+
+    def _gone(self, state: ScopeState) -> None:
+        self._final = state
+
+    def revive(self, ledger: object) -> None:
+        """Put the scope back into the ledger before it is used again (a budget entered anew,
+        or a task still running in its context after it was left)."""
+        with self._crossed_lock:
+            final, self._final = self._final, None
+        seed = getattr(ledger, "seed", None)
+        if final is not None and seed is not None:
+            seed(final)
 
     async def __aenter__(self) -> Budget:
         return self.__enter__()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from costspan.ledgers import MemoryLedger, ScopeLimit, ScopeState
+from costspan.ledgers import CommitCode, MemoryLedger, ScopeLimit, ScopeState
 
 
 class Clock:
@@ -13,17 +13,41 @@ class Clock:
         return self.now
 
 
-def test_idle_scopes_and_old_records_are_purged() -> None:
-    """Memory stays bounded: idle scopes and finished records go after their time."""
+def test_idle_scopes_and_settled_records_are_bounded() -> None:
+    """Memory stays bounded: idle scopes go after their time; settled reservations are kept
+    only among the most recent (enough to recognise a repeated commit), held ones until their
+    lease is long over."""
     clock = Clock()
-    ledger = MemoryLedger(clock=clock, record_ttl_s=10, scope_ttl_s=10)
+    ledger = MemoryLedger(clock=clock, settled_kept=5, scope_ttl_s=10)
     for i in range(50):
         ledger.reserve(f"r{i}", [ScopeLimit(f"s{i}", cap_micros=100)], 1, 0, 1)
         ledger.commit(f"r{i}", 1, 0)
-    clock.now += 100
+    assert len(ledger._settled) == 5
+    assert ledger.commit("r49", 1, 0) == CommitCode.DUPLICATE
+    ledger.reserve("crashed", [ScopeLimit("c", cap_micros=100)], 1, 0, 1)  # never settled
+    clock.now += 4000
     ledger.reserve("fresh", [ScopeLimit("new", cap_micros=100)], 1, 0, 60)
-    assert len(ledger._counters) == 1
-    assert len(ledger._records) == 1
+    assert set(ledger._counters) == {"new"}
+    assert set(ledger._records) == {"fresh"}
+
+
+def test_a_retired_scope_leaves_once_nothing_is_held() -> None:
+    """An ended budget's scope goes at once when idle, or when its last hold settles; the final
+    counters are handed over first."""
+    ledger = MemoryLedger()
+    final: list[ScopeState] = []
+    ledger.reserve("a", [ScopeLimit("idle", cap_micros=100)], 10, 0, 60)
+    ledger.commit("a", 7, 3)
+    ledger.retire("idle", final.append)
+    assert "idle" not in ledger._counters
+    assert final[-1].spent_micros == 7
+    ledger.reserve("b", [ScopeLimit("busy", cap_micros=100)], 10, 0, 60)
+    ledger.retire("busy", final.append)
+    assert "busy" in ledger._counters  # a hold is live: it stays
+    ledger.commit("b", 4, 1)
+    assert "busy" not in ledger._counters
+    assert final[-1].spent_micros == 4
+    assert final[-1].held_micros == 0
 
 
 def test_a_scope_goes_when_its_window_ends() -> None:

@@ -2,9 +2,12 @@
 
 Every operation takes the lock once, so checking all caps and writing all counters is atomic
 with respect to every other thread of the process. Expired holds are swept lazily, in the scopes
-a reservation touches. Records of finished reservations are kept for ``record_ttl_s`` (so a
-retried commit is recognised as a duplicate) and idle scopes for ``scope_ttl_s`` (or until their
-window ends); both are purged as new work arrives, and the number of scopes is capped.
+a reservation touches. A reservation's record lives while it holds; once settled it is kept
+among the ``settled_kept`` most recent (so a repeated commit is recognised as a duplicate: in one
+process nothing retries later than that), and idle scopes for ``scope_ttl_s`` (or until their
+window ends); both are purged as new work arrives, and the number of scopes is capped. A scope
+whose budget has ended (:meth:`MemoryLedger.retire`) leaves as soon as nothing is held in it, so
+a service that opens a budget per request keeps no memory for requests that are over.
 
 It is also the per-process fallback of the shared engines (``COSTSPAN_FAIL_MODE=local``), which
 seed it with the spend they last saw (:meth:`MemoryLedger.seed`).
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -43,6 +47,8 @@ class _Counter:
     )
     touched: float = 0.0
     expires_at: float | None = None
+    retiring: Callable[[ScopeState], None] | None = None
+    """Set by retire() while holds remain: called with the final state when the last one goes."""
 
     def tighten(self, limit: ScopeLimit) -> None:
         if limit.expires_at is not None:
@@ -97,15 +103,15 @@ class _Counter:
 class _Record:
     scopes: tuple[str, ...]
     state: str  # "held", "committed", "released"
-    expires: float  # when the record may be forgotten
+    expires: float  # when a held record may be forgotten (its lease plus an hour)
 
 
 class MemoryLedger(InlineAsync):
     """The embedded default engine. Thread-safe; per process.
 
     Args:
-        record_ttl_s: how long a finished reservation is remembered (idempotency window).
-        scope_ttl_s: how long an idle scope without holds is kept.
+        settled_kept: how many settled reservations are remembered (idempotency window).
+        scope_ttl_s: how long an idle scope without holds or window is kept.
         max_scopes: the most scopes kept; the least recently used idle ones go first.
         clock: seconds since the epoch (UTC); injectable for tests.
     """
@@ -113,15 +119,16 @@ class MemoryLedger(InlineAsync):
     def __init__(
         self,
         *,
-        record_ttl_s: float = 7200.0,
-        scope_ttl_s: float = 86400.0,
+        settled_kept: int = 4096,
+        scope_ttl_s: float = 3600.0,
         max_scopes: int = 100_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._counters: dict[str, _Counter] = {}
-        self._records: dict[str, _Record] = {}
+        self._records: dict[str, _Record] = {}  # reservations that hold
+        self._settled: OrderedDict[str, _Record] = OrderedDict()  # the most recent settled
         self._lock = threading.Lock()
-        self._record_ttl = record_ttl_s
+        self._settled_kept = settled_kept
         self._scope_ttl = scope_ttl_s
         self._max_scopes = max_scopes
         self._clock = clock
@@ -141,12 +148,13 @@ class MemoryLedger(InlineAsync):
             now = self._clock()
             self._maybe_purge(now)
             counters = [self._counter(limit.key, now) for limit in scopes]
-            if rid in self._records:
+            if rid in self._records or rid in self._settled:
                 states = (c.state(limit.key) for limit, c in zip(scopes, counters, strict=True))
                 return Reservation(granted=True, duplicate=True, states=tuple(states))
             # Check every cap before writing anything: all scopes or none.
             failed: _Counter | None = None
             for limit, counter in zip(scopes, counters, strict=True):
+                counter.retiring = None  # in use again (a re-entered budget): it stays
                 counter.tighten(limit)
                 if counter.holds:
                     counter.sweep(now)
@@ -161,7 +169,7 @@ class MemoryLedger(InlineAsync):
                 counter.held_tokens += tokens
                 counter.holds[rid] = (usd_micros, tokens, expiry)
             self._records[rid] = _Record(
-                tuple(limit.key for limit in scopes), "held", expiry + self._record_ttl
+                tuple(limit.key for limit in scopes), "held", expiry + 3600
             )
             return Reservation(
                 granted=True,
@@ -202,7 +210,30 @@ class MemoryLedger(InlineAsync):
                     touched=self._clock(),
                 )
 
+    def retire(self, scope: str, on_gone: Callable[[ScopeState], None]) -> None:
+        """The scope's budget has ended: forget it once nothing is held in it (now, or when its
+        last hold settles), handing its final counters to ``on_gone`` first. A later
+        reservation in the scope (a re-entered budget) starts it again."""
+        with self._lock:
+            counter = self._counters.get(scope)
+            if counter is None:
+                return
+            counter.sweep(self._clock())
+            if counter.holds:
+                counter.retiring = on_gone
+            else:
+                self._drop(scope, counter, on_gone)
+
     # -- internals (lock held) ---------------------------------------------------------------
+    def _drop(
+        self, key: str, counter: _Counter, on_gone: Callable[[ScopeState], None] | None = None
+    ) -> None:
+        del self._counters[key]
+        callback = on_gone or counter.retiring
+        counter.retiring = None
+        if callback is not None:
+            callback(counter.state(key))
+
     def _counter(self, key: str, now: float) -> _Counter:
         counter = self._counters.get(key)
         if counter is None:
@@ -232,9 +263,9 @@ class MemoryLedger(InlineAsync):
         state: str,
     ) -> CommitCode:
         now = self._clock()
-        record = self._records.get(rid)
-        if record is not None and record.state != "held":
+        if rid in self._settled:
             return CommitCode.DUPLICATE
+        record = self._records.pop(rid, None)
         if record is None:
             keys = tuple(limit.key for limit in scopes)
             for limit in scopes:
@@ -255,7 +286,13 @@ class MemoryLedger(InlineAsync):
                 counter.spent_micros += usd_micros
                 counter.spent_tokens += tokens
                 counter.calls += 1
-        self._records[rid] = _Record(keys, state, now + self._record_ttl)
+        self._settled[rid] = _Record(keys, state, now)
+        while len(self._settled) > self._settled_kept:
+            self._settled.popitem(last=False)
+        for key in keys:
+            counter = self._counters.get(key)
+            if counter is not None and counter.retiring is not None and not counter.holds:
+                self._drop(key, counter)
         return code
 
     def _maybe_purge(self, now: float) -> None:
@@ -263,6 +300,9 @@ class MemoryLedger(InlineAsync):
             return
         self._next_purge = now + 60.0
         self._records = {rid: r for rid, r in self._records.items() if r.expires > now}
+        for counter in self._counters.values():
+            if counter.holds:
+                counter.sweep(now)  # a crashed caller's hold must not keep its scope forever
         idle = now - self._scope_ttl
         self._counters = {
             k: c

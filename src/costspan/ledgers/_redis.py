@@ -104,7 +104,7 @@ class RedisLedger:
         retries: int = 1,
         prefix: str = "costspan",
         record_ttl_s: float = 7200.0,
-        idle_ttl_s: float = 7 * 86400.0,
+        idle_ttl_s: float = 86400.0,
     ) -> None:
         import redis
         import redis.exceptions as rexc

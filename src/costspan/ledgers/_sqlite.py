@@ -141,7 +141,7 @@ class SQLiteLedger:
         *,
         busy_timeout_s: float = 2.0,
         record_ttl_s: float = 7200.0,
-        idle_ttl_s: float = 7 * 86400.0,
+        idle_ttl_s: float = 86400.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = Path(path)
