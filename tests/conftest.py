@@ -44,6 +44,7 @@ _SLOW_MODULES = frozenset(
         "test_offline",
         "test_concurrency",
         "test_crash",
+        "test_enforcement",
     }
 )
 

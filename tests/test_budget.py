@@ -9,6 +9,7 @@ from typing import Any
 
 import openai
 import pytest
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
@@ -583,3 +584,18 @@ def test_a_budget_entered_again_keeps_its_spend(client: openai.OpenAI) -> None:
             client.chat.completions.create(
                 model="gpt-4o-mini", messages=USER, max_completion_tokens=fits_alone
             )
+
+
+def test_budgets_hold_inside_suppressed_instrumentation(
+    client: openai.OpenAI, server: OpenAICompatibleServer, span_exporter: InMemorySpanExporter
+) -> None:
+    """suppress_instrumentation() suppresses spans, not controls: the call is still checked
+    and charged, and refused before sending when it does not fit."""
+    with costspan.budget(usd="0.0002") as b, suppress_instrumentation():
+        client.chat.completions.create(model="gpt-4o-mini", messages=USER, max_completion_tokens=50)
+        with pytest.raises(BudgetExceeded):
+            client.chat.completions.create(model="gpt-4o", messages=USER, max_completion_tokens=500)
+    assert len(server.requests) == 1
+    assert b.calls == 1
+    assert b.spent_usd > 0
+    assert span_exporter.get_finished_spans() == ()

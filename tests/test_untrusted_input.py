@@ -23,8 +23,7 @@ import costspan
 from costspan import BudgetExceeded
 from costspan._baggage import ACTIONS, InboundBudget, inbound_budgets, parse_budget_entry
 from costspan._limits import LimitTable
-from costspan._money import MAX_USD
-from costspan.ledgers._protocol import MAX_TOKENS
+from costspan._money import MAX_TOKENS, MAX_USD
 from costspan.testing import OpenAICompatibleServer
 from tests.conftest import USER
 

@@ -24,9 +24,8 @@ from typing import Final, Literal
 
 from opentelemetry import baggage, context
 
-from costspan._money import MAX_USD
+from costspan._money import MAX_TOKENS, MAX_USD
 from costspan._runtime import settings
-from costspan.ledgers._protocol import MAX_TOKENS
 
 BUDGETS_KEY: Final = "costspan.budgets"
 MAX_BUDGETS: Final = 8

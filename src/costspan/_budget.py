@@ -29,10 +29,9 @@ from costspan._baggage import (
     ContextEntry,
     budget_entries,
 )
-from costspan._money import cap_amount, usd
-from costspan._runtime import runtime
+from costspan._money import MAX_TOKENS, cap_amount, usd
+from costspan._runtime import runtime, warn_if_unenforced
 from costspan.ledgers import ScopeState
-from costspan.ledgers._protocol import MAX_TOKENS
 
 _logger = logging.getLogger(__name__)
 
@@ -190,6 +189,7 @@ class Budget(ContextEntry):
     def __enter__(self) -> Budget:
         with self._crossed_lock:
             self._entered += 1
+        warn_if_unenforced("a budget was entered")
         self.revive(runtime().ledger)
         self._attach()
         return self

@@ -19,6 +19,7 @@ from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
 from costspan import _operations as ops
+from costspan._runtime import add_enforcer, remove_enforcer
 from costspan._telemetry import Telemetry
 from costspan._wrappers import traced_async, traced_sync
 
@@ -87,6 +88,7 @@ class OpenAIInstrumentor(BaseInstrumentor):
         return _INSTRUMENTS
 
     def _instrument(self, **kwargs: Any) -> None:
+        add_enforcer(self)
         telemetry = Telemetry(kwargs.get("tracer_provider"), kwargs.get("meter_provider"))
         self._wrapped = []
         for target in TARGETS:
@@ -102,6 +104,7 @@ class OpenAIInstrumentor(BaseInstrumentor):
             self._wrapped.append((cls, target.method))
 
     def _uninstrument(self, **kwargs: Any) -> None:
+        remove_enforcer(self)
         for cls, method in getattr(self, "_wrapped", []):
             unwrap(cls, method)
         self._wrapped = []

@@ -37,8 +37,7 @@ from urllib.parse import quote
 
 from opentelemetry import baggage, trace
 
-from costspan._money import cap_amount
-from costspan.ledgers._protocol import MAX_TOKENS
+from costspan._money import MAX_TOKENS, cap_amount
 
 WINDOWS: Final = ("request", "hour", "day", "month")
 ACTIONS: Final = ("block", "warn", "clamp", "truncate")

@@ -13,9 +13,14 @@ from typing import Final
 
 MICROS_PER_USD: Final = 1_000_000
 _MICROS: Final = Decimal(MICROS_PER_USD)
-MAX_USD: Final = Decimal(1_000_000_000)
-"""The largest cap a budget or limit may have: what every ledger engine stores exactly (10**15
-µ$, see :data:`costspan.ledgers._protocol.MAX_MICROS`)."""
+MAX_MICROS: Final = 10**15
+"""The largest USD amount (in µ$: one billion dollars) a cap, hold or charge may have. Every
+ledger engine stores it exactly: below 2**53 (Redis scripts compute in doubles) and 2**63
+(SQLite integers)."""
+MAX_USD: Final = Decimal(MAX_MICROS) / _MICROS
+""":data:`MAX_MICROS` in USD: the largest cap a budget or limit may have."""
+MAX_TOKENS: Final = 10**15
+"""The largest token amount a cap, hold or charge may have (same reason)."""
 
 
 def cap_amount(value: object, name: str) -> Decimal:

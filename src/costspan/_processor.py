@@ -35,7 +35,7 @@ from costspan._coerce import count, text
 from costspan._costing import price_usage
 from costspan._pricing import Cost
 from costspan._records import spend_record
-from costspan._runtime import runtime
+from costspan._runtime import add_enforcer, runtime
 from costspan._telemetry import CostMeter
 from costspan._usage import TokenUsage
 from costspan._version import __version__
@@ -83,6 +83,7 @@ class CostSpanProcessor(SpanProcessor):
         meter_provider: MeterProvider | None = None,
     ) -> None:
         self.next_processor = next_processor
+        add_enforcer(self)
         self._meter_provider = meter_provider
         self._costs: CostMeter | None = None
 

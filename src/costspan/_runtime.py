@@ -15,7 +15,9 @@ that must appear once per process go through :func:`once`, which ``reset()`` als
 from __future__ import annotations
 
 import atexit
+import logging
 import threading
+import weakref
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -26,6 +28,8 @@ from costspan._providers import HostMap
 from costspan._records import Recorder
 from costspan.ledgers._open import LedgerSpec
 from costspan.ledgers._protocol import Ledger
+
+_logger = logging.getLogger("costspan")
 
 
 class Runtime:
@@ -86,6 +90,8 @@ class Runtime:
 _lock = threading.Lock()
 _current: Runtime | None = None
 _once: set[Hashable] = set()
+# What enforces budgets in this process: costspan's instrumentor, CostSpanProcessors.
+_enforcers: weakref.WeakSet[object] = weakref.WeakSet()
 
 
 def runtime() -> Runtime:
@@ -112,7 +118,13 @@ def configure(**overrides: Any) -> Settings:
         fresh = _config.with_overrides(_config.settings_from_env(), overrides)
         return Runtime(fresh, previous, previous.override if previous is not None else None)
 
-    return _swap(build, always=True).settings
+    current = _swap(build, always=True)
+    if current.settings.limits and not enforced():
+        # configure() usually comes just before instrument(): look again a moment later.
+        timer = threading.Timer(2.0, warn_if_unenforced, ("limits are configured",))
+        timer.daemon = True
+        timer.start()
+    return current.settings
 
 
 def set_ledger(ledger: Ledger | None) -> None:
@@ -148,6 +160,33 @@ def once(key: Hashable) -> bool:
             return False
         _once.add(key)
         return True
+
+
+def add_enforcer(enforcer: object) -> None:
+    """Something that checks calls against budgets is active (until it is removed or gone)."""
+    _enforcers.add(enforcer)
+
+
+def remove_enforcer(enforcer: object) -> None:
+    _enforcers.discard(enforcer)
+
+
+def enforced() -> bool:
+    """Whether anything in this process checks calls against budgets and limits."""
+    return len(_enforcers) > 0
+
+
+UNENFORCED = (
+    "costspan: %s, but nothing in this process enforces budgets: call costspan.instrument() at "
+    "start-up (or run under opentelemetry-instrument, or add a CostSpanProcessor); until then "
+    "openai calls are neither checked nor charged"
+)
+
+
+def warn_if_unenforced(what: str) -> None:
+    """Say once, loudly, that a budget or limit has nothing to enforce it."""
+    if not enforced() and once(("unenforced", what)):
+        _logger.warning(UNENFORCED, what)
 
 
 def _swap(build: Callable[[Runtime | None], Runtime], *, always: bool = False) -> Runtime:

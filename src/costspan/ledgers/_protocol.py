@@ -30,13 +30,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Final, NamedTuple, Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
-MAX_MICROS: Final = 10**15
-"""The largest USD amount (in µ$: one billion dollars) a cap, hold or charge may have. Every
-engine stores it exactly: below 2**53 (Redis scripts compute in doubles) and 2**63 (SQLite)."""
-MAX_TOKENS: Final = 10**15
-"""The largest token amount a cap, hold or charge may have (same reason)."""
+from costspan._money import MAX_MICROS, MAX_TOKENS
 
 
 class LedgerUnavailable(Exception):
