@@ -97,14 +97,17 @@ def _meter_provider(metric_reader: InMemoryMetricReader) -> Iterator[MeterProvid
 
 
 @pytest.fixture(autouse=True)
-def _reset_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Every test starts from the environment's settings, with costspan's variables unset."""
+def _reset_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """Every test starts from the environment's settings, with costspan's variables unset, and
+    a state directory of its own (the durable outbox goes there, never into the user's)."""
     for name in (
         _config.COSTSPAN_INJECT_STREAM_USAGE,
         _config.COSTSPAN_PROVIDER_HOSTS,
         _config.OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT,
+        _config.COSTSPAN_OUTBOX,
     ):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     _runtime.reset()
     yield
     _runtime.reset()

@@ -24,6 +24,7 @@ from costspan._limits import LimitTable
 from costspan._pricing import PriceOverride, parse_overrides
 from costspan.ledgers._failsafe import FAIL_MODES, FailMode
 from costspan.ledgers._open import LedgerSpec, parse_ledger_url
+from costspan.ledgers._outbox import default_path as default_outbox
 from costspan.ledgers._protocol import Ledger
 
 _logger = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ COSTSPAN_LIMITS: Final = "COSTSPAN_LIMITS"
 COSTSPAN_FAIL_MODE: Final = "COSTSPAN_FAIL_MODE"
 COSTSPAN_RECORDS: Final = "COSTSPAN_RECORDS"
 COSTSPAN_MAX_RECORDS: Final = "COSTSPAN_MAX_RECORDS"
+COSTSPAN_OUTBOX: Final = "COSTSPAN_OUTBOX"
 OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT: Final = (
     "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 )
@@ -79,6 +81,9 @@ class Settings:
     fail_mode: FailMode = "local"
     records: str | None = None
     max_records: int = 10_000
+    outbox: str | None = ""
+    """The durable outbox file: "" for the default (in the user's state directory), None for
+    none (settlements a shared ledger could not take wait in memory only)."""
 
 
 # -- parsers of environment text ----------------------------------------------------------------
@@ -194,6 +199,25 @@ def parse_max_records(name: str, raw: str) -> int:
     return value
 
 
+def parse_outbox(name: str, raw: str) -> str | None:
+    text = raw.strip()
+    if text.lower() in ("off", "none", "false", "0"):
+        return None
+    if not text or text.lower() == "default":
+        return ""
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise ValueError(f"{name}={raw!r} is a directory; give the file to keep the outbox in")
+    return str(path)
+
+
+def outbox_path(settings: Settings) -> Path | None:
+    """Where a shared ledger keeps settlements it could not write yet (None: in memory)."""
+    if settings.outbox is None:
+        return None
+    return Path(settings.outbox) if settings.outbox else default_outbox()
+
+
 def records_path(settings: Settings) -> str | None:
     """Where spend records are stored durably: COSTSPAN_RECORDS, else the SQLite ledger's file."""
     if settings.records:
@@ -287,6 +311,14 @@ def _check_max_records(name: str, value: object) -> int:
     return parse_max_records(name, str(value))
 
 
+def _check_outbox(name: str, value: object) -> str | None:
+    if value is None or value is False:
+        return None
+    if not isinstance(value, str | Path):
+        raise ValueError(f"{name} must be a file path, 'off' or None, not {value!r}")
+    return parse_outbox(name, str(value))
+
+
 def _check_fail_mode(name: str, value: object) -> FailMode:
     if not isinstance(value, str):
         raise ValueError(f"{name} must be one of {', '.join(FAIL_MODES)}, not {value!r}")
@@ -317,6 +349,7 @@ _SETTINGS: Final[dict[str, _Setting]] = {
     "fail_mode": _Setting(COSTSPAN_FAIL_MODE, parse_fail_mode, _check_fail_mode),
     "records": _Setting(COSTSPAN_RECORDS, parse_records, _check_records),
     "max_records": _Setting(COSTSPAN_MAX_RECORDS, parse_max_records, _check_max_records),
+    "outbox": _Setting(COSTSPAN_OUTBOX, parse_outbox, _check_outbox),
 }
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from costspan import _config
-from costspan._config import Settings, records_path
+from costspan._config import Settings, outbox_path, records_path
 from costspan._pricing import Pricer
 from costspan._providers import HostMap
 from costspan._records import Recorder
@@ -65,7 +65,7 @@ class Runtime:
         # (what the settings asked for, the engine), opened on first use.
         self._ledger: tuple[object, Ledger] | None = None
         kept = previous._ledger if previous is not None else None
-        if kept is not None and kept[0] == (settings.ledger, settings.fail_mode):
+        if kept is not None and kept[0] == _ledger_key(settings):
             self._ledger = kept
         self._lock = threading.Lock()
 
@@ -79,12 +79,19 @@ class Runtime:
             return opened[1]
         with self._lock:
             if self._ledger is None:
-                spec = self.settings.ledger
+                settings = self.settings
+                spec = settings.ledger
                 ledger = (
-                    spec.open(self.settings.fail_mode) if isinstance(spec, LedgerSpec) else spec
+                    spec.open(settings.fail_mode, outbox_path(settings))
+                    if isinstance(spec, LedgerSpec)
+                    else spec
                 )
-                self._ledger = ((spec, self.settings.fail_mode), ledger)
+                self._ledger = (_ledger_key(settings), ledger)
             return self._ledger[1]
+
+
+def _ledger_key(settings: Settings) -> object:
+    return (settings.ledger, settings.fail_mode, settings.outbox)
 
 
 _lock = threading.Lock()

@@ -29,11 +29,11 @@ import time
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Sequence
-from dataclasses import dataclass
-from decimal import Decimal
 from typing import Final, Literal, Protocol
 
+from costspan._money import usd
 from costspan.ledgers._memory import MemoryLedger
+from costspan.ledgers._outbox import Entry, Outbox
 from costspan.ledgers._protocol import (
     CommitCode,
     Ledger,
@@ -56,25 +56,16 @@ class Engine(Ledger, Protocol):
     def ping(self) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class _Pending:
-    """A commit or release the store has not acknowledged yet."""
+def _send(entry: Entry, engine: Engine) -> CommitCode:
+    if entry.release:
+        return engine.release(entry.rid, entry.scopes)
+    return engine.commit(entry.rid, entry.usd_micros, entry.tokens, entry.scopes)
 
-    rid: str
-    usd_micros: int
-    tokens: int
-    scopes: tuple[ScopeLimit, ...]
-    release: bool
 
-    def send(self, engine: Engine) -> CommitCode:
-        if self.release:
-            return engine.release(self.rid, self.scopes)
-        return engine.commit(self.rid, self.usd_micros, self.tokens, self.scopes)
-
-    async def asend(self, engine: Engine) -> CommitCode:
-        if self.release:
-            return await engine.arelease(self.rid, self.scopes)
-        return await engine.acommit(self.rid, self.usd_micros, self.tokens, self.scopes)
+async def _asend(entry: Entry, engine: Engine) -> CommitCode:
+    if entry.release:
+        return await engine.arelease(entry.rid, entry.scopes)
+    return await engine.acommit(entry.rid, entry.usd_micros, entry.tokens, entry.scopes)
 
 
 class FailSafeLedger:
@@ -83,6 +74,8 @@ class FailSafeLedger:
     Args:
         engine: the shared ledger engine.
         fail_mode: ``closed``, ``open`` or ``local``.
+        outbox: where unacknowledged commits and releases wait, durably (see
+            :mod:`costspan.ledgers._outbox`); None keeps them in memory only.
         probe_interval_s: first wait before asking a dead store again; doubles up to
             ``max_probe_interval_s`` while it stays dead.
     """
@@ -92,6 +85,7 @@ class FailSafeLedger:
         engine: Engine,
         fail_mode: FailMode = "local",
         *,
+        outbox: Outbox | None = None,
         probe_interval_s: float = 0.5,
         max_probe_interval_s: float = 5.0,
     ) -> None:
@@ -103,7 +97,9 @@ class FailSafeLedger:
         self._max_probe_interval = max_probe_interval_s
         self._lock = threading.Lock()
         self._open = False  # the circuit: True while the store is considered unreachable
-        self._outbox: deque[_Pending] = deque()
+        self._outbox: deque[Entry] = deque()  # in memory: no outbox file, or it failed
+        self.disk = outbox
+        self._on_disk = False  # entries may wait in the outbox file
         self._local = MemoryLedger()
         # Where each reservation decided without the store lives (None: granted unmetered).
         self._degraded: dict[str, MemoryLedger | None] = {}
@@ -111,6 +107,14 @@ class FailSafeLedger:
         self._prober: threading.Thread | None = None
         self.outages = 0
         _live.add(self)
+        if outbox is not None:
+            try:
+                self._on_disk = outbox.counts()[0] > 0
+            except Exception:
+                _logger.exception("costspan: cannot read the ledger outbox %s", outbox.path)
+            if self._on_disk:
+                # A previous process left spend behind (killed during an outage): replay it.
+                self._ensure_prober()
 
     def __repr__(self) -> str:
         return f"FailSafeLedger({self.engine!r}, fail_mode={self.fail_mode!r})"
@@ -122,8 +126,14 @@ class FailSafeLedger:
 
     @property
     def queued(self) -> int:
-        """Commits and releases waiting in the outbox."""
-        return len(self._outbox)
+        """Commits and releases waiting in the outbox (memory and file)."""
+        waiting = len(self._outbox)
+        if self.disk is not None and self._on_disk:
+            try:
+                waiting += self.disk.counts()[0]
+            except Exception:
+                _logger.exception("costspan: cannot read the ledger outbox %s", self.disk.path)
+        return waiting
 
     # -- reserve -----------------------------------------------------------------------------
     def reserve(
@@ -219,7 +229,7 @@ class FailSafeLedger:
         self._ensure_prober()
         if self.fail_mode == "closed":
             if attempted:
-                self._queue(_Pending(rid, 0, 0, tuple(scopes), release=True))
+                self._queue(Entry(rid, 0, 0, tuple(scopes), release=True))
             raise LedgerUnavailable(f"{self.engine!r} is unreachable (COSTSPAN_FAIL_MODE=closed)")
         if self.fail_mode == "open":
             with self._lock:
@@ -232,7 +242,7 @@ class FailSafeLedger:
             with self._lock:
                 self._degraded[rid] = local
         elif attempted:
-            self._queue(_Pending(rid, 0, 0, tuple(scopes), release=True))
+            self._queue(Entry(rid, 0, 0, tuple(scopes), release=True))
         return reservation._replace(degraded="local")
 
     # -- commit and release ------------------------------------------------------------------
@@ -257,25 +267,30 @@ class FailSafeLedger:
     async def arelease(self, rid: str, scopes: Sequence[ScopeLimit] = ()) -> CommitCode:
         return await self._asend(self._settle_locally(rid, 0, 0, scopes, release=True))
 
-    def _send(self, pending: _Pending | None) -> CommitCode:
+    def _send(self, pending: Entry | None) -> CommitCode:
         """Write to the store now, or queue for the outbox (None: nothing to write)."""
         if pending is None:
             return CommitCode.DUPLICATE
         if not self._open:
             try:
-                return pending.send(self.engine)
+                return _send(pending, self.engine)
             except LedgerUnavailable as exc:
                 self._trip(exc)
+            except Exception:
+                # Not unreachable, but not written either: keep it, never drop spend.
+                _logger.exception("costspan: the ledger rejected a settlement; it is kept")
         return self._queue(pending)
 
-    async def _asend(self, pending: _Pending | None) -> CommitCode:
+    async def _asend(self, pending: Entry | None) -> CommitCode:
         if pending is None:
             return CommitCode.DUPLICATE
         if not self._open:
             try:
-                return await pending.asend(self.engine)
+                return await _asend(pending, self.engine)
             except LedgerUnavailable as exc:
                 self._trip(exc)
+            except Exception:
+                _logger.exception("costspan: the ledger rejected a settlement; it is kept")
         return self._queue(pending)
 
     def _settle_locally(
@@ -286,7 +301,7 @@ class FailSafeLedger:
         scopes: Sequence[ScopeLimit],
         *,
         release: bool,
-    ) -> _Pending | None:
+    ) -> Entry | None:
         """Settle a reservation made without the store in the fallback, and say what the store
         still has to learn (None: nothing, a released call that never reached it)."""
         with self._lock:
@@ -299,11 +314,27 @@ class FailSafeLedger:
                 local.commit(rid, usd_micros, tokens, scopes)
         if degraded and release:
             return None  # never held in the store, nothing spent: it needs to know nothing
-        return _Pending(rid, usd_micros, tokens, tuple(scopes), release)
+        return Entry(rid, usd_micros, tokens, tuple(scopes), release)
 
-    def _queue(self, pending: _Pending) -> CommitCode:
-        with self._lock:
-            self._outbox.append(pending)
+    def _queue(self, pending: Entry) -> CommitCode:
+        """Keep an entry until the store takes it: on disk before the call returns (a killed
+        process loses nothing), in memory if there is no outbox file or it cannot be written."""
+        written = False
+        if self.disk is not None:
+            try:
+                self.disk.put(pending)
+                written = self._on_disk = True
+            except Exception as exc:
+                if once_per_outbox(self.disk):
+                    _logger.error(
+                        "costspan: cannot write the ledger outbox %s (%s); settlements wait in "
+                        "memory and are lost if this process dies before the ledger is back",
+                        self.disk.path,
+                        exc,
+                    )
+        if not written:
+            with self._lock:
+                self._outbox.append(pending)
         self._ensure_prober()
         return CommitCode.QUEUED
 
@@ -343,7 +374,7 @@ class FailSafeLedger:
 
     def _ensure_prober(self) -> None:
         with self._lock:
-            if not self._open and not self._outbox:
+            if not self._open and not self._outbox and not self._on_disk:
                 return
             if self._prober is not None and self._prober.is_alive():
                 return
@@ -372,19 +403,19 @@ class FailSafeLedger:
                 if was_open:
                     _logger.warning("costspan: the budget ledger is back; budgets are shared again")
                 with self._lock:
-                    if not self._outbox:  # nothing arrived meanwhile
+                    if not self._outbox and not self._on_disk:  # nothing arrived meanwhile
                         self._prober = None
                         return
 
     def flush(self) -> bool:
-        """Replay the outbox in order; True when it is empty (everything acknowledged)."""
+        """Replay the outbox in order (memory, then the file); True when it is empty."""
         while True:
             with self._lock:
                 if not self._outbox:
-                    return True
+                    break
                 pending = self._outbox[0]
             try:
-                pending.send(self.engine)
+                _send(pending, self.engine)
             except LedgerUnavailable:
                 return False
             except Exception:
@@ -395,6 +426,33 @@ class FailSafeLedger:
             with self._lock:
                 if self._outbox and self._outbox[0] is pending:
                     self._outbox.popleft()
+        return self._flush_disk()
+
+    def _flush_disk(self) -> bool:
+        disk = self.disk
+        if disk is None or not self._on_disk:
+            return True
+        while True:
+            try:
+                claimed = disk.claim()
+            except Exception:
+                _logger.exception("costspan: cannot read the ledger outbox %s", disk.path)
+                return False
+            if claimed is None:
+                self._on_disk = False
+                return True
+            ident, entry = claimed
+            try:
+                _send(entry, self.engine)
+            except LedgerUnavailable:
+                disk.unclaim(ident)
+                return False
+            except Exception as exc:
+                # Rejected, not unreachable: retried a bounded number of times, then kept as
+                # dead for `costspan doctor`, never silently dropped.
+                disk.failed(ident, f"{type(exc).__name__}: {exc}")
+                continue
+            disk.done(ident)
 
 
 _live: weakref.WeakSet[FailSafeLedger] = weakref.WeakSet()
@@ -415,8 +473,34 @@ def _flush_at_exit() -> None:
             lost = sum(p.usd_micros for p in commits)
             _logger.error(
                 "costspan: %d ledger commit(s) totalling $%s could not be written to %r before "
-                "exit; the spend is on the spans and in the cost metric, not in the ledger",
+                "exit and there is no outbox file to keep them; the spend is on the spans and "
+                "in the cost metric, not in the ledger",
                 len(commits),
-                Decimal(lost) / 1_000_000,
+                usd(lost),
                 ledger.engine,
             )
+        disk = ledger.disk
+        if disk is not None:
+            try:
+                live, _, micros = disk.counts()
+            except Exception:
+                continue
+            if live:
+                _logger.warning(
+                    "costspan: %d ledger settlement(s) ($%s of spend) wait in %s; the next "
+                    "process that opens %s replays them",
+                    live,
+                    usd(micros),
+                    disk.path,
+                    ledger.engine,
+                )
+
+
+_warned_outboxes: weakref.WeakSet[Outbox] = weakref.WeakSet()
+
+
+def once_per_outbox(outbox: Outbox) -> bool:
+    if outbox in _warned_outboxes:
+        return False
+    _warned_outboxes.add(outbox)
+    return True

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from costspan.ledgers._failsafe import FailMode, FailSafeLedger
 from costspan.ledgers._memory import MemoryLedger
+from costspan.ledgers._outbox import Outbox
 from costspan.ledgers._protocol import Ledger
 from costspan.ledgers._redis import RedisLedger, redacted
 from costspan.ledgers._sqlite import SQLiteLedger
@@ -48,21 +50,33 @@ class LedgerSpec:
             return f"sqlite://{self.target}"  # an absolute path brings its third slash
         return redacted(self.target)
 
-    def open(self, fail_mode: FailMode) -> Ledger:
-        """A new engine for this URL (connections are made lazily, on first use)."""
+    @property
+    def identity(self) -> str:
+        """Which store this is, as the outbox names it (no password): two processes opening
+        the same store find each other's entries."""
+        if self.engine == "sqlite":
+            return f"sqlite://{Path(self.target).resolve()}"
+        prefix = dict(self.options).get("prefix", "costspan")
+        return f"{redacted(self.target).split('?', 1)[0]}#{prefix}"
+
+    def open(self, fail_mode: FailMode, outbox: Path | None = None) -> Ledger:
+        """A new engine for this URL (connections are made lazily, on first use); a shared one
+        keeps unacknowledged settlements in the ``outbox`` file (None: in memory only)."""
         options = dict(self.options)
         if self.engine == "memory":
             return MemoryLedger()
+        box = Outbox(outbox, self.identity) if outbox is not None else None
         if self.engine == "sqlite":
             busy = float(options.get("busy_timeout", 2.0))
-            return FailSafeLedger(SQLiteLedger(self.target, busy_timeout_s=busy), fail_mode)
-        engine = RedisLedger(
+            engine = SQLiteLedger(self.target, busy_timeout_s=busy)
+            return FailSafeLedger(engine, fail_mode, outbox=box)
+        redis_engine = RedisLedger(
             self.target,
             timeout_s=float(options.get("timeout", 0.1)),
             retries=int(options.get("retries", 1)),
             prefix=str(options.get("prefix", "costspan")),
         )
-        return FailSafeLedger(engine, fail_mode)
+        return FailSafeLedger(redis_engine, fail_mode, outbox=box)
 
 
 def parse_ledger_url(name: str, raw: str) -> LedgerSpec:
