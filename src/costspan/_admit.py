@@ -152,6 +152,8 @@ class Admitter:
     runtime: Runtime
     ledger: Ledger
     changes: dict[str, AttributeValue] = field(default_factory=dict[str, AttributeValue])
+    degraded: str | None = None
+    """The fail mode that answered instead of the shared ledger, if one did."""
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -178,7 +180,7 @@ class Admitter:
             result = yield (admission.rid, admission.held(), amount, estimate.tokens)
             admission.states.update((state.key, state) for state in result.states)
             if result.degraded is not None:
-                admission.degraded = result.degraded
+                admission.degraded = self.degraded = result.degraded
             if result.granted:
                 admission.estimate = estimate
                 admission.held_micros = amount
@@ -416,6 +418,8 @@ def _refused(
     else:
         exc = exceeded(cause.scope, estimate, cause.state)
         attrs[A.COSTSPAN_BUDGET_REFUSED_BY] = cause.scope.label
+        if admitter.degraded is not None:  # refused by this process's own counters
+            attrs[A.COSTSPAN_LEDGER_FAIL_MODE] = admitter.degraded
     if estimate.usd is not None:
         attrs[A.COSTSPAN_BUDGET_ESTIMATE_USD] = display(estimate.usd)
     return Admitted(None, attrs, exc, rejected)
@@ -460,10 +464,19 @@ def _log(exc: Exception, mode: str) -> None:
         )
 
 
+def _mode(ledger: Ledger, current: Runtime) -> str:
+    """The fail mode in force: a shared ledger's own (it was opened with it), else the
+    setting's."""
+    if isinstance(ledger, FailSafeLedger):
+        return ledger.fail_mode
+    return current.settings.fail_mode
+
+
 def _unreadable(request: Request, exc: Exception) -> Admitted:
     """The budgets and limits of the call's context could not even be read: nothing local can
     decide, so only ``open`` sends the call."""
-    mode = runtime().settings.fail_mode
+    current = runtime()
+    mode = _mode(current.ledger, current)
     _log(exc, mode)
     labels = ["(unreadable budgets)"]
     if mode == "open":
@@ -477,7 +490,7 @@ def _fail_safe(admitter: Admitter, exc: Exception, rejected: list[str]) -> Admit
     decides, as for an unreachable ledger. ``closed`` refuses; ``open`` sends unchecked;
     ``local`` reserves a tokenizer-free worst case in this process's own counters and refuses
     if even that cannot be done."""
-    mode = admitter.runtime.settings.fail_mode
+    mode = _mode(admitter.ledger, admitter.runtime)
     _log(exc, mode)
     r, scopes = admitter.request, admitter.scopes
     labels = [scope.label for scope in scopes]
@@ -495,9 +508,14 @@ def _fail_safe(admitter: Admitter, exc: Exception, rejected: list[str]) -> Admit
 
 def _admit_locally(admitter: Admitter, rejected: list[str]) -> Admitted:
     r, scopes, ledger = admitter.request, admitter.scopes, admitter.ledger
-    estimate = fallback_bound(
-        r.operation, r.kwargs, r.model, r.provider, r.when_ns, admitter.runtime.pricer
-    )
+    try:
+        estimate = admitter.estimate()  # the ledger failed, not necessarily the estimate
+    except UnpricedModelError:
+        raise
+    except Exception:
+        estimate = fallback_bound(
+            r.operation, r.kwargs, r.model, r.provider, r.when_ns, admitter.runtime.pricer
+        )
     amount = 0 if estimate.usd is None else micros(estimate.usd)
     admission = Admission(scopes, secrets.token_hex(12), ledger, estimate, degraded="local")
     admission.warned.extend(scope for scope in scopes if scope.action == "warn")
