@@ -112,7 +112,7 @@ def test_an_existing_sqlite_ledger_is_only_read(tmp_path: Path, in_use: bool) ->
     assert result.returncode == 0, result.stdout
     ledger_line = lines(result, "ledger")[0]
     assert ledger_line.startswith(f"ok  ledger         {path} reads in ")
-    assert "(read-only), holds costspan's scopes; fail mode local" in ledger_line
+    assert "(read-only), holds budget counters; fail mode local" in ledger_line
     assert after == before
 
 

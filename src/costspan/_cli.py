@@ -7,6 +7,7 @@ on stderr and a non-zero exit code; nothing here prints a traceback for bad inpu
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import sqlite3
 import sys
@@ -99,7 +100,7 @@ def demo(
 ) -> None:
     """Run an instrumented app against a local OpenAI-compatible server and print its spans."""
     try:
-        import openai  # noqa: F401  # the demo's app is openai code
+        importlib.import_module("openai")  # the demo's app is openai code
     except ImportError:
         raise ValueError(
             "costspan demo runs an openai app, and openai is not installed:"

@@ -479,14 +479,15 @@ def _writable(found: SQLiteFile) -> str | None:
     return None
 
 
-def _sqlite_check(what: str, path: Path, expect: str, extra: str = "") -> Check:
+def _sqlite_check(what: str, path: Path, table: str, holds: str, extra: str = "") -> Check:
     try:
         found = inspect_sqlite(path)
     except ValueError as exc:
         fix = (
             f"mkdir -p {path.parent}"
             if "does not exist" in str(exc)
-            else "point the setting at a SQLite file costspan may own"
+            else f"point {'COSTSPAN_LEDGER' if what == 'ledger' else 'COSTSPAN_RECORDS'} at a"
+            " SQLite file of costspan's (or a path where it may create one)"
         )
         return Check("problem", what, str(exc), fix)
     blocked = _writable(found)
@@ -494,9 +495,7 @@ def _sqlite_check(what: str, path: Path, expect: str, extra: str = "") -> Check:
         return Check("problem", what, blocked, f"let the service's user write {path.parent}")
     if not found.exists:
         return Check("ok", what, f"{path} will be created on first use{extra}")
-    state = (
-        f"holds costspan's {expect}" if expect in found.tables else f"{expect} created on first use"
-    )
+    state = f"holds {holds}" if table in found.tables else f"no {holds} yet (created on first use)"
     return Check(
         "ok", what, f"{path} reads in {found.latency_ms:.1f} ms (read-only), {state}{extra}"
     )
@@ -518,7 +517,7 @@ def ledger_check(settings: Settings) -> Check:
             "COSTSPAN_LEDGER=sqlite:///... or redis://... to share them",
         )
     if spec.engine == "sqlite":
-        return _sqlite_check("ledger", Path(spec.target), "scopes", mode)
+        return _sqlite_check("ledger", Path(spec.target), "scopes", "budget counters", mode)
     return _redis_check(spec, settings.fail_mode)
 
 
@@ -563,7 +562,7 @@ def records_check(settings: Settings) -> Check:
     same = getattr(ledger, "engine", None) == "sqlite" and getattr(ledger, "target", None) == store
     if same:
         return Check("ok", "records", f"stored in {store} (the ledger's file)")
-    return _sqlite_check("records", Path(store), "spend")
+    return _sqlite_check("records", Path(store), "spend", "spend records")
 
 
 _PROBE: Final = "gpt-4o-mini"
