@@ -312,3 +312,14 @@ def test_report_json_lines_with_bad_lines(tmp_path: Path) -> None:
     assert result.returncode == 1
     (line,) = result.stderr.strip().splitlines()
     assert "can't decode byte 0xff" in line
+
+
+def test_prices_never_cut_a_price() -> None:
+    """`costspan prices` at 80 columns, 16 columns and piped with COLUMNS unset: each rate is
+    printed whole (a table where it fits, plain lines where it does not)."""
+    for columns in (80, 16, None):
+        result = run("prices", "gpt-4o-mini", columns=columns)
+        assert result.returncode == 0, result.stderr
+        assert "…" not in result.stdout
+        for rate in ("$0.15", "$0.6", "$0.075"):
+            assert rate in result.stdout.split(), (columns, result.stdout)

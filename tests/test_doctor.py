@@ -185,8 +185,12 @@ def test_an_unknown_exporter_is_a_problem_as_the_launcher_finds(tmp_path: Path) 
     fine = run("doctor", env={"OTEL_TRACES_EXPORTER": "console", "OTEL_METRICS_EXPORTER": "none"})
     assert fine.returncode == 0, fine.stdout
     assert lines(fine, "traces")[0].startswith("ok  traces         console (opentelemetry-sdk ")
+    metrics = lines(fine, "metrics")[0]
+    assert metrics == "--  metrics        not exported (OTEL_METRICS_EXPORTER=none)"
+    # Set but empty: costspan's distro only fills in unset variables, so nothing is exported.
+    empty = run("doctor", env={"OTEL_LOGS_EXPORTER": ""})
     assert (
-        lines(fine, "metrics")[0] == "--  metrics        not exported (OTEL_METRICS_EXPORTER=none)"
+        lines(empty, "logs")[0] == "--  logs           not exported (OTEL_LOGS_EXPORTER is empty)"
     )
 
 

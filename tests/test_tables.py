@@ -11,6 +11,7 @@ import re
 from collections import Counter
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,7 +49,7 @@ def _export(tmp_path: Path) -> Path:
     return path
 
 
-def _expected(export: Path) -> tuple[Counter[Decimal], dict[str, object]]:
+def _expected(export: Path) -> tuple[Counter[Decimal], dict[str, Any]]:
     """The exact amounts the table must show (each group's and the total), from --format json."""
     result = run("report", "--jsonl", str(export), "--group-by", "feature,user.id", "--format",
                  "json")  # fmt: skip

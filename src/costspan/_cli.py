@@ -279,16 +279,27 @@ def prices(model: str, provider: str) -> None:
         raise ValueError(_no_price(model, provider))
     out = per_million(TokenUsage(0, 1_000_000))
     cached = per_million(TokenUsage(1_000_000, 0, cache_read_tokens=1_000_000))
-    table = Table(
-        title=f"{inp.model or model} ({inp.provider or provider}), USD per million tokens"
-    )
-    table.add_column("tokens")
-    table.add_column("USD", justify="right")
-    table.add_row("input", _money(inp.total))
-    table.add_row("output", _money(out.total if out else None))
-    table.add_row("cached input", _money(cached.total if cached else None))
-    _out.print(table)
-    _out.print(f"source: {_source(inp.source)}")
+    title = f"{inp.model or model} ({inp.provider or provider}), USD per million tokens"
+    rates = [
+        ("input", _money(inp.total)),
+        ("output", _money(out.total if out else None)),
+        ("cached input", _money(cached.total if cached else None)),
+    ]
+    usd_width = max(len("USD"), *(len(usd) for _, usd in rates))
+    # A table only where it fits whole (borders and padding: 7 columns): rich would crop a
+    # price to fit a narrower one; then plain lines, which a terminal wraps but never cuts.
+    if len("cached input") + usd_width + 7 <= _out.width:
+        table = Table(title=title)
+        table.add_column("tokens")
+        table.add_column("USD", justify="right", no_wrap=True, min_width=usd_width)
+        for name, usd in rates:
+            table.add_row(name, usd)
+        _out.print(table)
+    else:
+        click.echo(title)
+        for name, usd in rates:
+            click.echo(f"{name}: {usd}")
+    click.echo(f"source: {_source(inp.source)}")
 
 
 def _money(value: Decimal | None) -> str:

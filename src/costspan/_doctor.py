@@ -338,7 +338,7 @@ def exporter_checks(env: Mapping[str, str], launch: Launch) -> list[Check]:
         var = f"OTEL_{signal.upper()}_EXPORTER"
         raw = env.get(var)
         source = var
-        if not raw and var in launch.defaults:
+        if raw is None and var in launch.defaults:  # the distro's setdefault: only if unset
             raw, source = launch.defaults[var], f"the {launch.distro} distro's default"
         if raw is None and launch.distro is not None and not launch.defaults:
             checks.append(
@@ -346,7 +346,10 @@ def exporter_checks(env: Mapping[str, str], launch: Launch) -> list[Check]:
             )
             continue
         if not raw or raw.strip().lower() == "none":
-            why = f"{source}={raw}" if raw else f"{var} is unset"
+            if raw is None:
+                why = f"{var} is unset"
+            else:
+                why = f"{source}={raw}" if raw.strip() else f"{var} is empty"
             checks.append(Check("note", signal, f"not exported ({why})"))
             continue
         group = f"opentelemetry_{signal}_exporter"

@@ -2,11 +2,12 @@
 
 rich shrinks a table that is too wide by cropping its cells (``$0.00…``), numbers included. So
 the layout is decided here, before rich sees it: amounts and counts get exactly the width they
-need and never wrap; group values (tags, models) fold into the width that is left; when that is
-not enough, the low-value columns go first (reasoning, then cached, then input and output
-tokens), and a terminal too narrow even for that gets one block of ``label value`` lines per
-group. Amounts are exact: every amount of the column is shown with the same number of decimal
-places, as many as the most precise one needs (``$0.00320200`` next to ``$0.00000008``).
+need and never wrap. When the table does not fit, the least useful columns go first (reasoning,
+then cached tokens) while group values (tags, models) stay whole; then group values fold onto
+more lines; then the input and output tokens go too; and a terminal too narrow even for that
+gets one block of ``label value`` lines per group. Lines of text wrap between words only.
+Amounts are exact: every amount of the column is shown with the same number of decimal places,
+as many as the most precise one needs (``$0.00320200`` next to ``$0.00000008``).
 
 An unpriced group reads ``unpriced``; a group mixing priced and unpriced calls shows the priced
 sum with ``excl. N unpriced`` under it.
