@@ -7,6 +7,8 @@
 #                          that need no apt/npm-installed tool and start no subprocesses (< 1 min)
 #   scripts/dev.sh bench   install, then run the benchmarks (extra args go to benchmarks/run.py)
 #   scripts/dev.sh phoenix optional tier: Arize Phoenix prices the demo's spans; compare with ours
+#   scripts/dev.sh openai-versions   the instrumentation tests on openai 1.66 (the oldest supported),
+#                          the latest 2.x and the latest 3.x; `test` runs it after the main suite
 #
 # Set-up is idempotent and fast when nothing changed: a virtualenv in .venv, re-installed only
 # when pyproject.toml changes.
@@ -86,6 +88,46 @@ lint() {
     "$VENV/bin/pyright"
 }
 
+# The openai releases costspan supports (pyproject.toml: openai>=1.66,<4): the oldest, and the
+# newest of each later major. Each gets a virtualenv of its own, re-installed when pyproject.toml
+# or the pin changes.
+OPENAI_PINS=("1:openai==1.66.*" "2:openai>=2,<3" "3:openai>=3,<4")
+# The tests that drive the instrumentation through a real openai client.
+OPENAI_TESTS=(
+    tests/test_chat.py tests/test_streams.py tests/test_responses.py tests/test_embeddings.py
+    tests/test_instrumentor.py tests/test_usage.py tests/test_providers.py tests/test_budget.py
+    tests/test_processor.py tests/test_auto_instrument.py
+)
+
+openai_versions() {
+    local tier major pin venv stamp want start failed=""
+    start=$(date +%s)
+    for tier in "${OPENAI_PINS[@]}"; do
+        major=${tier%%:*}
+        pin=${tier#*:}
+        venv=.venv-openai$major
+        if [ ! -x "$venv/bin/python" ]; then
+            "$PYTHON" -m venv "$venv"
+        fi
+        stamp="$venv/.costspan-installed"
+        want=$( (cat pyproject.toml; echo "$pin") | sha256sum | cut -d' ' -f1)
+        if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+            echo "setting up $venv (costspan, $pin) ..." >&2
+            "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+                -e ".[test-instrumentation]" "$pin" 2>&1 | grep -v '^WARNING: Location' >&2 || true
+            "$venv/bin/python" -c 'import costspan, openai, pytest'
+            echo "$want" > "$stamp"
+        fi
+        echo "openai $("$venv/bin/python" -c 'import openai; print(openai.__version__)'):" >&2
+        "$venv/bin/pytest" -q -p no:cacheprovider "${OPENAI_TESTS[@]}" || failed="$failed $pin"
+    done
+    echo "openai version tier: $(( $(date +%s) - start )) s" >&2
+    if [ -n "$failed" ]; then
+        echo "the instrumentation tests failed with:$failed" >&2
+        return 1
+    fi
+}
+
 job=${1:-}
 shift || true
 case "$job" in
@@ -98,7 +140,15 @@ case "$job" in
         ensure_redis
         ensure_dashboard_tools
         lint
-        exec "$VENV/bin/pytest" "$@"
+        "$VENV/bin/pytest" "$@"
+        if [ $# -eq 0 ]; then  # the whole suite: then the same tests on each openai major
+            openai_versions
+        fi
+        ;;
+    openai-versions)
+        setup
+        ensure_redis
+        openai_versions
         ;;
     quick)
         setup
@@ -127,7 +177,7 @@ case "$job" in
         exec "$VENV/bin/python" benchmarks/run.py "$@"
         ;;
     *)
-        echo "usage: scripts/dev.sh demo|test|quick|bench|phoenix" >&2
+        echo "usage: scripts/dev.sh demo|test|quick|bench|phoenix|openai-versions" >&2
         exit 2
         ;;
 esac

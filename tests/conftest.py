@@ -3,6 +3,9 @@ OpenTelemetry providers that collect what costspan emits."""
 
 from __future__ import annotations
 
+import importlib
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -201,3 +204,45 @@ def attrs(span: ReadableSpan) -> dict[str, Any]:
 USER: list[ChatCompletionMessageParam] = [
     {"role": "user", "content": "What is the capital of France?"}
 ]
+
+
+def chat_helpers(client: openai.OpenAI | openai.AsyncOpenAI) -> Any:
+    """Where this openai keeps the chat ``parse()`` and ``stream()`` helpers: on
+    ``chat.completions`` since openai 1.92, on ``beta.chat.completions`` before (1.66 included)."""
+    completions = client.chat.completions
+    if hasattr(completions, "parse"):
+        return completions
+    return getattr(client, "beta").chat.completions  # noqa: B009  # gone from openai's types
+
+
+_CUT_STREAM = """
+import openai
+from costspan.testing import OpenAICompatibleServer
+
+with OpenAICompatibleServer() as server:
+    client = openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True,
+        extra_headers={"x-costspan-test-cut-after": "4"},
+    )
+    try:
+        list(stream)
+    except Exception as exc:
+        print(f"{type(exc).__module__}:{type(exc).__qualname__}")
+"""
+
+
+@pytest.fixture(name="cut_stream_error", scope="session")
+def _cut_stream_error() -> type[BaseException]:
+    """What this openai raises, with nothing instrumented (a process of its own), when the
+    connection drops in the middle of a chat stream: openai 3 wraps the transport's error in
+    APIConnectionError, 1.x and 2.x let httpx's own error through. costspan must re-raise
+    exactly that."""
+    done = subprocess.run(
+        [sys.executable, "-c", _CUT_STREAM], capture_output=True, text=True, timeout=60, check=True
+    )
+    module, _, name = done.stdout.strip().rpartition(":")
+    found = getattr(importlib.import_module(module), name)
+    assert isinstance(found, type), done.stdout
+    assert issubclass(found, BaseException), done.stdout
+    return found

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 import costspan
 from costspan.testing import OpenAICompatibleServer
-from tests.conftest import USER, attrs, histogram_points, only_span
+from tests.conftest import USER, attrs, chat_helpers, histogram_points, only_span
 
 pytestmark = pytest.mark.usefixtures("instrumented")
 
@@ -192,8 +192,10 @@ class City(BaseModel):
 def test_parse_is_instrumented_and_marks_json_output(
     client: openai.OpenAI, span_exporter: InMemorySpanExporter
 ) -> None:
-    """chat.completions.parse() posts directly, and still gives exactly one span."""
-    result = client.chat.completions.parse(model="gpt-4o-mini", messages=USER, response_format=City)
+    """chat.completions.parse() (beta.chat.completions.parse() before openai 1.92) posts
+    directly, and still gives exactly one span."""
+    parse = chat_helpers(client).parse
+    result = parse(model="gpt-4o-mini", messages=USER, response_format=City)
     span = only_span(span_exporter)
     assert isinstance(result.choices[0].message.parsed, City)
     assert attrs(span)["gen_ai.output.type"] == "json"
@@ -205,9 +207,7 @@ async def test_async_parse_is_instrumented(
     async_client: openai.AsyncOpenAI, span_exporter: InMemorySpanExporter
 ) -> None:
     """AsyncCompletions.parse() gives one span too."""
-    await async_client.chat.completions.parse(
-        model="gpt-4o-mini", messages=USER, response_format=City
-    )
+    await chat_helpers(async_client).parse(model="gpt-4o-mini", messages=USER, response_format=City)
     assert only_span(span_exporter).name == "chat gpt-4o-mini"
 
 

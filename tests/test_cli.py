@@ -5,35 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import socket
-import subprocess
-import sys
+import sqlite3
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from tests.processes import free_port
-
-COSTSPAN = Path(sys.executable).with_name("costspan")
-
-
-def run(
-    *args: str, env: dict[str, str] | None = None, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("COSTSPAN_")}
-    base["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"] = "openai"
-    base["COLUMNS"] = "160"  # rich wraps tables to the terminal width
-    return subprocess.run(
-        [str(COSTSPAN), *args],
-        env={**base, **(env or {})},
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+from tests.cli import run
 
 
 @pytest.fixture(name="state")
@@ -95,19 +74,35 @@ def test_report_after_demo_shows_where_the_money_went(state: dict[str, str]) -> 
     assert "spend by feature, user.id" in table.stdout
     assert "essays" in table.stdout
     assert "visitor-1" in table.stdout
-    assert "total $0.004850" in table.stdout  # the demo's summary: $0.00484963
+    # The demo's summary, exactly; the unpriced call is left out of it, and said to be.
+    assert "total $0.00484963 in 10 call(s), excluding 1 unpriced call(s)" in table.stdout
+    support = next(line for line in table.stdout.splitlines() if "support" in line)
+    assert "unpriced" in support
+    assert "$0.0" not in support  # unknown is not zero
     csv_out = run("report", "--group-by", "feature,user.id", "--format", "csv", env=state)
     as_csv = list(csv.DictReader(io.StringIO(csv_out.stdout)))
-    assert [(r["feature"], r["user.id"], r["calls"], r["unpriced_calls"]) for r in as_csv] == [
-        ("essays", "demo-user", "3", "0"),
-        ("museum-guide", "visitor-2", "1", "0"),
-        ("museum-guide", "visitor-1", "4", "0"),
-        ("search", "visitor-2", "1", "0"),
-        ("support", "visitor-3", "1", "1"),
+    assert [
+        (
+            r["feature"],
+            r["user.id"],
+            r["usd"] and Decimal(r["usd"]),
+            r["calls"],
+            r["unpriced_calls"],
+        )
+        for r in as_csv
+    ] == [
+        ("essays", "demo-user", Decimal("0.003202"), "3", "0"),
+        ("museum-guide", "visitor-2", Decimal("0.0009225"), "1", "0"),
+        ("museum-guide", "visitor-1", Decimal("0.00072505"), "4", "0"),
+        ("search", "visitor-2", Decimal("0.00000008"), "1", "0"),
+        ("support", "visitor-3", "", "1", "1"),  # unpriced: empty, never 0
     ]
     as_json = json.loads(run("report", "--group-by", "model", "--format", "json", env=state).stdout)
     assert as_json["calls"] == 10
+    assert as_json["unpriced_calls"] == 1
     assert Decimal(as_json["usd"]) == Decimal("0.00484963")
+    unpriced = [r for r in as_json["rows"] if r["model"] == "acme-support-7b"]
+    assert [(r["usd"], r["unpriced_calls"]) for r in unpriced] == [(None, 1)]
     exported = run("report", "--format", "jsonl", env=state)
     again = run("report", "--jsonl", "-", "--format", "json", stdin=exported.stdout)
     assert json.loads(again.stdout)["calls"] == 10  # an export reads back whole
@@ -184,32 +179,6 @@ def test_prices_shows_rates_and_their_source() -> None:
     assert "no price for 'house-model'" in unknown.stderr
 
 
-def test_doctor_reports_a_healthy_sqlite_set_up(tmp_path: Path) -> None:
-    result = run("doctor", env={"COSTSPAN_LEDGER": f"sqlite:///{tmp_path / 'ledger.db'}"})
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "ok  settings" in result.stdout
-    assert "ok  openai" in result.stdout
-    assert "ok  ledger" in result.stdout
-    assert "answers in" in result.stdout
-    assert f"stored in {tmp_path / 'ledger.db'}" in result.stdout
-    assert "genai-prices 0." in result.stdout
-
-
-def test_doctor_finds_a_dead_ledger_and_bad_settings() -> None:
-    result = run(
-        "doctor",
-        env={
-            "COSTSPAN_LEDGER": f"redis://127.0.0.1:{free_port()}/0",
-            "COSTSPAN_ON_UNPRICED": "explode",
-        },
-    )
-    assert result.returncode == 1
-    assert "!!  settings       COSTSPAN_ON_UNPRICED='explode'" in result.stdout
-    # The bad variable does not hide the others: the Redis ledger was still tried.
-    assert "!!  ledger         redis://127.0.0.1:" in result.stdout
-    assert "does not answer" in result.stdout
-
-
 def test_unknown_command_is_one_clear_error() -> None:
     """A mistyped command exits non-zero and names it."""
     result = run("demoo")
@@ -228,3 +197,129 @@ def test_demo_metrics_port_in_use_is_one_line(state: dict[str, str]) -> None:
     ]
     assert "chat gpt-4o-mini" not in result.stdout
     assert run("demo", "--rounds", "0", env=state).returncode == 2  # click's usage error
+
+
+def test_estimate_and_prices_agree_on_an_unknown_model() -> None:
+    """A model with no price: `estimate` still counts the tokens, and both commands exit 1
+    with the same one-line error naming COSTSPAN_PRICES; with a price, both exit 0."""
+    estimate = run("estimate", "house-model", "--max-output-tokens", "10", stdin="hi")
+    prices = run("prices", "house-model")
+    assert (estimate.returncode, prices.returncode) == (1, 1)
+    assert estimate.stdout.strip() == "house-model: 8 input + up to 10 output tokens, unpriced"
+    error = "Error: no price for 'house-model' (openai); add one with COSTSPAN_PRICES"
+    assert estimate.stderr.strip().splitlines() == [error]
+    assert prices.stderr.strip().splitlines() == [error]
+    priced = {"COSTSPAN_PRICES": '{"house-model": {"input_mtok": 1, "output_mtok": 4}}'}
+    estimate = run("estimate", "house-model", "--max-output-tokens", "10", stdin="hi", env=priced)
+    assert estimate.returncode == 0, estimate.stderr
+    assert estimate.stdout.strip().endswith("at most $0.000048")  # 8 x $1 + 10 x $4 per M
+    assert run("prices", "house-model", env=priced).returncode == 0
+
+
+def test_demo_without_openai_says_what_to_install(state: dict[str, str]) -> None:
+    """`costspan demo` in an environment without openai (hidden from the child process, as if
+    never installed): one line naming the install command, exit 1, no traceback."""
+    result = run("demo", env=state, hide="openai")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "Error: costspan demo runs an openai app, and openai is not installed:"
+        " pip install openai (or pip install 'costspan[demo]')"
+    ]
+    # The same child without the hiding imports openai: the hiding, not the set-up, did it.
+    probe = run("demo", "--rounds", "0", env=state)  # a usage error, after the import check
+    assert "openai is not installed" not in probe.stderr
+
+
+def _spend_store(path: Path) -> None:
+    """A real spend store, written by costspan itself."""
+    from costspan._records import SpendRecord, Store
+
+    store = Store(path)
+    store.add(SpendRecord(1, "chat", "openai", "gpt-4o", None, {"feature": "x"}, usd=None))
+    store.flush()
+    assert path.is_file()
+
+
+def test_report_on_files_that_are_not_a_store(tmp_path: Path) -> None:
+    """--store pointed at a text file, a folder, another app's SQLite database, a missing
+    folder: one line each, exit 1, and none of those files is changed."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("shopping: milk, eggs\n")
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE things (a)")
+    conn.close()
+    before = {p.name: p.read_bytes() for p in (notes, other)}
+    cases = {
+        str(notes): f"Error: {notes} is not a SQLite database",
+        str(tmp_path): f"Error: {tmp_path} is a folder, not a SQLite file",
+        str(other): f"Error: {other} is a SQLite database without costspan spend records",
+        str(tmp_path / "nope" / "s.db"): (
+            f"Error: no spend store at {tmp_path / 'nope' / 's.db'}:"
+            f" the folder {tmp_path / 'nope'} does not exist"
+        ),
+    }
+    for store, error in cases.items():
+        result = run("report", "--store", store)
+        assert result.returncode == 1, store
+        assert result.stderr.strip().splitlines() == [error]
+    assert {p.name: p.read_bytes() for p in (notes, other)} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "other.db"]
+    good = tmp_path / "spend.db"
+    _spend_store(good)
+    read = run("report", "--store", str(good), "--format", "json")
+    assert read.returncode == 0, read.stderr
+    assert json.loads(read.stdout)["rows"][0]["usd"] is None
+
+
+def test_report_on_an_unreadable_store(tmp_path: Path) -> None:
+    """A store the user may not read: one line naming the file, exit 1. (Root reads any file,
+    so as root the command runs without the capabilities that let it.)"""
+    import os
+
+    store = tmp_path / "spend.db"
+    _spend_store(store)
+    store.chmod(0)
+    prefix = ()
+    if os.geteuid() == 0:
+        prefix = ("setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search")
+    result = run("report", "--store", str(store), prefix=prefix)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"Error: cannot read {store}: Permission denied"]
+
+
+def test_report_json_lines_with_bad_lines(tmp_path: Path) -> None:
+    """Bad JSON-lines input, line by line: a list, a record without its fields, bytes that are
+    not UTF-8, an amount that is not a cost. One line each, exit 1."""
+    good = json.dumps(
+        {"time": "2026-11-22T10:00:00+00:00", "operation": "chat", "provider": "openai",
+         "usd": "0.5"}
+    )  # fmt: skip
+    cases = {
+        f"{good}\n[1, 2]\n": "Error: <stdin>, line 2: not a costspan spend record",
+        '{"usd": "1"}\n': "Error: <stdin>, line 1: not a costspan spend record: 'time'",
+        good.replace('"0.5"', '"NaN"'): "Error: <stdin>: a record has usd=NaN, not a cost",
+        good.replace('"0.5"', '"-2"'): "Error: <stdin>: a record has usd=-2, not a cost",
+    }
+    for text, error in cases.items():
+        result = run("report", "--jsonl", "-", stdin=text)
+        assert result.returncode == 1, text
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith(error), (text, line)
+    binary = tmp_path / "export.jsonl"
+    binary.write_bytes(b"\xff\xfe{}\n")
+    result = run("report", "--jsonl", str(binary))
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert "can't decode byte 0xff" in line
+
+
+def test_prices_never_cut_a_price() -> None:
+    """`costspan prices` at 80 columns, 16 columns and piped with COLUMNS unset: each rate is
+    printed whole (a table where it fits, plain lines where it does not)."""
+    for columns in (80, 16, None):
+        result = run("prices", "gpt-4o-mini", columns=columns)
+        assert result.returncode == 0, result.stderr
+        assert "…" not in result.stdout
+        for rate in ("$0.15", "$0.6", "$0.075"):
+            assert rate in result.stdout.split(), (columns, result.stdout)

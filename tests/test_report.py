@@ -144,3 +144,25 @@ def test_report_over_real_calls(client: openai.OpenAI) -> None:
     report = costspan.report(group_by=["feature", "user.id"])
     assert [(r.tags["feature"], r.calls) for r in report] == [("search", 2), ("chat", 1)]
     report.assert_under(usd="0.01", feature="search")
+
+
+def test_a_group_without_a_priced_call_has_no_amount() -> None:
+    """Unknown is not zero: a group whose calls are all unpriced has usd None (null in JSON,
+    an empty CSV cell); a mixed group keeps its priced sum; the totals count the unpriced."""
+    report = costspan.report(group_by=["model"], records=RECORDS)
+    house = next(r for r in report if r.tags["model"] == "house-model-2024-07-18")
+    assert (house.usd, house.calls, house.unpriced_calls) == (None, 1, 1)
+    assert report[-1] is house  # sorted after every priced group
+    assert (report.usd, report.calls, report.unpriced_calls) == (Decimal("1.336"), 7, 1)
+    data = json.loads(report.to_json())
+    assert data["unpriced_calls"] == 1
+    assert [r["usd"] for r in data["rows"] if r["model"].startswith("house")] == [None]
+    rows = list(csv.DictReader(io.StringIO(report.to_csv())))
+    assert [r["usd"] for r in rows if r["model"].startswith("house")] == [""]
+    mixed = costspan.report(group_by=["feature"], records=RECORDS)
+    chat = next(r for r in mixed if r.tags["feature"] == "chat")
+    assert (chat.usd, chat.unpriced_calls) == (Decimal("0.005"), 1)
+    only_unpriced = costspan.report(records=[RECORDS[4]])
+    assert json.loads(only_unpriced.to_json())["usd"] is None
+    with pytest.raises(AssertionError, match="model=house-model-2024-07-18: unpriced in 1"):
+        only_unpriced.assert_under(usd=1)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 
 import openai
 import pytest
+from openai.resources.responses.responses import Responses
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import BaseModel
 
 import costspan
+from costspan.testing import OpenAICompatibleServer
 from tests.conftest import attrs, only_span
 
 pytestmark = pytest.mark.usefixtures("instrumented")
@@ -47,9 +50,16 @@ def test_incomplete_response_reports_length(
 
 
 def test_conversation_id_is_recorded(
-    client: openai.OpenAI, span_exporter: InMemorySpanExporter
+    client: openai.OpenAI, span_exporter: InMemorySpanExporter, server: OpenAICompatibleServer
 ) -> None:
-    """A conversation id given on the request lands on gen_ai.conversation.id."""
+    """A conversation id given on the request lands on gen_ai.conversation.id. An openai
+    without the parameter (before 1.101) raises its own TypeError, untouched, and sends
+    nothing."""
+    if "conversation" not in inspect.signature(Responses.create).parameters:
+        with pytest.raises(TypeError, match="unexpected keyword argument 'conversation'"):
+            client.responses.create(model="gpt-4o-mini", input="hi", conversation="conv_123")
+        assert server.requests == []
+        return
     client.responses.create(model="gpt-4o-mini", input="hi", conversation="conv_123")
     assert attrs(only_span(span_exporter))["gen_ai.conversation.id"] == "conv_123"
 

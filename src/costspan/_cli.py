@@ -7,17 +7,20 @@ on stderr and a non-zero exit code; nothing here prints a traceback for bad inpu
 from __future__ import annotations
 
 import functools
+import importlib
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from costspan._version import __version__
 
@@ -52,7 +55,7 @@ def _one_line_errors(fn: F) -> F:
 
         try:
             return fn(*args, **kwargs)
-        except (ValueError, OSError, LedgerUnavailable) as exc:
+        except (ValueError, OSError, LedgerUnavailable, sqlite3.Error) as exc:
             raise click.ClickException(str(exc)) from None
 
     return wrapper  # type: ignore[return-value]
@@ -96,6 +99,13 @@ def demo(
     store: str | None, otlp: bool, metrics_port: int | None, rounds: int, interval: float
 ) -> None:
     """Run an instrumented app against a local OpenAI-compatible server and print its spans."""
+    try:
+        importlib.import_module("openai")  # the demo's app is openai code
+    except ImportError:
+        raise ValueError(
+            "costspan demo runs an openai app, and openai is not installed:"
+            " pip install openai (or pip install 'costspan[demo]')"
+        ) from None
     from costspan import _demo
 
     path = _store_path(store)
@@ -154,7 +164,7 @@ def report(
     fmt: str,
 ) -> None:
     """Where the money went: spend grouped by tags or models, biggest first."""
-    from costspan import _records
+    from costspan import _records, _tables
     from costspan._report import report as build
 
     filters: dict[str, str] = {}
@@ -165,15 +175,18 @@ def report(
         filters[key] = value
     if jsonl is not None:
         records = _records.read_jsonl(jsonl, getattr(jsonl, "name", "input"))
+        for record in records:  # a cost is a finite, non-negative amount or unknown (null)
+            if record.usd is not None and not (record.usd.is_finite() and record.usd >= 0):
+                raise ValueError(f"{jsonl.name}: a record has usd={record.usd}, not a cost")
         source = f"JSON lines {getattr(jsonl, 'name', '-')}"
     else:
         path = _store_path(store)
-        if not path.exists():
-            raise ValueError(
-                f"no spend store at {path}: run `costspan demo`, or pass --store or --jsonl"
-            )
+        _check_store(path)
         with _err.status(f"reading {path} ...", spinner="dots"):
-            records = _records.Store(path).read()
+            try:
+                records = _records.Store(path).read()
+            except sqlite3.Error as exc:
+                raise ValueError(f"cannot read spend records from {path}: {exc}") from None
         source = str(path)
     result = build(group_by, since=since, where=filters or None, records=records)
     if fmt == "csv":
@@ -185,24 +198,28 @@ def report(
     if fmt == "jsonl":  # the records themselves, for --jsonl elsewhere
         click.echo(result.to_jsonl(), nl=False)
         return
-    table = Table(title=f"spend by {', '.join(result.group_by) or 'everything'} ({source})")
-    for key in result.group_by:
-        table.add_column(key)
-    for name in ("usd", "calls", "input", "cached", "output", "reasoning", "unpriced"):
-        table.add_column(name, justify="right")
-    for row in result:
-        table.add_row(
-            *(row.tags[k] for k in result.group_by),
-            f"${row.usd:.6f}",
-            str(row.calls),
-            str(row.input_tokens),
-            str(row.cached_input_tokens),
-            str(row.output_tokens),
-            str(row.reasoning_tokens),
-            str(row.unpriced_calls),
-        )
-    _out.print(table)
-    _out.print(f"total ${result.usd:.6f} in {result.calls} call(s)")
+    title = f"spend by {', '.join(result.group_by) or 'everything'} ({source})"
+    for part in _tables.render(result, title, _out.width):
+        if isinstance(part, str):
+            click.echo(part)  # wrapped between words already; never cut
+        else:
+            _out.print(part, soft_wrap=False)
+
+
+def _check_store(path: Path) -> None:
+    """A one-line error, before anything opens it for writing, unless ``path`` is a SQLite
+    file with spend records in it."""
+    from costspan._doctor import inspect_sqlite
+
+    found = None if not path.exists() else inspect_sqlite(path)  # ValueError: not SQLite...
+    if found is None or not found.exists:
+        if path.parent.is_dir() or path.parent == default_store().parent:
+            raise ValueError(
+                f"no spend store at {path}: run `costspan demo`, or pass --store or --jsonl"
+            )
+        raise ValueError(f"no spend store at {path}: the folder {path.parent} does not exist")
+    if "spend" not in found.tables:
+        raise ValueError(f"{path} is a SQLite database without costspan spend records")
 
 
 # -- estimate -------------------------------------------------------------------------------------
@@ -234,11 +251,11 @@ def estimate(
     result = project(
         model, text, max_output_tokens=max_output_tokens, provider=provider, operation=operation
     )
-    cost = "unpriced (no known price for this model)" if result.usd is None else _money(result.usd)
-    _out.print(
-        f"{model}: {result.input_tokens} input + up to {result.output_tokens} output tokens,"
-        f" at most {cost}"
-    )
+    tokens = f"{model}: {result.input_tokens} input + up to {result.output_tokens} output tokens"
+    if result.usd is None:  # the same answer, and exit status, as `costspan prices MODEL`
+        _out.print(f"{tokens}, unpriced")
+        raise ValueError(_no_price(model, provider))
+    _out.print(f"{tokens}, at most {_money(result.usd)}")
 
 
 # -- prices ---------------------------------------------------------------------------------------
@@ -259,141 +276,70 @@ def prices(model: str, provider: str) -> None:
 
     inp = per_million(TokenUsage(1_000_000, 0))
     if inp is None:
-        raise ValueError(f"no price for {model!r} ({provider}); add one with COSTSPAN_PRICES")
+        raise ValueError(_no_price(model, provider))
     out = per_million(TokenUsage(0, 1_000_000))
     cached = per_million(TokenUsage(1_000_000, 0, cache_read_tokens=1_000_000))
-    table = Table(
-        title=f"{inp.model or model} ({inp.provider or provider}), USD per million tokens"
-    )
-    table.add_column("tokens")
-    table.add_column("USD", justify="right")
-    table.add_row("input", _money(inp.total))
-    table.add_row("output", _money(out.total if out else None))
-    table.add_row("cached input", _money(cached.total if cached else None))
-    _out.print(table)
-    _out.print(f"source: {_source(inp.source)}")
+    title = f"{inp.model or model} ({inp.provider or provider}), USD per million tokens"
+    rates = [
+        ("input", _money(inp.total)),
+        ("output", _money(out.total if out else None)),
+        ("cached input", _money(cached.total if cached else None)),
+    ]
+    usd_width = max(len("USD"), *(len(usd) for _, usd in rates))
+    # A table only where it fits whole (borders and padding: 7 columns): rich would crop a
+    # price to fit a narrower one; then plain lines, which a terminal wraps but never cuts.
+    if len("cached input") + usd_width + 7 <= _out.width:
+        table = Table(title=title)
+        table.add_column("tokens")
+        table.add_column("USD", justify="right", no_wrap=True, min_width=usd_width)
+        for name, usd in rates:
+            table.add_row(name, usd)
+        _out.print(table)
+    else:
+        click.echo(title)
+        for name, usd in rates:
+            click.echo(f"{name}: {usd}")
+    click.echo(f"source: {_source(inp.source)}")
 
 
 def _money(value: Decimal | None) -> str:
     return "-" if value is None else f"${value.normalize():f}"
 
 
+def _no_price(model: str, provider: str) -> str:
+    return f"no price for {model!r} ({provider}); add one with COSTSPAN_PRICES"
+
+
 def _source(source: str) -> str:
+    from costspan._doctor import genai_prices_version
+
     if source == "override":
         return "your price overrides (COSTSPAN_PRICES / configure(prices=...))"
-    return f"genai-prices {_genai_prices()} (bundled with the package, used offline)"
-
-
-def _genai_prices() -> str:
-    from importlib import metadata
-
-    dist = metadata.distribution("genai-prices")
-    installed = ""
-    files = dist.files or []
-    record = next((f for f in files if f.name == "METADATA"), None)
-    if record is not None:
-        stamp = Path(str(record.locate())).stat().st_mtime
-        installed = time.strftime(", installed %Y-%m-%d", time.gmtime(stamp))
-    return f"{dist.version}{installed}"
+    return f"genai-prices {genai_prices_version()} (bundled with the package, used offline)"
 
 
 # -- doctor ---------------------------------------------------------------------------------------
+_MARKS: Final = {"ok": ("ok", "green"), "note": ("--", "yellow"), "warn": ("~~", "yellow"),
+                 "problem": ("!!", "red")}  # fmt: skip
+
+
 @main.command()
 def doctor() -> None:
-    """Check the installation: instrumentation, export pipeline, ledger, prices, settings."""
-    problems = 0
+    """Check a deployment, read-only: settings, openai and who instruments it, what
+    opentelemetry-instrument would load, the ledger, prices, records. Exit 1 on a problem."""
+    from costspan import _doctor
 
-    def line(ok: bool | None, what: str, detail: str) -> None:
-        nonlocal problems
-        mark = {True: "[green]ok[/]", False: "[red]!![/]", None: "[yellow]--[/]"}[ok]
-        problems += ok is False
-        _out.print(f"{mark}  {what:<14} {detail}")
-
-    from costspan import _config
-
-    settings, errors = _config.checked_env()
-    for error in errors:  # each bad variable; the valid ones are still checked below
-        line(False, "settings", str(error))
-    if not errors:
-        line(True, "settings", "every COSTSPAN_* variable is valid")
-    line(*_check_openai())
-    line(*_check_launcher())
-    line(*_check_ledger(settings))
-    line(True, "prices", f"genai-prices {_genai_prices()}; {len(settings.prices)} override(s)")
-    store = _config.records_path(settings)
-    line(
-        None if store is None else True,
-        "records",
-        f"stored in {store}" if store else "in memory only (set COSTSPAN_RECORDS to keep them)",
-    )
-    sys.exit(1 if problems else 0)
-
-
-def _check_openai() -> tuple[bool | None, str, str]:
-    from importlib import metadata
-
-    try:
-        version = metadata.version("openai")
-    except metadata.PackageNotFoundError:
-        return False, "openai", "not installed: nothing to instrument"
-    from costspan._instrumentor import OpenAIInstrumentor
-
-    missing = OpenAIInstrumentor().instrumentation_dependencies()
-    return True, "openai", f"{version} (instrumentor costspan_openai wants {', '.join(missing)})"
-
-
-def _check_launcher() -> tuple[bool | None, str, str]:
-    from importlib.metadata import entry_points
-
-    configurators = sorted(ep.name for ep in entry_points(group="opentelemetry_configurator"))
-    chosen = os.environ.get("OTEL_PYTHON_CONFIGURATOR")
-    instrumentors = {ep.name for ep in entry_points(group="opentelemetry_instrumentor")}
-    if "costspan_openai" not in instrumentors:
-        return (
-            False,
-            "auto-launch",
-            "the costspan_openai entry point is missing: reinstall costspan",
-        )
-    if configurators == ["costspan"] or chosen == "costspan":
-        detail = "opentelemetry-instrument puts CostSpanProcessor in front of the exporter"
-        if "openai" in instrumentors and "openai" not in os.environ.get(
-            "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", ""
-        ):
-            detail += (
-                "; another 'openai' instrumentor is installed too:"
-                " set OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=openai"
-            )
-            return None, "auto-launch", detail
-        return True, "auto-launch", detail
-    return (
-        False,
-        "auto-launch",
-        (
-            f"configurators {', '.join(configurators)} are installed:"
-            " set OTEL_PYTHON_CONFIGURATOR=costspan "
-            "or spans of other instrumentations leave unpriced"
-        ),
-    )
-
-
-def _check_ledger(settings: Any) -> tuple[bool | None, str, str]:
-    from costspan.ledgers import FailSafeLedger, LedgerUnavailable
-    from costspan.ledgers._open import LedgerSpec
-
-    spec = settings.ledger
-    if not isinstance(spec, LedgerSpec) or spec.engine == "memory":
-        return None, "ledger", "memory: budgets are per process (set COSTSPAN_LEDGER to share them)"
-    ledger = spec.open("closed")
-    assert isinstance(ledger, FailSafeLedger)
-    start = time.perf_counter()
-    try:
-        ledger.engine.ping()
-    except LedgerUnavailable as exc:
-        return False, "ledger", f"{spec} does not answer: {exc} (fail mode {settings.fail_mode})"
-    finally:
-        ledger.engine.close()
-    elapsed = (time.perf_counter() - start) * 1000
-    return True, "ledger", f"{spec} answers in {elapsed:.1f} ms; fail mode {settings.fail_mode}"
+    checks = _doctor.run()
+    for check in checks:
+        mark, style = _MARKS[check.status]
+        # Text, not markup: a detail such as pip install 'costspan[redis]' prints as written.
+        _out.print(Text.assemble((mark, style), f"  {check.what:<14} {check.detail}"))
+        if check.fix:
+            label = "hint" if check.status == "note" else "fix"
+            _out.print(Text(f"{'':<19}{label}: {check.fix}"))
+    code, closing = _doctor.summary(checks)
+    _out.print(Text(closing))
+    sys.exit(code)
 
 
 if __name__ == "__main__":

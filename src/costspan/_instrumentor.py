@@ -42,6 +42,9 @@ _CHAT = ("openai.resources.chat.completions.completions", "openai.resources.chat
 _RESPONSES = ("openai.resources.responses.responses", "openai.resources.responses")
 _EMBEDDINGS = ("openai.resources.embeddings",)
 _LEGACY = ("openai.resources.completions",)
+# openai 1.66 to 1.91 keep the chat parse() helper in beta, and it posts directly; from 1.92 on
+# the module is gone and parse() lives on chat.completions (never both: nothing is wrapped twice).
+_BETA_CHAT = ("openai.resources.beta.chat.completions",)
 
 TARGETS: Final = (
     Target(_CHAT, "Completions", "create", ops.CHAT, False),
@@ -49,6 +52,8 @@ TARGETS: Final = (
     # `parse()` posts directly instead of going through `create()`, so it needs its own wrapper.
     Target(_CHAT, "Completions", "parse", ops.CHAT, False),
     Target(_CHAT, "AsyncCompletions", "parse", ops.CHAT, True),
+    Target(_BETA_CHAT, "Completions", "parse", ops.CHAT, False),
+    Target(_BETA_CHAT, "AsyncCompletions", "parse", ops.CHAT, True),
     # The Responses `stream()` helper calls `create(stream=True)`: wrapping `create` covers it
     # without nesting a second span. `parse()` posts directly.
     Target(_RESPONSES, "Responses", "create", ops.RESPONSES, False),

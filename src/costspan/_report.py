@@ -3,7 +3,9 @@
 :func:`report` reads this process's records, or - when a durable store is configured - every
 process's records from it, and groups them by tags (baggage keys such as ``feature`` or
 ``user.id``) or record fields (``model``, ``provider``, ``operation``...). Rows are sorted by
-spend. Money is ``Decimal``; unpriced calls are counted apart, never as $0.
+spend. Money is ``Decimal``; unpriced calls are counted apart, never as $0: a group none of whose
+calls has a price has no amount (``usd`` is ``None``, ``null`` in JSON, empty in CSV), and a
+group that mixes both has the priced calls' sum next to its count of unpriced calls.
 """
 
 from __future__ import annotations
@@ -31,10 +33,11 @@ Where = Mapping[str, str] | Callable[[SpendRecord], bool] | None
 
 @dataclass(frozen=True, slots=True)
 class ReportRow:
-    """One group's spend."""
+    """One group's spend. ``usd`` is the sum of its priced calls, or ``None`` when none of its
+    calls has a price (unknown is not $0); ``unpriced_calls`` says how many calls it leaves out."""
 
     tags: Mapping[str, str]
-    usd: Decimal
+    usd: Decimal | None
     calls: int
     input_tokens: int
     cached_input_tokens: int
@@ -46,7 +49,8 @@ class ReportRow:
     def to_dict(self) -> dict[str, Any]:
         return {
             **{f"tag:{k}" if k in _ROW_FIELDS else k: v for k, v in self.tags.items()},
-            "usd": f"{self.usd:f}",  # positional: 0.00000008, never 8E-8
+            # positional: 0.00000008, never 8E-8; no priced call: null, never "0"
+            "usd": None if self.usd is None else f"{self.usd:f}",
             "calls": self.calls,
             "input_tokens": self.input_tokens,
             "cached_input_tokens": self.cached_input_tokens,
@@ -89,12 +93,17 @@ class Report(Sequence[ReportRow]):
 
     @property
     def usd(self) -> Decimal:
-        """Total priced spend of the report."""
-        return sum((row.usd for row in self.rows), Decimal(0))
+        """Total priced spend of the report (``unpriced_calls`` counts the calls it leaves out)."""
+        return sum((row.usd for row in self.rows if row.usd is not None), Decimal(0))
 
     @property
     def calls(self) -> int:
         return sum(row.calls for row in self.rows)
+
+    @property
+    def unpriced_calls(self) -> int:
+        """Calls whose model has no price: not in ``usd``."""
+        return sum(row.unpriced_calls for row in self.rows)
 
     def assert_under(self, usd: object, **tags: str) -> None:
         """Fail (``AssertionError``) if the records matching ``tags`` spent ``usd`` or more, or
@@ -114,7 +123,8 @@ class Report(Sequence[ReportRow]):
         keys = self.group_by or ("model",)
         top = _group(keys, matching)[:5]
         spenders = "; ".join(
-            f"{_label(row.tags)}: ${row.usd} in {row.calls} call(s)"
+            f"{_label(row.tags)}: {'unpriced' if row.usd is None else f'${row.usd}'}"
+            f" in {row.calls} call(s)"
             + (f", {row.unpriced_calls} unpriced" if row.unpriced_calls else "")
             for row in top
         )
@@ -130,8 +140,12 @@ class Report(Sequence[ReportRow]):
         return json.dumps(
             {
                 "group_by": list(self.group_by),
-                "usd": f"{self.usd:f}",
+                # Every call unpriced: the total is unknown, not $0.
+                "usd": None
+                if self.calls and self.unpriced_calls == self.calls
+                else f"{self.usd:f}",
                 "calls": self.calls,
+                "unpriced_calls": self.unpriced_calls,
                 "rows": [row.to_dict() for row in self.rows],
             },
             indent=2,
@@ -180,8 +194,15 @@ def _group(group_by: Sequence[str], records: Iterable[SpendRecord]) -> list[Repo
         acc[4] += r.output_tokens
         acc[5] += r.reasoning_tokens
         acc[7] += int(r.estimated)
-    rows = [ReportRow(dict(zip(group_by, key, strict=True)), *acc) for key, acc in sums.items()]
-    rows.sort(key=lambda row: (-row.usd, -row.calls, tuple(row.tags.values())))
+    rows = [
+        ReportRow(
+            dict(zip(group_by, key, strict=True)),
+            acc[0] if acc[6] < acc[1] else None,  # no priced call: no amount
+            *acc[1:],
+        )
+        for key, acc in sums.items()
+    ]
+    rows.sort(key=lambda row: (-(row.usd or 0), -row.calls, tuple(row.tags.values())))
     return rows
 
 
