@@ -15,7 +15,8 @@ system prompt is added (:func:`tool_system_tokens`, from its "Tool use pricing" 
 **Prompt caching.** A block carrying ``cache_control: {"type": "ephemeral"}`` is a breakpoint
 (at most 4); the prefix up to it (tools, then system, then messages) is written to the cache when
 it is at least the model's minimum (:func:`min_cacheable`). A later request whose prefix up to a
-breakpoint, or up to any of the 20 blocks before one, is the same (same model) reads it. Usage
+breakpoint, or up to any of the 20 blocks before one, is the same (same model) reads it. A
+top-level ``cache_control`` (automatic caching) marks the last block. Usage
 then splits the input three ways, as Anthropic reports it: ``cache_read_input_tokens`` (read),
 ``cache_creation_input_tokens`` (written now) and ``input_tokens``, which EXCLUDES both (unlike
 OpenAI's ``prompt_tokens``, which includes its cached tokens).
@@ -207,6 +208,9 @@ def prompt_blocks(body: Mapping[str, Any], model: str, scale: Decimal) -> list[B
             blocks.append(made)
     if blocks:
         blocks[0].tokens += REQUEST_OVERHEAD
+        if obj(body.get("cache_control")):
+            # Automatic caching: a top-level cache_control marks the last cacheable block.
+            blocks[-1].breakpoint = True
     return blocks
 
 
