@@ -398,3 +398,32 @@ def test_claude_through_the_openai_api_counts_like_messages(server: OpenAICompat
     assert result.usage is not None
     raw = 3 + 3 + count_text("user", MODEL) + count_text("Hello there", MODEL)
     assert result.usage.prompt_tokens == math.ceil(raw * 1.25)
+
+
+def test_a_broken_image_is_anthropics_400(claude: anthropic.Anthropic) -> None:
+    """Base64 that holds no image is refused in Anthropic's shape."""
+    image = {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": "bm90IGFuIGltYWdl"},
+    }
+    with pytest.raises(anthropic.BadRequestError, match="Could not process image"):
+        claude.messages.create(
+            model=MODEL,
+            max_tokens=5,
+            messages=[{"role": "user", "content": [image]}],  # pyright: ignore[reportArgumentType]
+        )
+
+
+def test_unparsable_body_on_messages_is_anthropic_shaped(server: OpenAICompatibleServer) -> None:
+    """Even a body that is not JSON gets Anthropic's error shape on the Messages path."""
+    request = urllib.request.Request(
+        f"{server.anthropic_base_url}/v1/messages",
+        data=b"{not json",
+        headers={"content-type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=10)
+    assert caught.value.code == 400
+    body = json.loads(caught.value.read())
+    assert body["type"] == "error"
+    assert body["error"]["type"] == "invalid_request_error"

@@ -110,7 +110,8 @@ def family_scale(model: str) -> Decimal:
     return Decimal(1)
 
 
-def _decimal_header(headers: Mapping[str, str], name: str) -> Decimal | None:
+def decimal_header(headers: Mapping[str, str], name: str) -> Decimal | None:
+    """A positive decimal test header (None when absent); anything else is a 400 naming it."""
     raw = headers.get(name)
     if not raw:
         return None
@@ -123,7 +124,8 @@ def _decimal_header(headers: Mapping[str, str], name: str) -> Decimal | None:
     return value
 
 
-def _int_header(headers: Mapping[str, str], name: str) -> int:
+def int_header(headers: Mapping[str, str], name: str) -> int:
+    """A whole-number test header (0 when absent); anything else is a 400 naming it."""
     raw = headers.get(name)
     if not raw:
         return 0
@@ -138,12 +140,12 @@ def _int_header(headers: Mapping[str, str], name: str) -> int:
 
 def input_scale(model: str, headers: Mapping[str, str]) -> Decimal:
     """The header's input scale, else the model family's."""
-    return _decimal_header(headers, INPUT_SCALE_HEADER) or family_scale(model)
+    return decimal_header(headers, INPUT_SCALE_HEADER) or family_scale(model)
 
 
 def output_scale(model: str, headers: Mapping[str, str]) -> Decimal:
     """The header's output scale, else the model family's."""
-    return _decimal_header(headers, OUTPUT_SCALE_HEADER) or family_scale(model)
+    return decimal_header(headers, OUTPUT_SCALE_HEADER) or family_scale(model)
 
 
 def scaled(tokens: int, scale: Decimal) -> int:
@@ -156,7 +158,7 @@ def billed(prompt: Prompt, model: str, headers: Mapping[str, str]) -> int:
         scaled(prompt.text, input_scale(model, headers))
         + prompt.media
         + prompt.context
-        + _int_header(headers, EXTRA_INPUT_HEADER)
+        + int_header(headers, EXTRA_INPUT_HEADER)
     )
 
 

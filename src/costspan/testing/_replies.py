@@ -1,10 +1,11 @@
-"""Response bodies of the local OpenAI-compatible server, shaped like OpenAI's own.
+"""Answers of the local OpenAI-compatible server, and their bodies, shaped like OpenAI's own.
 
-Token counts come from the model's real tokenizer (costspan's offline tiktoken) with the chat
-overhead of the OpenAI cookbook (3 per message, 3 to prime the reply), as OpenAI counts them.
-Models of the o-series and gpt-5 family "reason" (reasoning tokens inside the output count), a
-repeated prompt of 1024 or more tokens reads from the cache in 128-token steps as OpenAI's prompt
-caching does, and response model ids are dated the way OpenAI dates them.
+What a prompt costs is ``_billing``'s business; this module generates the answer (its length
+bounded by the request's cap, reasoning included) and writes the Chat, legacy Completions,
+Responses and Embeddings bodies and stream events. Models of the o-series and gpt-5 family
+"reason" (64 reasoning tokens inside the output count, spent before any visible text), a repeated
+prompt of 1024 or more tokens reads from the cache in 128-token steps as OpenAI's prompt caching
+does, and response model ids are dated the way OpenAI dates them.
 """
 
 from __future__ import annotations

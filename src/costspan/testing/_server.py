@@ -196,7 +196,7 @@ class OpenAICompatibleServer:
             raise (
                 anthropic_error(injected) if route in _ANTHROPIC_ROUTES else openai_error(injected)
             )
-        delay = int(headers.get("x-costspan-test-delay-ms", "0") or 0)
+        delay = B.int_header(headers, "x-costspan-test-delay-ms")
         if delay:
             time.sleep(delay / 1000)
         if self.reject_stream_options and "stream_options" in body:
@@ -443,8 +443,14 @@ def _count(body: Mapping[str, Any], name: str) -> int:
 
 
 def _length(headers: Mapping[str, str]) -> int | None:
-    value = headers.get("x-costspan-test-output-tokens")
-    return int(value) if value else None
+    if not headers.get("x-costspan-test-output-tokens"):
+        return None
+    return B.int_header(headers, "x-costspan-test-output-tokens")
+
+
+def _reported_cost(headers: Mapping[str, str]) -> float | None:
+    cost = B.decimal_header(headers, "x-costspan-test-cost")
+    return None if cost is None else float(cost)
 
 
 def _generate(model: str, headers: Mapping[str, str], **kwargs: Any) -> R.Generation:
@@ -453,13 +459,11 @@ def _generate(model: str, headers: Mapping[str, str], **kwargs: Any) -> R.Genera
     reply = R.make_reply(
         model,
         length=_length(headers),
-        reasoning=int(forced) if forced else None,
+        reasoning=B.int_header(headers, "x-costspan-test-reasoning-tokens") if forced else None,
         output_scale=B.output_scale(model, headers),
         **kwargs,
     )
-    cost = headers.get("x-costspan-test-cost")
-    if cost:
-        reply.reported_cost = float(cost)
+    reply.reported_cost = _reported_cost(headers)
     return reply
 
 
@@ -521,24 +525,29 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length") or 0)
         raw = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
+        is_anthropic = _route_of(self.path) in _ANTHROPIC_ROUTES
         try:
-            body = json.loads(raw or b"{}")
+            try:
+                body = json.loads(raw or b"{}")
+            except json.JSONDecodeError as err:
+                raise APIError(400, "We could not parse the JSON body of your request.") from err
             if not isinstance(body, dict):
                 raise APIError(400, "The request body must be a JSON object")
+            cut = B.int_header(headers, "x-costspan-test-cut-after")
             reply = self.server.app.handle(self.path, body, headers)  # pyright: ignore[reportUnknownArgumentType]
-        except json.JSONDecodeError:
-            self._send_json(
-                400, APIError(400, "We could not parse the JSON body of your request.").body
-            )
-            return
         except APIError as err:
+            err = as_anthropic(err) if is_anthropic else err
             self._send_json(err.status, err.body, err.headers)
+            return
+        except Exception as err:  # a bug in the server: say so, as a 500, instead of hanging up
+            failure = APIError(500, f"costspan test server error: {err!r}", type_="server_error")
+            failure = as_anthropic(failure) if is_anthropic else failure
+            self._send_json(500, failure.body)
             return
         if reply.body is not None:
             self._send_json(200, reply.body)
         elif reply.events is not None:
-            cut = headers.get("x-costspan-test-cut-after")
-            self._send_stream(reply, int(cut) if cut else None)
+            self._send_stream(reply, cut if headers.get("x-costspan-test-cut-after") else None)
 
     def _send_json(
         self, status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
@@ -547,7 +556,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(data)))
-        self.send_header("x-request-id", R.new_id("req_"))
+        request_id = R.new_id("req_")
+        self.send_header("x-request-id", request_id)
+        self.send_header("request-id", request_id)  # Anthropic's name for it
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
