@@ -25,6 +25,7 @@ from decimal import Decimal
 from typing import Any, cast
 
 from costspan import _tokens
+from costspan.testing import _billing
 from costspan.testing._json import obj
 
 DATED_MODELS: dict[str, str] = {
@@ -52,6 +53,12 @@ DEFAULT_EMBEDDING_DIMENSIONS = 1536
 def count_tokens(text: str, model: str) -> int:
     """Tokens of ``text`` with ``model``'s tokenizer."""
     return _tokens.count_text(text, model)
+
+
+def chat_prompt_tokens(messages: object, model: str) -> int:
+    """Input tokens of chat ``messages`` as the server bills them (for benchmarks/overhead.py)."""
+    prompt = _billing.chat_prompt({"messages": messages}, model)
+    return _billing.billed(prompt, model, {})
 
 
 def is_reasoning_model(model: str) -> bool:

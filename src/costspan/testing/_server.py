@@ -19,7 +19,7 @@ Per-request test behaviour travels in headers (so parallel tests don't share sta
 - ``x-costspan-test-omit-usage: 1`` -- never send stream usage (a server ignoring the option).
 - ``x-costspan-test-delay-ms: N`` -- wait before answering.
 - ``x-costspan-test-reasoning-tokens: N`` -- spend N reasoning tokens per choice (inside the
-  output, and within its cap).
+  output, and within its cap; OpenAI's APIs only).
 - ``x-costspan-test-cost: USD`` -- report ``usage.cost`` as gateways such as OpenRouter do.
 - ``x-costspan-test-output-tokens: N`` -- answer with about N tokens (still cut by the cap).
 - ``x-costspan-test-input-scale: D`` -- bill text input at D provider tokens per o200k token
