@@ -6,6 +6,8 @@ OpenAI-compatible server) and ``costspan_spend`` (this test's calls and their co
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import openai
 import pytest
 
@@ -29,8 +31,11 @@ def answer(client: openai.OpenAI, question: str) -> str:
 
 
 @pytest.fixture(name="client")
-def _client(costspan_server: OpenAICompatibleServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=costspan_server.base_url, api_key="test", max_retries=0)
+def _client(costspan_server: OpenAICompatibleServer) -> Iterator[openai.OpenAI]:
+    # Closed here, not left to the garbage collector: an unclosed client's socket is a
+    # ResourceWarning whenever the collector happens to finalize the socket first.
+    with openai.OpenAI(base_url=costspan_server.base_url, api_key="test", max_retries=0) as client:
+        yield client
 
 
 def test_an_answer_costs_under_a_tenth_of_a_cent(

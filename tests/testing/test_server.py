@@ -122,3 +122,56 @@ def test_requests_are_recorded(client: openai.OpenAI, server: OpenAICompatibleSe
     assert request.path == "/v1/chat/completions"
     assert request.body["temperature"] == 0.3
     assert request.headers["authorization"] == "Bearer test-key"
+
+
+@pytest.mark.parametrize(
+    ("status", "exception"),
+    [
+        (429, openai.RateLimitError),
+        (500, openai.InternalServerError),
+        (529, openai.InternalServerError),
+        (400, openai.BadRequestError),
+    ],
+)
+def test_error_header_answers_in_openais_shape(
+    client: openai.OpenAI, status: int, exception: type[openai.APIStatusError]
+) -> None:
+    """x-costspan-test-error fails one call with OpenAI's error body; the next call succeeds."""
+    with pytest.raises(exception) as caught:
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=USER, extra_headers={"x-costspan-test-error": str(status)}
+        )
+    assert caught.value.status_code == status
+    assert isinstance(caught.value.body, dict)
+    assert "message" in caught.value.body
+    assert client.chat.completions.create(model="gpt-4o-mini", messages=USER).choices
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "x-costspan-test-reasoning-tokens",
+        "x-costspan-test-output-tokens",
+        "x-costspan-test-cut-after",
+        "x-costspan-test-delay-ms",
+        "x-costspan-test-extra-input-tokens",
+        "x-costspan-test-cost",
+    ],
+)
+def test_malformed_test_headers_are_a_400_naming_them(client: openai.OpenAI, header: str) -> None:
+    """A test header that is not a number fails the call clearly instead of dropping it."""
+    with pytest.raises(openai.BadRequestError, match=header):
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=USER, extra_headers={header: "plenty"}
+        )
+
+
+def test_junk_tools_and_messages_do_not_break_the_server(client: openai.OpenAI) -> None:
+    """Entries of the wrong type are ignored, as a lenient parser would; the call still answers."""
+    result = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[*USER, "not a message", {"role": "user", "content": 42}],  # pyright: ignore[reportArgumentType]
+        tools=["nope", {"type": "function", "function": "bad"}, {"type": "function"}],  # pyright: ignore[reportArgumentType]
+    )
+    assert result.usage is not None
+    assert result.usage.prompt_tokens > 0

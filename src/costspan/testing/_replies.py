@@ -1,10 +1,11 @@
-"""Response bodies of the local OpenAI-compatible server, shaped like OpenAI's own.
+"""Answers of the local OpenAI-compatible server, and their bodies, shaped like OpenAI's own.
 
-Token counts come from the model's real tokenizer (costspan's offline tiktoken) with the chat
-overhead of the OpenAI cookbook (3 per message, 3 to prime the reply), as OpenAI counts them.
-Models of the o-series and gpt-5 family "reason" (reasoning tokens inside the output count), a
-repeated prompt of 1024 or more tokens reads from the cache in 128-token steps as OpenAI's prompt
-caching does, and response model ids are dated the way OpenAI dates them.
+What a prompt costs is ``_billing``'s business; this module generates the answer (its length
+bounded by the request's cap, reasoning included) and writes the Chat, legacy Completions,
+Responses and Embeddings bodies and stream events. Models of the o-series and gpt-5 family
+"reason" (64 reasoning tokens inside the output count, spent before any visible text), a repeated
+prompt of 1024 or more tokens reads from the cache in 128-token steps as OpenAI's prompt caching
+does, and response model ids are dated the way OpenAI dates them.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import re
 import struct
 import threading
@@ -19,9 +21,12 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, cast
 
 from costspan import _tokens
+from costspan.testing import _billing
+from costspan.testing._json import obj
 
 DATED_MODELS: dict[str, str] = {
     "gpt-4o": "gpt-4o-2024-08-06",
@@ -50,6 +55,12 @@ def count_tokens(text: str, model: str) -> int:
     return _tokens.count_text(text, model)
 
 
+def chat_prompt_tokens(messages: object, model: str) -> int:
+    """Input tokens of chat ``messages`` as the server bills them (for benchmarks/overhead.py)."""
+    prompt = _billing.chat_prompt({"messages": messages}, model)
+    return _billing.billed(prompt, model, {})
+
+
 def is_reasoning_model(model: str) -> bool:
     return bool(re.match(r"^(o\d|gpt-5)", model))
 
@@ -58,62 +69,41 @@ def dated(model: str) -> str:
     return DATED_MODELS.get(model, model)
 
 
-def obj(value: object) -> Mapping[str, Any]:
-    """A JSON object from a request body, or an empty one for anything else."""
-    return cast("Mapping[str, Any]", value) if isinstance(value, dict) else {}
-
-
-def objs(value: object) -> list[Mapping[str, Any]]:
-    """The JSON objects in a JSON array (other elements dropped)."""
-    return (
-        [obj(v) for v in cast("list[object]", value) if isinstance(v, dict)]  # pyright: ignore[reportUnknownArgumentType]
-        if isinstance(value, list)
-        else []
-    )
-
-
-def items(value: object) -> list[object]:
-    """The elements of a JSON array, or nothing."""
-    return list(cast("list[object]", value)) if isinstance(value, list) else []
-
-
-def text_of(content: object) -> str:
-    """The text of a message's content: a string, or the text parts of a list."""
-    if isinstance(content, str):
-        return content
-    return " ".join(str(part.get("text", "")) for part in objs(content))
-
-
-def chat_prompt_tokens(messages: list[dict[str, Any]], model: str) -> int:
-    return _tokens.count_chat(messages, model)
-
-
-def _example_for(schema: Mapping[str, Any], defs: Mapping[str, Any]) -> Any:
+def _example_for(schema: Mapping[str, Any], defs: Mapping[str, Any], depth: int = 0) -> Any:
     """A value that satisfies a (pydantic-generated) JSON schema: what `.parse()` will accept."""
+    if depth > 8:
+        return None
     if "$ref" in schema:
-        return _example_for(defs.get(str(schema["$ref"]).rsplit("/", 1)[-1], {}), defs)
+        return _example_for(obj(defs.get(str(schema["$ref"]).rsplit("/", 1)[-1])), defs, depth + 1)
     for key in ("anyOf", "oneOf", "allOf"):
         if schema.get(key):
-            return _example_for(schema[key][0], defs)
+            return _example_for(obj(schema[key][0]), defs, depth + 1)
     if schema.get("enum"):
         return schema["enum"][0]
     kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in cast("list[object]", kind) if k != "null"), "null")
     if kind == "object":
-        props: Mapping[str, Any] = schema.get("properties", {})
-        return {name: _example_for(sub, defs) for name, sub in props.items()}
+        props = obj(schema.get("properties"))
+        return {name: _example_for(obj(sub), defs, depth + 1) for name, sub in props.items()}
     if kind == "array":
-        return [_example_for(schema.get("items", {}), defs)]
+        return [_example_for(obj(schema.get("items")), defs, depth + 1)]
     return {"string": "example", "integer": 1, "number": 1.5, "boolean": True}.get(str(kind))
 
 
 def structured_reply(schema_holder: Mapping[str, Any]) -> str:
-    schema: Mapping[str, Any] = schema_holder.get("schema", schema_holder)
-    return json.dumps(_example_for(schema, schema.get("$defs", {})))
+    schema = obj(schema_holder.get("schema", schema_holder))
+    return example_json(schema)
+
+
+def example_json(schema: Mapping[str, Any]) -> str:
+    """JSON text that satisfies ``schema`` (tool arguments, structured output)."""
+    return json.dumps(_example_for(schema, obj(schema.get("$defs") or schema.get("definitions"))))
 
 
 @dataclass
-class Reply:
-    """The text a call answers with, and its usage in OpenAI's terms."""
+class Generation:
+    """What the model "generated" for a call: its texts, and its usage in OpenAI's terms."""
 
     texts: list[str]
     finish_reasons: list[str]
@@ -121,6 +111,7 @@ class Reply:
     completion_tokens: int
     reasoning_tokens: int
     cached_tokens: int
+    audio_tokens: int = 0
     reported_cost: float | None = None
 
 
@@ -151,51 +142,74 @@ def make_reply(
     choices: int = 1,
     structured: str | None = None,
     length: int | None = None,
-) -> Reply:
+    reasoning: int | None = None,
+    output_scale: Decimal = Decimal(1),
+    generated: int | None = None,
+) -> Generation:
+    """The answer to a call, its length bounded by ``cap`` (output tokens, reasoning included).
+
+    Each of ``choices`` answers is generated and billed on its own; ``generated`` (legacy
+    ``best_of``) bills more completions than are returned. Reasoning tokens (``reasoning``, by
+    default 64 for reasoning models) are spent first: when they fill the cap, the visible text is
+    empty and the finish reason is ``length``. Visible text is measured with the model's
+    tokenizer times ``output_scale`` (rounded up), the way a provider with another tokenizer
+    would count the same text.
+    """
     words = prompt_text.split()
     topic = " ".join(words[-8:]) if words else "nothing in particular"
     base = (
         structured
         or f"Here is a short answer about {topic}. It comes from the costspan test server."
     )
+    enc = _tokens.encoder(_tokens.encoding_name(model))
     if length is not None and structured is None:
-        # A reply of about `length` tokens (then cut by the cap like any other reply).
-        enc = _tokens.encoder(_tokens.encoding_name(model))
+        # A reply of about `length` billed tokens (then cut by the cap like any other reply).
+        target = max(0, int(Decimal(length) / output_scale))
         sentence = " The test server keeps talking to make a long answer."
-        repeats = length // max(len(enc.encode_ordinary(sentence)), 1) + 1
-        base = enc.decode(enc.encode_ordinary(base + sentence * repeats)[:length])
-    reasoning = REASONING_TOKENS if is_reasoning_model(model) else 0
+        repeats = target // max(len(enc.encode_ordinary(sentence)), 1) + 1
+        base = enc.decode(enc.encode_ordinary(base + sentence * repeats)[:target])
+    per_choice = (
+        (REASONING_TOKENS if is_reasoning_model(model) else 0) if reasoning is None else reasoning
+    )
+    ids = enc.encode_ordinary(base)
+    returned = max(1, choices)
     texts: list[str] = []
     reasons: list[str] = []
     completion = 0
-    for _ in range(max(1, choices)):
+    reasoning_total = 0
+    for index in range(max(returned, generated or 0)):
         text, reason = base, "stop"
-        ids = _tokens.encoder(_tokens.encoding_name(model)).encode_ordinary(text)
-        tokens = len(ids) + reasoning
+        thought = per_choice if cap is None else min(per_choice, cap)
+        tokens = thought + math.ceil(Decimal(len(ids)) * output_scale)
         if cap is not None and tokens > cap:
             # Out of room: reasoning is spent first, then the visible text is cut.
-            visible = max(0, cap - reasoning)
-            text = _tokens.encoder(_tokens.encoding_name(model)).decode(ids[:visible])
+            visible = int(Decimal(cap - thought) / output_scale)
+            text = enc.decode(ids[:visible])
             reason, tokens = "length", cap
-        texts.append(text)
-        reasons.append(reason)
         completion += tokens
-    return Reply(
+        reasoning_total += thought
+        if index < returned:
+            texts.append(text)
+            reasons.append(reason)
+    return Generation(
         texts=texts,
         finish_reasons=reasons,
         prompt_tokens=prompt_tokens,
         completion_tokens=completion,
-        reasoning_tokens=min(reasoning * max(1, choices), completion),
+        reasoning_tokens=reasoning_total,
         cached_tokens=cached_tokens,
     )
 
 
-def _chat_usage(reply: Reply) -> dict[str, Any]:
+def _chat_usage(reply: Generation) -> dict[str, Any]:
     return _cost(reply) | {
         "prompt_tokens": reply.prompt_tokens,
         "completion_tokens": reply.completion_tokens,
         "total_tokens": reply.prompt_tokens + reply.completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": reply.cached_tokens, "audio_tokens": 0},
+        "prompt_tokens_details": {
+            "cached_tokens": reply.cached_tokens,
+            "audio_tokens": reply.audio_tokens,
+        },
         "completion_tokens_details": {
             "reasoning_tokens": reply.reasoning_tokens,
             "audio_tokens": 0,
@@ -205,11 +219,11 @@ def _chat_usage(reply: Reply) -> dict[str, Any]:
     }
 
 
-def _cost(reply: Reply) -> dict[str, Any]:
+def _cost(reply: Generation) -> dict[str, Any]:
     return {} if reply.reported_cost is None else {"cost": reply.reported_cost}
 
 
-def _responses_usage(reply: Reply) -> dict[str, Any]:
+def _responses_usage(reply: Generation) -> dict[str, Any]:
     return _cost(reply) | {
         "input_tokens": reply.prompt_tokens,
         "input_tokens_details": {"cached_tokens": reply.cached_tokens, "cache_write_tokens": 0},
@@ -228,7 +242,7 @@ def new_id(prefix: str) -> str:
 
 
 # -- Chat Completions ---------------------------------------------------------------------------
-def chat_completion(model: str, reply: Reply, service_tier: str) -> dict[str, Any]:
+def chat_completion(model: str, reply: Generation, service_tier: str) -> dict[str, Any]:
     return {
         "id": new_id("chatcmpl-"),
         "object": "chat.completion",
@@ -255,7 +269,7 @@ def chat_completion(model: str, reply: Reply, service_tier: str) -> dict[str, An
 
 
 def chat_chunks(
-    model: str, reply: Reply, service_tier: str, include_usage: bool
+    model: str, reply: Generation, service_tier: str, include_usage: bool
 ) -> Iterator[dict[str, Any]]:
     common = {
         "id": new_id("chatcmpl-"),
@@ -280,7 +294,7 @@ def chat_chunks(
             **extra,
         }
     for i, text in enumerate(reply.texts):
-        for piece in _pieces(text):
+        for piece in pieces(text):
             yield {
                 **common,
                 "choices": [
@@ -303,13 +317,13 @@ def chat_chunks(
         yield {**common, "choices": [], "usage": _chat_usage(reply)}
 
 
-def _pieces(text: str) -> list[str]:
+def pieces(text: str) -> list[str]:
     # Stream word by word, keeping the spaces, as providers stream token by token.
     return re.findall(r"\S+\s*|\s+", text)
 
 
 # -- legacy Completions -------------------------------------------------------------------------
-def text_completion(model: str, reply: Reply) -> dict[str, Any]:
+def text_completion(model: str, reply: Generation) -> dict[str, Any]:
     usage = _chat_usage(reply)
     del usage["prompt_tokens_details"], usage["completion_tokens_details"]
     return {
@@ -326,12 +340,12 @@ def text_completion(model: str, reply: Reply) -> dict[str, Any]:
 
 
 def text_completion_chunks(
-    model: str, reply: Reply, include_usage: bool
+    model: str, reply: Generation, include_usage: bool
 ) -> Iterator[dict[str, Any]]:
     full = text_completion(model, reply)
     common = {k: full[k] for k in ("id", "object", "created", "model")}
     for i, text in enumerate(reply.texts):
-        for piece in _pieces(text):
+        for piece in pieces(text):
             yield {
                 **common,
                 "choices": [{"text": piece, "index": i, "logprobs": None, "finish_reason": None}],
@@ -348,22 +362,33 @@ def text_completion_chunks(
 # -- Responses ----------------------------------------------------------------------------------
 def response_object(
     model: str,
-    reply: Reply | None,
+    reply: Generation | None,
     *,
     response_id: str,
     service_tier: str,
     request: Mapping[str, Any],
+    message_id: str | None = None,
+    reasoning_id: str | None = None,
 ) -> dict[str, Any]:
-    """A Responses API ``response``; ``reply=None`` gives the in-progress shape."""
+    """A Responses API ``response``; ``reply=None`` gives the in-progress shape.
+
+    A response cut by ``max_output_tokens`` is ``incomplete``; when reasoning used the whole cap
+    it has no message at all, as OpenAI's has not.
+    """
     output: list[dict[str, Any]] = []
     status = "in_progress"
     incomplete = None
     if reply is not None:
+        cut = reply.finish_reasons[0] != "stop"
         if reply.reasoning_tokens:
-            output.append({"type": "reasoning", "id": new_id("rs_"), "summary": []})
-        output.append(message_item(reply.texts[0], "completed"))
-        status = "completed" if reply.finish_reasons[0] == "stop" else "incomplete"
-        if status == "incomplete":
+            output.append({"type": "reasoning", "id": reasoning_id or new_id("rs_"),
+                           "summary": []})  # fmt: skip
+        if reply.texts[0] or not cut:
+            output.append(
+                message_item(reply.texts[0], "incomplete" if cut else "completed", message_id)
+            )
+        status = "incomplete" if cut else "completed"
+        if cut:
             incomplete = {"reason": "max_output_tokens"}
     conversation = request.get("conversation")
     return {
@@ -408,17 +433,23 @@ def message_item(text: str, status: str, item_id: str | None = None) -> dict[str
 
 
 def response_events(
-    model: str, reply: Reply, *, service_tier: str, request: Mapping[str, Any]
+    model: str,
+    reply: Generation,
+    *,
+    response_id: str,
+    service_tier: str,
+    request: Mapping[str, Any],
+    message_id: str | None = None,
 ) -> Iterator[dict[str, Any]]:
-    response_id = new_id("resp_")
     seq = iter(range(1_000_000))
     start = response_object(
         model, None, response_id=response_id, service_tier=service_tier, request=request
     )
+    ids = {"message_id": message_id or new_id("msg_"), "reasoning_id": new_id("rs_")}
     yield {"type": "response.created", "sequence_number": next(seq), "response": start}
     yield {"type": "response.in_progress", "sequence_number": next(seq), "response": start}
     final = response_object(
-        model, reply, response_id=response_id, service_tier=service_tier, request=request
+        model, reply, response_id=response_id, service_tier=service_tier, request=request, **ids
     )
     for index, item in enumerate(final["output"]):
         if item["type"] != "message":
@@ -440,7 +471,7 @@ def response_events(
         yield {"type": "response.content_part.added", "sequence_number": next(seq),
                "item_id": item["id"], "output_index": index, "content_index": 0,
                "part": empty_part}  # fmt: skip
-        for piece in _pieces(text):
+        for piece in pieces(text):
             yield {"type": "response.output_text.delta", "sequence_number": next(seq),
                    "item_id": item["id"], "output_index": index, "content_index": 0,
                    "delta": piece, "logprobs": []}  # fmt: skip

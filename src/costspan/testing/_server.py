@@ -1,18 +1,33 @@
-"""A local OpenAI-compatible HTTP server for demos and tests: the real wire protocol, no network.
+"""A local OpenAI- and Anthropic-compatible HTTP server for demos and tests: the real wire protocol.
 
 It speaks enough of the OpenAI API for the ``openai`` client to work unmodified: Chat
 Completions (plain and SSE streaming, with the usage chunk only when asked), Responses (plain and
 streaming events), Embeddings (float and base64) and legacy Completions, with OpenAI's error body
-shape. It binds 127.0.0.1 on a free port and runs on daemon threads.
+shape; and Anthropic's Messages API (``POST /v1/messages``, plain and streamed, prompt caching,
+``/v1/messages/count_tokens``) for the ``anthropic`` client at :attr:`anthropic_base_url`. It
+binds 127.0.0.1 on a free port and runs on daemon threads.
+
+It bills like a provider, independently of costspan's estimator: tools, structured-output
+schemas, images, audio, files and tool-call history count as OpenAI counts them (``_billing``,
+``_media``), models of other providers count text with their own (larger) tokenizer ratio, output
+never exceeds the request's cap (reasoning included), ``n``/``best_of`` bill every completion,
+and Claude's prompt cache splits input three ways (``_anthropic``).
 
 Per-request test behaviour travels in headers (so parallel tests don't share state):
 
 - ``x-costspan-test-cut-after: N`` -- send N stream events, then drop the connection.
 - ``x-costspan-test-omit-usage: 1`` -- never send stream usage (a server ignoring the option).
 - ``x-costspan-test-delay-ms: N`` -- wait before answering.
-- ``x-costspan-test-reasoning-tokens: N`` -- report N reasoning tokens (inside the output).
+- ``x-costspan-test-reasoning-tokens: N`` -- spend N reasoning tokens per choice (inside the
+  output, and within its cap; OpenAI's APIs only).
 - ``x-costspan-test-cost: USD`` -- report ``usage.cost`` as gateways such as OpenRouter do.
 - ``x-costspan-test-output-tokens: N`` -- answer with about N tokens (still cut by the cap).
+- ``x-costspan-test-input-scale: D`` -- bill text input at D provider tokens per o200k token
+  (rounded up), replacing the model family's default (1.25 for Claude, 1.15 for Llama, ...).
+- ``x-costspan-test-output-scale: D`` -- the same for the answer's text.
+- ``x-costspan-test-extra-input-tokens: N`` -- add N input tokens (a gateway's own prompt).
+- ``x-costspan-test-error: STATUS`` -- answer with that error (429, 500, 529, 400, ...) in the
+  API's own shape, as :meth:`OpenAICompatibleServer.fail_next` does for the next requests.
 """
 
 from __future__ import annotations
@@ -27,13 +42,30 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, cast
+from typing import Any
 
+from costspan.testing import _anthropic as A
+from costspan.testing import _billing as B
 from costspan.testing import _replies as R
+from costspan.testing._errors import (
+    APIError,
+    anthropic_error,
+    as_anthropic,
+    openai_error,
+    rate_limited,
+    server_error,
+)
+from costspan.testing._json import items, obj, objs, text_of
+
+__all__ = ["APIError", "OpenAICompatibleServer", "RecordedRequest", "rate_limited", "server_error"]
 
 # OpenAI paths under any prefix: /v1, Azure's /openai/deployments/{name}, Groq's /openai/v1,
-# Gemini's /v1beta/openai, or none (DeepSeek).
-_ROUTE = re.compile(r"^.*?/(chat/completions|completions|responses|embeddings)$")
+# Gemini's /v1beta/openai, or none (DeepSeek); Anthropic's /v1/messages.
+_ROUTE = re.compile(
+    r"^.*?/(chat/completions|completions|responses|embeddings|messages|messages/count_tokens)$"
+)
+_ANTHROPIC_ROUTES = ("messages", "messages/count_tokens")
+LEGACY_DEFAULT_MAX_TOKENS = 16  # OpenAI's legacy Completions default
 
 
 @dataclass(frozen=True)
@@ -45,39 +77,9 @@ class RecordedRequest:
     headers: Mapping[str, str]
 
 
-class APIError(Exception):
-    """An error the server answers with, in OpenAI's ``{"error": {...}}`` shape."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        type_: str = "invalid_request_error",
-        param: str | None = None,
-        code: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
-        self.headers = dict(headers or {})
-
-
-def rate_limited() -> APIError:
-    return APIError(
-        429,
-        "Rate limit reached for requests. Please try again in 1s.",
-        type_="requests",
-        code="rate_limit_exceeded",
-        headers={"retry-after": "1", "x-ratelimit-remaining-requests": "0"},
-    )
-
-
-def server_error() -> APIError:
-    return APIError(
-        500, "The server had an error while processing your request.", type_="server_error"
-    )
+def _route_of(path: str) -> str:
+    match = _ROUTE.match(path.split("?", 1)[0])
+    return match.group(1) if match else ""
 
 
 class OpenAICompatibleServer:
@@ -88,6 +90,8 @@ class OpenAICompatibleServer:
         with OpenAICompatibleServer() as server:
             client = openai.OpenAI(base_url=server.base_url, api_key="test")
             client.chat.completions.create(model="gpt-4o-mini", messages=[...])
+            claude = anthropic.Anthropic(base_url=server.anthropic_base_url, api_key="test")
+            claude.messages.create(model="claude-sonnet-4-5", max_tokens=100, messages=[...])
 
     Args:
         port: 0 (default) picks a free port.
@@ -107,7 +111,9 @@ class OpenAICompatibleServer:
         self.service_tier = service_tier
         self.requests: list[RecordedRequest] = []
         self.cache = R.PromptCache()
-        self._failures: list[APIError] = []
+        self.anthropic_cache = A.PromptCache()
+        self.responses = B.ResponseMemory()
+        self._failures: list[int] = []
         self._lock = threading.Lock()
         self._httpd = _HTTPServer(("127.0.0.1", port), _Handler)
         self._httpd.app = self
@@ -121,6 +127,11 @@ class OpenAICompatibleServer:
     def base_url(self) -> str:
         """The URL to give ``openai.OpenAI(base_url=...)``."""
         return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        """The URL to give ``anthropic.Anthropic(base_url=...)`` (it appends ``/v1/messages``)."""
+        return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> OpenAICompatibleServer:
         if self._thread is None:
@@ -152,25 +163,40 @@ class OpenAICompatibleServer:
         self.stop()
 
     def fail_next(self, status: int, *, count: int = 1) -> None:
-        """Answer the next ``count`` requests with a 429 or 500 (or any status) error."""
-        error = {429: rate_limited, 500: server_error}.get(status)
-        with self._lock:
-            for _ in range(count):
-                self._failures.append(
-                    error() if error else APIError(status, f"Injected error {status}")
-                )
+        """Answer the next ``count`` requests with a 429 or 500 (or any status) error.
 
-    def _record(self, request: RecordedRequest) -> APIError | None:
+        The error takes the shape of the API asked (OpenAI's, or Anthropic's for Messages).
+        """
+        with self._lock:
+            self._failures.extend([status] * count)
+
+    def _record(self, request: RecordedRequest) -> int | None:
         with self._lock:
             self.requests.append(request)
             return self._failures.pop(0) if self._failures else None
 
     # -- routes ------------------------------------------------------------------------------
-    def handle(self, path: str, body: Mapping[str, Any], headers: Mapping[str, str]) -> Reply:
+    def handle(
+        self, path: str, body: Mapping[str, Any], headers: Mapping[str, str]
+    ) -> RouteResponse:
+        route = _route_of(path)
+        try:
+            return self._handle(route, path, body, headers)
+        except APIError as err:
+            raise as_anthropic(err) if route in _ANTHROPIC_ROUTES else err from None
+
+    def _handle(
+        self, route: str, path: str, body: Mapping[str, Any], headers: Mapping[str, str]
+    ) -> RouteResponse:
         injected = self._record(RecordedRequest(path, body, headers))
+        forced = headers.get("x-costspan-test-error")
+        if injected is None and forced:
+            injected = int(forced) if forced.strip().isdigit() else 500
         if injected is not None:
-            raise injected
-        delay = int(headers.get("x-costspan-test-delay-ms", "0") or 0)
+            raise (
+                anthropic_error(injected) if route in _ANTHROPIC_ROUTES else openai_error(injected)
+            )
+        delay = B.int_header(headers, "x-costspan-test-delay-ms")
         if delay:
             time.sleep(delay / 1000)
         if self.reject_stream_options and "stream_options" in body:
@@ -179,22 +205,25 @@ class OpenAICompatibleServer:
                 "Unrecognized request argument supplied: stream_options",
                 param="stream_options",
             )
-        match = _ROUTE.match(path.split("?", 1)[0])
-        route = {
+        if route in _ANTHROPIC_ROUTES:
+            return self._messages(body, headers, count_only=route == "messages/count_tokens")
+        handler = {
             "chat/completions": self._chat,
             "completions": self._completions,
             "responses": self._responses,
             "embeddings": self._embeddings,
-        }.get(match.group(1) if match else "")
-        if route is None:
+        }.get(route)
+        if handler is None:
             raise APIError(404, f"Invalid URL (POST {path})")
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise APIError(400, "you must provide a model parameter", param="model")
-        return route(model, body, headers)
+        return handler(model, body, headers)
 
-    def _chat(self, model: str, body: Mapping[str, Any], headers: Mapping[str, str]) -> Reply:
-        messages = [dict(m) for m in R.objs(body.get("messages"))]
+    def _chat(
+        self, model: str, body: Mapping[str, Any], headers: Mapping[str, str]
+    ) -> RouteResponse:
+        messages = objs(body.get("messages"))
         if not messages:
             raise APIError(400, "'messages' must be a non-empty array", param="messages")
         if "max_tokens" in body and R.is_reasoning_model(model):
@@ -205,105 +234,172 @@ class OpenAICompatibleServer:
                 param="max_tokens",
                 code="unsupported_parameter",
             )
-        prompt_tokens = R.chat_prompt_tokens(messages, model)
-        cached = self.cache.cached_tokens(messages, prompt_tokens)
-        cap = body.get("max_completion_tokens") or body.get("max_tokens")
-        fmt = R.obj(body.get("response_format"))
+        prompt = B.chat_prompt(body, model)
+        prompt_tokens = B.billed(prompt, model, headers)
+        cached = self.cache.cached_tokens(_cache_key(prompt), prompt_tokens)
+        fmt = obj(body.get("response_format"))
         structured = (
-            R.structured_reply(R.obj(fmt.get("json_schema")))
+            R.structured_reply(obj(fmt.get("json_schema")))
             if fmt.get("type") == "json_schema"
             else None
         )
-        last = R.text_of(messages[-1].get("content"))
-        reply = _with_test_usage(
+        reply = _generate(
+            model,
             headers,
-            R.make_reply(
-                model,
-                prompt_text=last,
-                prompt_tokens=prompt_tokens,
-                cached_tokens=cached,
-                cap=cap,
-                choices=int(body.get("n") or 1),
-                structured=structured,
-                length=_length(headers),
-            ),
+            prompt_text=text_of(messages[-1].get("content")),
+            prompt_tokens=prompt_tokens,
+            cached_tokens=cached,
+            cap=_cap(body, "max_completion_tokens", "max_tokens"),
+            choices=_count(body, "n"),
+            structured=structured,
         )
+        reply.audio_tokens = prompt.audio
         tier = self._tier(body)
         if body.get("stream"):
-            include = bool(R.obj(body.get("stream_options")).get("include_usage"))
+            include = bool(obj(body.get("stream_options")).get("include_usage"))
             include = include and not headers.get("x-costspan-test-omit-usage")
-            return Reply.stream(R.chat_chunks(model, reply, tier, include), done_marker=True)
-        return Reply.json(R.chat_completion(model, reply, tier))
+            return RouteResponse.stream(
+                R.chat_chunks(model, reply, tier, include), done_marker=True
+            )
+        return RouteResponse.json(R.chat_completion(model, reply, tier))
 
     def _completions(
         self, model: str, body: Mapping[str, Any], headers: Mapping[str, str]
-    ) -> Reply:
+    ) -> RouteResponse:
         prompt = body.get("prompt")
         text = prompt if isinstance(prompt, str) else " ".join(map(str, prompt or []))
-        prompt_tokens = R.count_tokens(text, model)
-        reply = _with_test_usage(
+        choices = _count(body, "n")
+        best_of = _count(body, "best_of") if body.get("best_of") is not None else choices
+        if best_of < choices:
+            raise APIError(400, "best_of must be greater than or equal to n", param="best_of")
+        reply = _generate(
+            model,
             headers,
-            R.make_reply(
-                model,
-                prompt_text=text,
-                prompt_tokens=prompt_tokens,
-                cached_tokens=0,
-                cap=body.get("max_tokens"),
-                choices=int(body.get("n") or 1),
-                length=_length(headers),
-            ),
+            prompt_text=text,
+            prompt_tokens=B.billed(B.Prompt(text=R.count_tokens(text, model)), model, headers),
+            cached_tokens=0,
+            cap=_cap(body, "max_tokens") or LEGACY_DEFAULT_MAX_TOKENS,
+            choices=choices,
+            generated=best_of,
         )
         if body.get("stream"):
-            include = bool(R.obj(body.get("stream_options")).get("include_usage"))
+            include = bool(obj(body.get("stream_options")).get("include_usage"))
             include = include and not headers.get("x-costspan-test-omit-usage")
-            return Reply.stream(R.text_completion_chunks(model, reply, include), done_marker=True)
-        return Reply.json(R.text_completion(model, reply))
+            return RouteResponse.stream(
+                R.text_completion_chunks(model, reply, include), done_marker=True
+            )
+        return RouteResponse.json(R.text_completion(model, reply))
 
-    def _responses(self, model: str, body: Mapping[str, Any], headers: Mapping[str, str]) -> Reply:
-        input_ = body.get("input")
-        if isinstance(input_, str):
-            messages: list[dict[str, Any]] = [{"role": "user", "content": input_}]
-        elif isinstance(input_, list):
-            messages = [dict(m) for m in R.objs(cast("object", input_))]
-        else:
-            raise APIError(400, "Missing required parameter: 'input'.", param="input")
-        if body.get("instructions"):
-            messages = [{"role": "developer", "content": body["instructions"]}, *messages]
-        prompt_tokens = R.chat_prompt_tokens(messages, model)
-        cached = self.cache.cached_tokens(messages, prompt_tokens)
-        fmt = R.obj(R.obj(body.get("text")).get("format"))
+    def _responses(
+        self, model: str, body: Mapping[str, Any], headers: Mapping[str, str]
+    ) -> RouteResponse:
+        prompt = B.responses_prompt(body, model, self.responses)
+        prompt_tokens = B.billed(prompt, model, headers)
+        cached = self.cache.cached_tokens(_cache_key(prompt), prompt_tokens)
+        fmt = obj(obj(body.get("text")).get("format"))
         structured = R.structured_reply(fmt) if fmt.get("type") == "json_schema" else None
-        last = R.text_of(messages[-1].get("content")) if messages else ""
-        reply = _with_test_usage(
-            headers,
-            R.make_reply(
-                model,
-                prompt_text=last,
-                prompt_tokens=prompt_tokens,
-                cached_tokens=cached,
-                cap=body.get("max_output_tokens"),
-                structured=structured,
-                length=_length(headers),
-            ),
+        raw = body.get("input")
+        entries = objs(raw)
+        last = (
+            raw if isinstance(raw, str) else text_of(entries[-1].get("content") if entries else "")
         )
+        reply = _generate(
+            model,
+            headers,
+            prompt_text=last,
+            prompt_tokens=prompt_tokens,
+            cached_tokens=cached,
+            cap=_cap(body, "max_output_tokens"),
+            structured=structured,
+        )
+        reply.audio_tokens = prompt.audio
+        response_id, message_id = R.new_id("resp_"), R.new_id("msg_")
+        if body.get("store", True) is not False:
+            self._remember(model, headers, reply, response_id, message_id)
         tier = self._tier(body)
         if body.get("stream"):
-            events = R.response_events(model, reply, service_tier=tier, request=body)
-            return Reply.stream(events, done_marker=False, named_events=True)
-        return Reply.json(
+            events = R.response_events(
+                model,
+                reply,
+                response_id=response_id,
+                message_id=message_id,
+                service_tier=tier,
+                request=body,
+            )
+            return RouteResponse.stream(events, done_marker=False, named_events=True)
+        return RouteResponse.json(
             R.response_object(
-                model, reply, response_id=R.new_id("resp_"), service_tier=tier, request=body
+                model,
+                reply,
+                response_id=response_id,
+                message_id=message_id,
+                service_tier=tier,
+                request=body,
             )
         )
 
-    def _embeddings(self, model: str, body: Mapping[str, Any], headers: Mapping[str, str]) -> Reply:
+    def _remember(
+        self,
+        model: str,
+        headers: Mapping[str, str],
+        reply: R.Generation,
+        response_id: str,
+        message_id: str,
+    ) -> None:
+        """Keep what a later ``previous_response_id`` or ``item_reference`` bills for this one."""
+        visible = reply.completion_tokens - reply.reasoning_tokens
+        message = (
+            B.scaled(
+                B.TOKENS_PER_MESSAGE + B.count("assistant", model), B.input_scale(model, headers)
+            )
+            + visible
+        )
+        with self._lock:
+            self.responses.contexts[response_id] = reply.prompt_tokens + visible
+            self.responses.items[message_id] = message
+
+    def _embeddings(
+        self, model: str, body: Mapping[str, Any], headers: Mapping[str, str]
+    ) -> RouteResponse:
         raw = body.get("input")
-        inputs = [raw] if isinstance(raw, str) else [str(x) for x in R.items(raw)]
+        inputs = [raw] if isinstance(raw, str) else [str(x) for x in items(raw)]
         if not inputs:
             raise APIError(400, "'input' must be a non-empty string or array", param="input")
         dims = int(body.get("dimensions") or R.DEFAULT_EMBEDDING_DIMENSIONS)
         fmt = str(body.get("encoding_format") or "float")
-        return Reply.json(R.embeddings(model, inputs, dims, fmt))
+        return RouteResponse.json(R.embeddings(model, inputs, dims, fmt))
+
+    def _messages(
+        self, body: Mapping[str, Any], headers: Mapping[str, str], *, count_only: bool
+    ) -> RouteResponse:
+        if count_only:
+            model = body.get("model")
+            if not isinstance(model, str) or not model:
+                raise anthropic_error(400, "model: Field required")
+        else:
+            model = A.validate(body)
+        blocks = A.prompt_blocks(body, model, B.input_scale(model, headers))
+        A.breakpoints_checked(blocks)
+        extra = B.billed(B.Prompt(), model, headers)  # the gateway's extra input tokens
+        usage = self.anthropic_cache.account(model, blocks, extra, write=not count_only)
+        if count_only:
+            total = usage.input_tokens + usage.cache_read + usage.cache_creation
+            return RouteResponse.json({"input_tokens": total})
+        reply = A.make_reply(
+            model,
+            body,
+            usage,
+            length=_length(headers),
+            output_scale=B.output_scale(model, headers),
+        )
+        cost = headers.get("x-costspan-test-cost")
+        if cost:
+            reply.reported_cost = float(cost)
+        if body.get("stream"):
+            return RouteResponse.stream(
+                A.message_events(reply), done_marker=False, named_events=True
+            )
+        return RouteResponse.json(A.message_body(reply))
 
     def _tier(self, body: Mapping[str, Any]) -> str:
         requested = body.get("service_tier")
@@ -312,26 +408,67 @@ class OpenAICompatibleServer:
         )
 
 
+def _cache_key(prompt: B.Prompt) -> object:
+    # A plain request keys the cache on its messages alone, as before tools were billed.
+    return prompt.cache_key[0] if len(prompt.cache_key) == 1 else prompt.cache_key
+
+
+def _cap(body: Mapping[str, Any], *names: str) -> int | None:
+    """The first output cap set in the body; a cap that is not a positive integer is a 400."""
+    for name in names:
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise APIError(
+                400,
+                f"Invalid '{name}': integer below minimum value. Expected a value >= 1, "
+                f"but got {value!r} instead.",
+                param=name,
+                code="integer_below_min_value",
+            )
+        return value
+    return None
+
+
+def _count(body: Mapping[str, Any], name: str) -> int:
+    value = body.get(name)
+    if value is None:
+        return 1
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise APIError(
+            400, f"Invalid '{name}': expected an integer >= 1, got {value!r}.", param=name
+        )
+    return value
+
+
 def _length(headers: Mapping[str, str]) -> int | None:
-    value = headers.get("x-costspan-test-output-tokens")
-    return int(value) if value else None
+    if not headers.get("x-costspan-test-output-tokens"):
+        return None
+    return B.int_header(headers, "x-costspan-test-output-tokens")
 
 
-def _with_test_usage(headers: Mapping[str, str], reply: R.Reply) -> R.Reply:
-    """Apply the per-request usage knobs (forced reasoning tokens, a reported cost)."""
+def _reported_cost(headers: Mapping[str, str]) -> float | None:
+    cost = B.decimal_header(headers, "x-costspan-test-cost")
+    return None if cost is None else float(cost)
+
+
+def _generate(model: str, headers: Mapping[str, str], **kwargs: Any) -> R.Generation:
+    """Generate an answer with the per-request knobs (reasoning, length, scale, reported cost)."""
     forced = headers.get("x-costspan-test-reasoning-tokens")
-    if forced:
-        extra = int(forced) - reply.reasoning_tokens
-        reply.reasoning_tokens += extra
-        reply.completion_tokens += extra
-    cost = headers.get("x-costspan-test-cost")
-    if cost:
-        reply.reported_cost = float(cost)
+    reply = R.make_reply(
+        model,
+        length=_length(headers),
+        reasoning=B.int_header(headers, "x-costspan-test-reasoning-tokens") if forced else None,
+        output_scale=B.output_scale(model, headers),
+        **kwargs,
+    )
+    reply.reported_cost = _reported_cost(headers)
     return reply
 
 
 @dataclass
-class Reply:
+class RouteResponse:
     """What a route answers: a JSON body, or a stream of SSE events."""
 
     body: Mapping[str, Any] | None = None
@@ -340,13 +477,13 @@ class Reply:
     named_events: bool = False
 
     @classmethod
-    def json(cls, body: Mapping[str, Any]) -> Reply:
+    def json(cls, body: Mapping[str, Any]) -> RouteResponse:
         return cls(body=body)
 
     @classmethod
     def stream(
         cls, events: Iterator[Mapping[str, Any]], *, done_marker: bool, named_events: bool = False
-    ) -> Reply:
+    ) -> RouteResponse:
         return cls(events=events, done_marker=done_marker, named_events=named_events)
 
 
@@ -388,24 +525,29 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length") or 0)
         raw = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
+        is_anthropic = _route_of(self.path) in _ANTHROPIC_ROUTES
         try:
-            body = json.loads(raw or b"{}")
+            try:
+                body = json.loads(raw or b"{}")
+            except json.JSONDecodeError as err:
+                raise APIError(400, "We could not parse the JSON body of your request.") from err
             if not isinstance(body, dict):
                 raise APIError(400, "The request body must be a JSON object")
+            cut = B.int_header(headers, "x-costspan-test-cut-after")
             reply = self.server.app.handle(self.path, body, headers)  # pyright: ignore[reportUnknownArgumentType]
-        except json.JSONDecodeError:
-            self._send_json(
-                400, APIError(400, "We could not parse the JSON body of your request.").body
-            )
-            return
         except APIError as err:
+            err = as_anthropic(err) if is_anthropic else err
             self._send_json(err.status, err.body, err.headers)
+            return
+        except Exception as err:  # a bug in the server: say so, as a 500, instead of hanging up
+            failure = APIError(500, f"costspan test server error: {err!r}", type_="server_error")
+            failure = as_anthropic(failure) if is_anthropic else failure
+            self._send_json(500, failure.body)
             return
         if reply.body is not None:
             self._send_json(200, reply.body)
         elif reply.events is not None:
-            cut = headers.get("x-costspan-test-cut-after")
-            self._send_stream(reply, int(cut) if cut else None)
+            self._send_stream(reply, cut if headers.get("x-costspan-test-cut-after") else None)
 
     def _send_json(
         self, status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
@@ -414,13 +556,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(data)))
-        self.send_header("x-request-id", R.new_id("req_"))
+        request_id = R.new_id("req_")
+        self.send_header("x-request-id", request_id)
+        self.send_header("request-id", request_id)  # Anthropic's name for it
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
 
-    def _send_stream(self, reply: Reply, cut_after: int | None) -> None:
+    def _send_stream(self, reply: RouteResponse, cut_after: int | None) -> None:
         self.send_response(200)
         self.send_header("content-type", "text/event-stream; charset=utf-8")
         self.send_header("transfer-encoding", "chunked")
