@@ -36,9 +36,13 @@ class Estimate:
 
     model: str
     input_tokens: int
+    """The input the provider is expected to bill: costspan's count times what recent calls of
+    this provider and model showed (see :mod:`costspan._calibration`)."""
     output_tokens: int
     usd: Decimal | None
     """None when no price is known for the model."""
+    counted_input_tokens: int = 0
+    """costspan's own count of the input, before calibration."""
 
     @property
     def tokens(self) -> int:
@@ -72,16 +76,18 @@ def project(
     pricer: Pricer | None = None,
 ) -> Estimate:
     """The worst case of a request: exact input, capped output, no cache hits."""
-    input_tokens = operation.input_tokens(kwargs, model)
+    current = runtime()
+    counted = operation.input_tokens(kwargs, model)
+    input_tokens = current.calibration.calibrated(provider, model, counted)
     if operation.name == A.OP_EMBEDDINGS:
         output = 0
     else:
         cap = output_cap(kwargs)
         output = (DEFAULT_OUTPUT_TOKENS if cap is None else cap) * choices(kwargs)
-    cost = (pricer or runtime().pricer).price(
+    cost = (pricer or current.pricer).price(
         TokenUsage(input_tokens, output), models=(model,), provider=provider, when_ns=when_ns
     )
-    return Estimate(model, input_tokens, output, None if cost is None else cost.total)
+    return Estimate(model, input_tokens, output, None if cost is None else cost.total, counted)
 
 
 def fallback_bound(

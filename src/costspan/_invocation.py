@@ -302,6 +302,7 @@ class Invocation:
         tokens = admission.estimate.tokens
         if usage is not None:
             tokens = (usage.input_tokens or 0) + (usage.output_tokens or 0)
+            self._step(self._calibrate, admission, usage)
         spent = admission.held_micros
         if priced:
             spent = micros(cost.total) if cost is not None else 0
@@ -312,6 +313,15 @@ class Invocation:
             _logger.exception("costspan could not settle a budget reservation; trying again")
             admission.settled = False
             return admission.settle(tokens, spent)
+
+    def _calibrate(self, admission: Admission, usage: TokenUsage) -> None:
+        """Teach the calibration what the provider billed for what costspan counted."""
+        estimate = admission.estimate
+        if usage.estimated or usage.input_tokens is None or not estimate.counted_input_tokens:
+            return
+        runtime().calibration.observe(
+            self.provider, estimate.model, estimate.counted_input_tokens, usage.input_tokens
+        )
 
     def _release(self) -> None:
         if self.admission is not None:

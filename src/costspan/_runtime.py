@@ -22,6 +22,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from costspan import _config
+from costspan._calibration import Calibration
 from costspan._config import Settings, outbox_path, records_path
 from costspan._pricing import Pricer
 from costspan._providers import HostMap
@@ -35,7 +36,16 @@ _logger = logging.getLogger("costspan")
 class Runtime:
     """The settings in force and the members built from them (see the module docstring)."""
 
-    __slots__ = ("_ledger", "_lock", "hosts", "override", "pricer", "recorder", "settings")
+    __slots__ = (
+        "_ledger",
+        "_lock",
+        "calibration",
+        "hosts",
+        "override",
+        "pricer",
+        "recorder",
+        "settings",
+    )
 
     def __init__(
         self,
@@ -62,6 +72,8 @@ class Runtime:
             previous.recorder if previous is not None else None,
         )
         self.override = override
+        # What providers really bill: learned for the life of the process, whatever the settings.
+        self.calibration = previous.calibration if previous is not None else Calibration()
         # (what the settings asked for, the engine), opened on first use.
         self._ledger: tuple[object, Ledger] | None = None
         kept = previous._ledger if previous is not None else None

@@ -1,0 +1,101 @@
+"""Tokenizer truth: what providers really bill for input, learned from settled calls.
+
+costspan counts input tokens offline with OpenAI's tokenizers; a provider counts with its own
+(DeepSeek's, Llama's, Claude's...), and a gateway may add a prompt of its own. Every settled
+call that reported its usage teaches two things per (provider, model):
+
+- the **ratio** between the input tokens the provider billed and costspan's count of the same
+  request: admission multiplies its count by a high quantile of the recent ratios, so that a
+  provider that bills 36 % more than tiktoken is reserved 36 % more;
+- the **input sizes** recent calls were billed: for calls whose input costspan cannot see (spans
+  of other instrumentations that carry no content), a high quantile of those is the estimate.
+
+Before a (provider, model) has been seen, a documented starting factor applies: 1.0 for OpenAI
+(costspan ships its tokenizers) and :data:`FOREIGN_FACTOR` for every other provider. Memory is
+bounded: :data:`WINDOW` observations per key, :data:`MAX_KEYS` keys.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict, deque
+from typing import Final
+
+WINDOW: Final = 64
+"""Observations kept per (provider, model): recent calls weigh, old ones fall out."""
+QUANTILE: Final = 0.95
+"""The quantile of the recent ratios (and sizes) admission reserves with, not their mean."""
+MAX_KEYS: Final = 512
+FOREIGN_FACTOR: Final = 1.5
+"""The starting factor for providers whose tokenizer costspan does not ship: Claude's, Llama's,
+Gemini's, DeepSeek's... count up to about a third more tokens than o200k for the same text (more
+for code and CJK); 1.5 covers that until calls have been seen."""
+OPENAI_FACTOR: Final = 1.0
+"""The starting factor for OpenAI and Azure OpenAI, whose tokenizers costspan ships."""
+_OWN_TOKENIZER: Final = frozenset({"openai", "azure.ai.openai"})
+
+
+_Table = OrderedDict[tuple[str, str], deque[float]]
+
+
+def _quantile(values: deque[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(QUANTILE * len(ordered)) - 1)]
+
+
+class Calibration:
+    """Per (provider, model): recent billed/counted input ratios and billed input sizes."""
+
+    def __init__(self) -> None:
+        self._ratios: _Table = OrderedDict()
+        self._sizes: _Table = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _add(table: _Table, key: tuple[str, str], value: float) -> None:
+        window = table.get(key)
+        if window is None:
+            window = table[key] = deque(maxlen=WINDOW)
+            if len(table) > MAX_KEYS:
+                table.popitem(last=False)
+        else:
+            table.move_to_end(key)
+        window.append(value)
+
+    def observe(self, provider: str, model: str, counted: int, billed: int) -> None:
+        """A settled call: costspan counted ``counted`` input tokens, the provider billed
+        ``billed``."""
+        if billed < 0 or counted <= 0:
+            return
+        with self._lock:
+            self._add(self._ratios, (provider, model), billed / counted)
+            self._add(self._sizes, (provider, model), float(billed))
+
+    def observe_size(self, provider: str, model: str, billed: int) -> None:
+        """A settled call whose request costspan did not count (another instrumentation's)."""
+        if billed < 0:
+            return
+        with self._lock:
+            self._add(self._sizes, (provider, model), float(billed))
+
+    def factor(self, provider: str, model: str) -> float:
+        """What to multiply costspan's input count by: the recent ratios' high quantile (never
+        below 1: a provider that bills less is reserved its count), else the starting factor."""
+        window = self._ratios.get((provider, model))
+        if not window:
+            return OPENAI_FACTOR if provider in _OWN_TOKENIZER else FOREIGN_FACTOR
+        with self._lock:
+            return max(1.0, _quantile(window))
+
+    def recent_input(self, provider: str, model: str) -> int | None:
+        """A high quantile of the input recent calls of this model were billed, if any."""
+        window = self._sizes.get((provider, model))
+        if not window:
+            return None
+        with self._lock:
+            return math.ceil(_quantile(window))
+
+    def calibrated(self, provider: str, model: str, counted: int) -> int:
+        """``counted`` input tokens as this provider is expected to bill them (rounded up)."""
+        return math.ceil(counted * self.factor(provider, model))
