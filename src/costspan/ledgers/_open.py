@@ -4,8 +4,11 @@
 - ``sqlite:///absolute/path.db`` or ``sqlite://relative/path.db``: the processes of one host.
   Option: ``busy_timeout`` (seconds, default 2).
 - ``redis://[user:password@]host:port/db``, ``rediss://...`` (TLS), ``unix:///path.sock``: any
-  number of hosts. Options: ``timeout`` (seconds, default 0.1), ``retries`` (default 1),
-  ``prefix`` (key prefix, default ``costspan``); other query options go to redis-py.
+  number of hosts. ``redis+cluster://host:port[,host:port...]`` (``rediss+cluster://``): a Redis
+  Cluster. Options: ``timeout`` (seconds, default 0.1), ``retries`` (default 1), ``prefix`` (key
+  prefix, default ``costspan``), ``layout`` (``slot`` or ``spread``), ``lease`` (with
+  ``spread``: key prefixes of leased scopes); other query options go to redis-py (see
+  ``_redis_url``).
 
 Shared engines are wrapped in :class:`FailSafeLedger` with the configured fail mode.
 """
@@ -13,19 +16,21 @@ Shared engines are wrapped in :class:`FailSafeLedger` with the configured fail m
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from typing import Any, Final
+from urllib.parse import parse_qsl, urlsplit
 
 from costspan.ledgers._failsafe import FailMode, FailSafeLedger
 from costspan.ledgers._memory import MemoryLedger
-from costspan.ledgers._protocol import Ledger
-from costspan.ledgers._redis import RedisLedger, redacted
+from costspan.ledgers._protocol import Ledger, LedgerUnavailable
+from costspan.ledgers._redis_errors import redacted
+from costspan.ledgers._redis_url import OPTIONS as REDIS_OPTIONS
+from costspan.ledgers._redis_url import SCHEMES as _REDIS_SCHEMES
+from costspan.ledgers._redis_url import open_redis, redis_target
 from costspan.ledgers._sqlite import SQLiteLedger
 
-_REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
 _OPTIONS: Final = {
     "sqlite": {"busy_timeout": float},
-    "redis": {"timeout": float, "retries": int, "prefix": str},
+    "redis": REDIS_OPTIONS,
 }
 
 
@@ -52,13 +57,7 @@ class LedgerSpec:
         if self.engine == "sqlite":
             busy = float(options.get("busy_timeout", 2.0))
             return FailSafeLedger(SQLiteLedger(self.target, busy_timeout_s=busy), fail_mode)
-        engine = RedisLedger(
-            self.target,
-            timeout_s=float(options.get("timeout", 0.1)),
-            retries=int(options.get("retries", 1)),
-            prefix=str(options.get("prefix", "costspan")),
-        )
-        return FailSafeLedger(engine, fail_mode)
+        return FailSafeLedger(open_redis(self.target, options), fail_mode)
 
 
 def parse_ledger_url(name: str, raw: str) -> LedgerSpec:
@@ -80,23 +79,34 @@ def parse_ledger_url(name: str, raw: str) -> LedgerSpec:
         options = _options(name, raw, parts.query, "redis", passthrough=True)
         ours = {k: v for k, v in options.items() if k in _OPTIONS["redis"]}
         rest = [(k, str(v)) for k, v in options.items() if k not in _OPTIONS["redis"]]
-        if scheme != "unix" and not parts.hostname:
-            raise ValueError(
-                f"{name}={raw!r}: a Redis URL needs a host, e.g. redis://127.0.0.1:6379/0"
-            )
-        import importlib.util
-
-        if importlib.util.find_spec("redis") is None:
-            raise ValueError(
-                f"{name}={raw!r}: the Redis ledger needs redis-py (pip install 'costspan[redis]')"
-            )
         # Hand redis-py the URL as written, less costspan's own options.
-        target = text.split("?", 1)[0] + (f"?{urlencode(rest)}" if rest else "")
-        return LedgerSpec("redis", target, tuple(ours.items()))
+        return LedgerSpec("redis", redis_target(name, raw, ours, rest), tuple(ours.items()))
     raise ValueError(
         f"{name}={raw!r}: use memory, sqlite:///path/to/ledger.db, redis://host:port/db, "
-        "rediss://... or unix:///path/to/redis.sock"
+        "rediss://..., redis+cluster://host:port,host:port or unix:///path/to/redis.sock"
     )
+
+
+def check_ledger(spec: LedgerSpec) -> str | None:
+    """Open the ledger a spec names and prove it usable now: None, or one line saying why not
+    (unreachable, TLS verification, authentication, permissions...). For ``configure()``-time
+    checks and ``costspan doctor``; nothing is written."""
+    if spec.engine == "memory":
+        return None
+    options = dict(spec.options)
+    if spec.engine == "sqlite":
+        busy = float(options.get("busy_timeout", 2.0))
+        engine: Any = SQLiteLedger(spec.target, busy_timeout_s=busy)
+    else:
+        engine = open_redis(spec.target, options)
+    try:
+        check = getattr(engine, "check", None) or engine.ping
+        check()
+    except LedgerUnavailable as exc:
+        return str(exc)
+    finally:
+        engine.close()
+    return None
 
 
 def _options(
