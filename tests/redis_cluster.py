@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import redis
 import redis.exceptions
@@ -70,14 +70,15 @@ class LocalCluster:
             self._start_node(port)
         for port in self.ports:
             wait_until(lambda p=port: self._answers(p), f"redis-server on {port}", 10)
+        command = [
+            redis_binary("redis-cli"),
+            "--cluster", "create",
+            *(f"127.0.0.1:{p}" for p in self.ports),
+            "--cluster-replicas", str(self.replicas),
+            "--cluster-yes",
+        ]  # fmt: skip
         create = subprocess.run(
-            [
-                redis_binary("redis-cli"),
-                "--cluster", "create",
-                *(f"127.0.0.1:{p}" for p in self.ports),
-                "--cluster-replicas", str(self.replicas),
-                "--cluster-yes",
-            ],  # fmt: skip
+            command,
             capture_output=True,
             text=True,
             timeout=60,
@@ -125,7 +126,8 @@ class LocalCluster:
         """The port of the primary that owns ``key``'s slot now."""
         with self.node(next(iter(self.processes))) as client:
             slot = int(client.cluster("KEYSLOT", key))
-            for start, end, primary, *_ in client.execute_command("CLUSTER SLOTS"):
+            slots: list[Any] = client.execute_command("CLUSTER SLOTS")  # pyright: ignore[reportAssignmentType]
+            for start, end, primary, *_ in slots:
                 if start <= slot <= end:
                     return int(primary[1])
         raise AssertionError(f"no primary serves {key!r}")

@@ -72,6 +72,7 @@ class Settled(Enum):
     LOCAL = 1  # it held in this process's slice: settled there
     DUPLICATE = 2  # it was settled here before
     NOT_OURS = 3  # not admitted through a slice of this process
+    LATE = 4  # its hold had expired: settled there anyway (charged once)
 
 
 @dataclass(slots=True, eq=False)
@@ -94,7 +95,12 @@ class _Slice:
     unit_usd: int = 0
     unit_tok: int = 0
     server: ScopeState | None = None
-    holds: dict[str, tuple[int, int]] = field(default_factory=dict[str, tuple[int, int]])
+    holds: dict[str, tuple[int, int, float]] = field(
+        default_factory=dict[str, tuple[int, int, float]]
+    )
+    """Calls in flight: (usd, tokens, expiry on the monotonic clock)."""
+    expired: OrderedDict[str, None] = field(default_factory=OrderedDict[str, None])
+    """Calls whose hold expired before they settled (a late settle is still charged, once)."""
 
     def fits(self, usd: int, tokens: int, now: float) -> bool:
         if now >= self.valid_until:
@@ -108,6 +114,18 @@ class _Slice:
             or tokens <= self.size_tok - self.inflight_tok - self.unflushed_tok
         )
         return usd_ok and tok_ok
+
+    def sweep(self, now: float) -> None:
+        """Drop the holds of calls whose lease ran out (a crashed or abandoned call), as the
+        server does for holds in its counters."""
+        for rid, (usd, tokens, expiry) in list(self.holds.items()):
+            if expiry <= now:
+                del self.holds[rid]
+                self.inflight_usd -= usd
+                self.inflight_tok -= tokens
+                self.expired[rid] = None
+                while len(self.expired) > _SETTLED:
+                    self.expired.popitem(last=False)
 
     def view(self) -> ScopeState:
         """The scope as this process sees it: the counter at the last flush, plus what its own
@@ -196,7 +214,7 @@ class LeaseBook:
             return found
 
     # -- admission ---------------------------------------------------------------------------
-    def take(self, rid: str, scope: ScopeLimit, usd: int, tokens: int) -> Taken:
+    def take(self, rid: str, scope: ScopeLimit, usd: int, tokens: int, lease_s: float) -> Taken:
         """Hold a call in this process's slice of ``scope``, taking or growing the slice when
         it is too small (one round trip). Returns (granted, duplicate, the scope's state)."""
         sl = self._slice(scope)
@@ -204,14 +222,18 @@ class LeaseBook:
             sl.scope = scope  # configured caps follow the configuration
             if rid in sl.holds:
                 return True, True, sl.view()
-            if not sl.fits(usd, tokens, time.monotonic()):
+            now = time.monotonic()
+            if not sl.fits(usd, tokens, now):
+                sl.sweep(now)
                 self._grow(sl, usd, tokens)
                 if not sl.fits(usd, tokens, time.monotonic()):
                     return False, False, sl.refusal_view()
-            self._admit(sl, rid, usd, tokens)
+            self._admit(sl, rid, usd, tokens, lease_s)
             return True, False, sl.view()
 
-    def take_now(self, rid: str, scope: ScopeLimit, usd: int, tokens: int) -> Taken | None:
+    def take_now(
+        self, rid: str, scope: ScopeLimit, usd: int, tokens: int, lease_s: float
+    ) -> Taken | None:
         """:meth:`take` when it needs neither a round trip nor a wait for the slice's lock
         (an event loop must not block); None otherwise."""
         sl = self._slice(scope)
@@ -223,19 +245,20 @@ class LeaseBook:
                 return True, True, sl.view()
             if not sl.fits(usd, tokens, time.monotonic()):
                 return None
-            self._admit(sl, rid, usd, tokens)
+            self._admit(sl, rid, usd, tokens, lease_s)
             return True, False, sl.view()
         finally:
             sl.lock.release()
 
     @staticmethod
-    def _admit(sl: _Slice, rid: str, usd: int, tokens: int) -> None:
-        sl.holds[rid] = (usd, tokens)
+    def _admit(sl: _Slice, rid: str, usd: int, tokens: int, lease_s: float) -> None:
+        now = time.monotonic()
+        sl.holds[rid] = (usd, tokens, now + lease_s)
         sl.inflight_usd += usd
         sl.inflight_tok += tokens
         sl.unit_usd = max(sl.unit_usd, usd)
         sl.unit_tok = max(sl.unit_tok, tokens)
-        sl.used_at = time.monotonic()
+        sl.used_at = now
 
     def give_back(self, rid: str, key: str) -> None:
         """Undo a take (another scope of the call refused it)."""
@@ -259,16 +282,19 @@ class LeaseBook:
                 return None
             try:
                 hold = sl.holds.pop(rid, None)
+                late = hold is None and rid in sl.expired
+                sl.expired.pop(rid, None)
                 if hold is not None:
                     sl.inflight_usd -= hold[0]
                     sl.inflight_tok -= hold[1]
+                if hold is not None or late:
                     if not release:
                         sl.unflushed_usd += usd
                         sl.unflushed_tok += tokens
                         sl.unflushed_calls += 1
                     sl.used_at = time.monotonic()
                     self._remember(rid, key)
-                    return Settled.LOCAL
+                    return Settled.LATE if late else Settled.LOCAL
             finally:
                 sl.lock.release()
         with self._lock:
@@ -385,6 +411,7 @@ class LeaseBook:
                 sl.lock.release()
 
     def _tend(self, sl: _Slice, now: float, give_back_all: bool) -> None:
+        sl.sweep(now)
         idle = give_back_all or (not sl.holds and now - sl.used_at > self.flush_s)
         renew_due = now > sl.valid_until - self.lease_s * 0.5
         busy = sl.unflushed_calls or sl.pending is not None

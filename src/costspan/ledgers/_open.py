@@ -76,7 +76,8 @@ def parse_ledger_url(name: str, raw: str) -> LedgerSpec:
         options = _options(name, raw, parts.query, "sqlite", passthrough=False)
         return LedgerSpec("sqlite", path, tuple(options.items()))
     if scheme in _REDIS_SCHEMES:
-        options = _options(name, raw, parts.query, "redis", passthrough=True)
+        # Errors quote the URL without its password.
+        options = _options(name, redacted(raw), parts.query, "redis", passthrough=True)
         ours = {k: v for k, v in options.items() if k in _OPTIONS["redis"]}
         rest = [(k, str(v)) for k, v in options.items() if k not in _OPTIONS["redis"]]
         # Hand redis-py the URL as written, less costspan's own options.

@@ -336,11 +336,14 @@ class RedisLedger:
         return state_from(scope, self.run_script("snapshot", keys, [_SWEEP]).split())
 
     def ping(self) -> None:
-        """Raise LedgerUnavailable unless the server answers."""
+        """Raise LedgerUnavailable unless the ledger can be used: the server answers, and runs
+        a script on a probe key as every call does (so a user without permission to, or a
+        Cluster node behind a plain URL, is not taken for a ledger that is back)."""
         try:
             self.client.ping()
         except self._errors as exc:
             raise self._unavailable(exc) from exc
+        self.snapshot(CHECK_SCOPE)
 
     def check(self) -> list[str]:
         """Prove the ledger usable now, or raise LedgerUnavailable saying why in one line.
@@ -353,10 +356,9 @@ class RedisLedger:
         info = self._info()
         if str(info.get("cluster_enabled", "0")) == "1":
             raise LedgerUnavailable(
-                f"Redis ledger {redacted(self.url)}: the server is a Redis Cluster node; "
-                "use redis+cluster://host:port[,host:port...]"
+                f"Redis ledger {redacted(self.url).split('?', 1)[0]}: the server is a Redis "
+                "Cluster node; use redis+cluster://host:port[,host:port...]"
             )
-        self.snapshot(CHECK_SCOPE)
         return self._warnings(info)
 
     def _info(self) -> dict[str, Any]:
@@ -369,8 +371,8 @@ class RedisLedger:
         policy = info.get("maxmemory_policy")
         if policy is not None and policy != "noeviction":
             return [
-                f"Redis ledger {redacted(self.url)}: maxmemory-policy is {policy}; an evicted "
-                "counter is a budget silently reset: use noeviction"
+                f"Redis ledger {redacted(self.url).split('?', 1)[0]}: maxmemory-policy is "
+                f"{policy}; an evicted counter is a budget silently reset: use noeviction"
             ]
         return []
 

@@ -167,19 +167,21 @@ class RedisClusterLedger(RedisLedger):
         await client.aclose()
 
     def ping(self) -> None:
-        """Raise LedgerUnavailable unless every primary answers."""
+        """Raise LedgerUnavailable unless every primary answers and the ledger's slot runs a
+        script on a probe key."""
         from redis.cluster import RedisCluster
+
+        from costspan.ledgers._redis import CHECK_SCOPE
 
         try:
             self.client.ping(target_nodes=RedisCluster.PRIMARIES)
         except self._errors as exc:
             raise self._unavailable(exc) from exc
+        self.snapshot(CHECK_SCOPE)
 
     def check(self) -> list[str]:
         """Prove the cluster usable (every primary answers, every slot is served, the scripts
         run on a probe key) or raise LedgerUnavailable saying why in one line."""
-        from costspan.ledgers._redis import CHECK_SCOPE
-
         self.ping()
         try:
             state = self.client.cluster_info().get("cluster_state")
@@ -187,9 +189,9 @@ class RedisClusterLedger(RedisLedger):
             raise self._unavailable(exc) from exc
         if state not in ("ok", b"ok"):
             raise LedgerUnavailable(
-                f"Redis ledger {redacted(self.url)}: cluster_state is {state!r}, not ok"
+                f"Redis ledger {redacted(self.url).split('?', 1)[0]}: cluster_state is "
+                f"{state!r}, not ok"
             )
-        self.snapshot(CHECK_SCOPE)
         return self._warnings(self._info())
 
     def _info(self) -> dict[str, Any]:

@@ -28,8 +28,16 @@ _VERIFY_REASON: Final = re.compile(r"certificate verify failed: ([^(]+?)\s*\(_ss
 def redacted(url: str) -> str:
     """The URL without its password (it goes into logs and error messages).
 
-    Also hides a password given as a query option (``password=``, ``ssl_password=``).
+    Also hides a password given as a query option (``password=``, ``ssl_password=``), and a
+    password that was not percent-encoded (a ``/``, ``?`` or ``#`` in it ends the URL's
+    authority early): everything up to the last ``@`` is hidden then.
     """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    at = _misplaced_at(rest)
+    if at is not None:
+        return f"{scheme}://***{rest[at:]}"
     parts = urlsplit(url)
     out = url
     if parts.password is not None:
@@ -39,6 +47,25 @@ def redacted(url: str) -> str:
         if key in _SECRET_OPTIONS and value:
             out = re.sub(rf"([?&]{key}=)[^&#]*", r"\1***", out)
     return out
+
+
+def misplaced_at(url: str) -> bool:
+    """Whether the URL's host comes after its authority should have ended: a password with
+    ``/``, ``?`` or ``#`` in it that was not percent-encoded."""
+    return _misplaced_at(url.partition("://")[2]) is not None
+
+
+_HOST_AFTER: Final = re.compile(r"@[^/?#@]+(?:/\d*)?(?:[?#]|$)")
+
+
+def _misplaced_at(rest: str) -> int | None:
+    """Where, in a URL after ``scheme://``, the real ``@host`` starts when it follows a
+    ``/``, ``?`` or ``#`` (None: the URL is well formed in that respect)."""
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    found = None
+    for match in _HOST_AFTER.finditer(rest, end):
+        found = match.start()
+    return found
 
 
 def secrets_of(url: str) -> tuple[str, ...]:
@@ -109,9 +136,12 @@ def explain(exc: BaseException, url: str, *, user: str | None = None) -> str:
             "give it +evalsha +eval +ping +info on its key prefix (docs/ledgers.md)"
         )
     elif reason is not None:
+        ca = dict(parse_qsl(urlsplit(url).query)).get("ssl_ca_certs")
+        trusted = f"ssl_ca_certs={ca}" if ca else "the system's CAs (no ssl_ca_certs)"
         detail = (
             f"TLS certificate verification failed: {reason.group(1)} "
-            "(ssl_ca_certs must name the CA that signed a valid server certificate)"
+            f"(trusting {trusted}; ssl_ca_certs must name the CA that signed a valid server "
+            "certificate)"
         )
     elif "Hostname mismatch" in text:
         detail = f"TLS: {text} (connect by a name the certificate lists)"
@@ -128,7 +158,8 @@ def explain(exc: BaseException, url: str, *, user: str | None = None) -> str:
         detail = f"{text} (a TLS port? use rediss://)"
     else:
         detail = text
-    message = f"Redis ledger {redacted(url)}: {detail}"
+    # The URL without its query: certificate paths and options would drown the reason.
+    message = f"Redis ledger {redacted(url).split('?', 1)[0]}: {detail}"
     for secret in secrets_of(url):
         message = message.replace(secret, "***")
     return message

@@ -22,6 +22,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from costspan.ledgers._redis_errors import misplaced_at, redacted
+
 _logger = logging.getLogger(__name__)
 
 SCHEMES: Final = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
@@ -49,10 +51,13 @@ def redis_target(
     cluster = scheme.endswith("+cluster")
 
     def bad(problem: str) -> ValueError:
-        from costspan.ledgers._redis_errors import redacted
-
         return ValueError(f"{name}={redacted(raw)!r}: {problem}")
 
+    if misplaced_at(text):
+        raise bad(
+            "the password ends the URL early: percent-encode its special characters "
+            "(/ as %2F, ? as %3F, # as %23, @ as %40, : as %3A)"
+        )
     if cluster:
         from costspan.ledgers._redis_cluster import cluster_settings
 
@@ -64,6 +69,12 @@ def redis_target(
     elif scheme != "unix" and not parts.hostname:
         raise bad("a Redis URL needs a host, e.g. redis://127.0.0.1:6379/0")
     else:
+        try:
+            port = parts.port
+        except ValueError:
+            raise bad("the port is not a number (percent-encode : in a password as %3A)") from None
+        if port == 0:
+            raise bad("the port must be 1-65535")
         target = text.split("?", 1)[0] + (f"?{urlencode(rest)}" if rest else "")
     given = dict(rest)
     tls = scheme.startswith("rediss")

@@ -150,7 +150,8 @@ class SpreadLedger:
         try:
             for limit in scopes:
                 if self.leases.covers(limit.key):
-                    granted, duplicate, state = self.leases.take(rid, limit, usd_micros, tokens)
+                    ask = (rid, limit, usd_micros, tokens, lease_s)
+                    granted, duplicate, state = self.leases.take(*ask)
                     if granted:
                         taken.append(limit.key)
                 else:
@@ -187,11 +188,10 @@ class SpreadLedger:
         try:
             for limit in scopes:
                 if self.leases.covers(limit.key):
-                    answer: Taken | None = self.leases.take_now(rid, limit, usd_micros, tokens)
+                    ask = (rid, limit, usd_micros, tokens, lease_s)
+                    answer: Taken | None = self.leases.take_now(*ask)
                     if answer is None:  # a round trip or a wait: not on the event loop
-                        answer = await asyncio.to_thread(
-                            self.leases.take, rid, limit, usd_micros, tokens
-                        )
+                        answer = await asyncio.to_thread(self.leases.take, *ask)
                     granted, duplicate, state = answer
                     if granted:
                         taken.append(limit.key)
@@ -253,6 +253,8 @@ class SpreadLedger:
         """The code of a leased scope's settle, or None when the store must settle it."""
         if outcome is Settled.LOCAL:
             return CommitCode.COMMITTED
+        if outcome is Settled.LATE:
+            return CommitCode.LATE
         if outcome is Settled.DUPLICATE:
             return CommitCode.DUPLICATE
         if remote and all(code is CommitCode.DUPLICATE for code in remote):
@@ -340,7 +342,9 @@ class SpreadLedger:
         self.leases.tick(give_back_all=True)
 
     def ping(self) -> None:
+        """The engine's ping, plus a script on a scope slot of this layout."""
         self.engine.ping()
+        self.snapshot(CHECK_SCOPE)
 
     def check(self) -> list[str]:
         """The engine's check, plus a script on a scope slot of this layout."""
