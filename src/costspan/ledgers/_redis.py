@@ -229,17 +229,33 @@ class RedisLedger:
         loop = asyncio.get_running_loop()
         found = self._async.get(loop)
         if found is None:
+            # Registered before its first await, so concurrent first calls share one client
+            # and wait for the same preparation.
             try:
                 client = self._aconnect()
             except self._errors as exc:
                 raise self._unavailable(exc) from exc
-            # The loop finalises its async generators when it shuts down (asyncio.run does):
-            # this one closes the client there, so no connection outlives its loop.
-            closer = _close_on_shutdown(client, self._aclose)
-            await anext(closer)
-            found = _LoopClient(client, closer, asyncio.Semaphore(POOL_SIZE))
+            ready = loop.create_task(self._prepare(client))
+            found = _LoopClient(client, asyncio.Semaphore(POOL_SIZE), ready)
             self._async[loop] = found
+        try:
+            await found.ready
+        except self._errors as exc:
+            if self._async.get(loop) is found:
+                del self._async[loop]  # the next call starts afresh
+            raise self._unavailable(exc) from exc
         return found
+
+    async def _prepare(self, client: Any) -> AsyncGenerator[None]:
+        # The loop finalises its async generators when it shuts down (asyncio.run does):
+        # this one closes the client there, so no connection outlives its loop.
+        closer = _close_on_shutdown(client, self._aclose)
+        await anext(closer)
+        await self._ainitialize(client)
+        return closer
+
+    async def _ainitialize(self, client: Any) -> None:
+        """Make a new asyncio client ready before calls use it (nothing for one server)."""
 
     @staticmethod
     async def _aclose(client: Any) -> None:
@@ -407,15 +423,18 @@ class RedisLedger:
 
 
 class _LoopClient:
-    """One event loop's asyncio client, its closer, and a semaphore that makes coroutines
-    wait for a connection rather than fail when more than the pool's size run at once."""
+    """One event loop's asyncio client, its closer, the task that prepares it, and a semaphore
+    that makes coroutines wait for a connection rather than fail when more than the pool's size
+    run at once."""
 
-    __slots__ = ("client", "closer", "slots")
+    __slots__ = ("client", "ready", "slots")
 
-    def __init__(self, client: Any, closer: AsyncGenerator[None], slots: asyncio.Semaphore):
+    def __init__(
+        self, client: Any, slots: asyncio.Semaphore, ready: asyncio.Task[AsyncGenerator[None]]
+    ) -> None:
         self.client = client
-        self.closer = closer
         self.slots = slots
+        self.ready = ready  # its result, the closer, lives as long as this
 
 
 def _retry_on() -> list[type[Exception]]:

@@ -162,6 +162,12 @@ class RedisClusterLedger(RedisLedger):
             **self._settings,
         )
 
+    async def _ainitialize(self, client: Any) -> None:
+        # Read the slot map once, before any call: redis-py's asyncio cluster client otherwise
+        # initialises on the first calls, and when many start at once the ones on the startup
+        # node's connections fail ("Connection closed by server") as the map replaces them.
+        await client.initialize()
+
     @staticmethod
     async def _aclose(client: Any) -> None:
         await client.aclose()
