@@ -75,7 +75,8 @@ def script(name: str) -> str:
 
 
 @cache
-def _sha(name: str) -> str:
+def script_sha(name: str) -> str:
+    """The SHA-1 by which Redis knows a script (EVALSHA)."""
     return hashlib.sha1(script(name).encode()).hexdigest()  # Redis names scripts by SHA-1
 
 
@@ -143,6 +144,9 @@ class RedisLedger:
         prefix: the first part of every key.
         record_ttl_s: how long a settled reservation is remembered (idempotency window).
         idle_ttl_s: how long a scope without a window is kept after its last write.
+        wait_replicas: after every write, ``WAIT`` until this many replicas have it (at most
+            ``timeout_s``; fewer is a failure, so the fail mode and the outbox take over). A
+            primary that dies then cannot take an acknowledged write with it. 0: no wait.
     """
 
     def __init__(
@@ -154,8 +158,10 @@ class RedisLedger:
         prefix: str = "costspan",
         record_ttl_s: float = 7200.0,
         idle_ttl_s: float = 7 * 86400.0,
+        wait_replicas: int = 0,
     ) -> None:
         self.url = url
+        self.wait_replicas = wait_replicas
         self.prefix = prefix
         self._prefix = f"{prefix}:{{ledger}}"
         self.record_ms = str(int(record_ttl_s * 1000))
@@ -271,23 +277,59 @@ class RedisLedger:
 
         try:
             client = self.client
+            if self.wait_replicas and name != "snapshot":
+                return self._run_waited(client, name, keys, args)
             try:
-                return client.evalsha(_sha(name), len(keys), *keys, *args)
+                return client.evalsha(script_sha(name), len(keys), *keys, *args)
             except redis.exceptions.NoScriptError:
                 return client.eval(script(name), len(keys), *keys, *args)
         except self._errors as exc:
             raise self._unavailable(exc) from exc
 
+    def _run_waited(self, client: Any, name: str, keys: Sequence[str], args: Sequence[str]) -> Any:
+        """The script and ``WAIT`` on one connection (WAIT counts that connection's writes)."""
+        return self.waited(client, name, keys, args)
+
+    def waited(self, client: Any, name: str, keys: Sequence[str], args: Sequence[str]) -> Any:
+        """Run a script then WAIT through ``client`` (one server's client) in one pipeline."""
+        import redis.exceptions
+
+        result: Any = None
+        for command in ("EVALSHA", "EVAL"):
+            pipe = client.pipeline(transaction=False)
+            body = script_sha(name) if command == "EVALSHA" else script(name)
+            pipe.execute_command(command, body, len(keys), *keys, *args)
+            # Half the socket timeout: WAIT answers (with too few replicas) before the socket
+            # gives up, so the reason is the replicas, not a timeout.
+            pipe.execute_command("WAIT", self.wait_replicas, max(int(self._timeout * 500), 1))
+            result, acked = pipe.execute(raise_on_error=False)
+            if not isinstance(result, redis.exceptions.NoScriptError):
+                break
+        if isinstance(result, Exception):
+            raise result
+        if isinstance(acked, Exception):
+            raise acked
+        if int(acked) < self.wait_replicas:
+            raise LedgerUnavailable(
+                f"Redis ledger {redacted(self.url).split('?', 1)[0]}: {acked} of "
+                f"{self.wait_replicas} replica(s) acknowledged the write within "
+                f"{self._timeout / 2} s (wait option)"
+            )
+        return result
+
     async def arun_script(self, name: str, keys: Sequence[str], args: Sequence[str]) -> Any:
         """:meth:`run_script` on this event loop's asyncio client."""
         import redis.exceptions
 
+        if self.wait_replicas and name != "snapshot":
+            # Durable writes wait for a replica anyway: the sync path, off the event loop.
+            return await asyncio.to_thread(self.run_script, name, keys, args)
         try:
             loop_client = await self._loop_client()
             client = loop_client.client
             async with loop_client.slots:
                 try:
-                    return await client.evalsha(_sha(name), len(keys), *keys, *args)
+                    return await client.evalsha(script_sha(name), len(keys), *keys, *args)
                 except redis.exceptions.NoScriptError:
                     return await client.eval(script(name), len(keys), *keys, *args)
         except self._errors as exc:

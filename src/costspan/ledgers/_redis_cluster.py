@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from costspan.ledgers._protocol import LedgerUnavailable
 from costspan.ledgers._redis import POOL_SIZE, POOL_WAIT_S, RedisLedger
-from costspan.ledgers._redis_errors import redacted, retry_policy
+from costspan.ledgers._redis_errors import is_permanent, redacted, retry_policy
 
 CLUSTER_SCHEMES: Final = ("redis+cluster", "rediss+cluster")
 CLUSTER_OPTIONS: Final = frozenset(
@@ -161,6 +161,23 @@ class RedisClusterLedger(RedisLedger):
             max_connections=POOL_SIZE,
             **self._settings,
         )
+
+    def _run_waited(self, client: Any, name: str, keys: Sequence[str], args: Sequence[str]) -> Any:
+        """The script and WAIT on one connection of the primary that owns the keys' slot: the
+        cluster client would send WAIT elsewhere. A slot that moved (MOVED, ASK) refreshes the
+        slot map and goes again (safe: the scripts are idempotent)."""
+        import redis.exceptions as e
+
+        failures = 0
+        while True:
+            node = client.get_node_from_key(keys[0])
+            try:
+                return self.waited(node.redis_connection, name, keys, args)
+            except (e.AskError, e.TryAgainError, e.ConnectionError, e.TimeoutError) as exc:
+                failures += 1
+                if failures > self._retries + 1 or is_permanent(exc):
+                    raise
+                client.nodes_manager.initialize()
 
     async def _ainitialize(self, client: Any) -> None:
         # Read the slot map once, before any call: redis-py's asyncio cluster client otherwise

@@ -133,7 +133,7 @@ def explain(exc: BaseException, url: str, *, user: str | None = None) -> str:
     elif isinstance(exc, e.NoPermissionError):
         detail = (
             f"the Redis user may not run the ledger's commands ({text}); "
-            "give it +evalsha +eval +ping +info on its key prefix (docs/ledgers.md)"
+            "give it the ACL rules in docs/ledgers.md"
         )
     elif reason is not None:
         ca = dict(parse_qsl(urlsplit(url).query)).get("ssl_ca_certs")
@@ -151,6 +151,11 @@ def explain(exc: BaseException, url: str, *, user: str | None = None) -> str:
         detail = (
             f"the server is a Redis Cluster node ({text}): "
             "use redis+cluster://host:port[,host:port...]"
+        )
+    elif "Cluster mode is not enabled" in text:
+        detail = (
+            f"{text} (a plain server? use redis://; or the ACL user may not run CLUSTER SLOTS: "
+            "see docs/ledgers.md)"
         )
     elif isinstance(exc, e.TimeoutError):
         detail = f"{text} (raise the URL's timeout option if the server is just slow)"

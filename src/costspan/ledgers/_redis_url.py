@@ -6,8 +6,8 @@ the engine each one opens.
 - ``redis+cluster://[user:password@]host:port[,host:port...][/0]``, ``rediss+cluster://...``:
   a Redis Cluster (the nodes listed are where discovery starts).
 
-costspan's own options (``timeout``, ``retries``, ``prefix``, ``layout``, ``lease``) are taken
-out; the rest go to redis-py (``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``,
+costspan's own options (``timeout``, ``retries``, ``prefix``, ``layout``, ``lease``, ``wait``)
+are taken out; the rest go to redis-py (``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``,
 ``ssl_cert_reqs``...). Certificate verification is redis-py's default: on, against
 ``ssl_ca_certs`` or the system's CAs. A certificate file that does not exist, a TLS option on a
 plain URL or an option a cluster client cannot take is an error when configured, not at the
@@ -33,6 +33,7 @@ OPTIONS: Final = {
     "prefix": str,
     "layout": str,
     "lease": str,
+    "wait": int,
 }
 """costspan's own options in a Redis URL (everything else goes to redis-py)."""
 LAYOUTS: Final = ("slot", "spread")
@@ -112,6 +113,7 @@ def open_redis(target: str, options: Mapping[str, object]) -> Any:
         "timeout_s": float(str(options.get("timeout", 0.1))),
         "retries": int(str(options.get("retries", 1))),
         "prefix": str(options.get("prefix", "costspan")),
+        "wait_replicas": int(str(options.get("wait", 0))),
     }
     if urlsplit(target).scheme.lower().endswith("+cluster"):
         from costspan.ledgers._redis_cluster import RedisClusterLedger
