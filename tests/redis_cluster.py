@@ -155,6 +155,12 @@ class LocalCluster:
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
 
+    def restart(self, port: int) -> None:
+        """Start a killed node again: it rejoins (as a replica of whoever took over)."""
+        self._start_node(port)
+        wait_until(lambda: self._answers(port), f"redis-server on {port}", 10)
+        wait_until(self.healthy, "the cluster to be ok with the node back", 60)
+
     def flush(self) -> None:
         """Delete every key on every primary (a shared session cluster, fresh for a test)."""
         for port, role in self.roles().items():

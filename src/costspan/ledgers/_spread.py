@@ -69,6 +69,14 @@ _SWEEP: Final = str(SWEEP_LIMIT)
 _UNDO_LATER: Final = 10_000  # holds to undo once the store answers again (their leases also end)
 
 
+def scope_keys(prefix: str, rid: str, key: str) -> list[str]:
+    """A scope's record (for ``rid``), counter and lease set: their hash tag is a short hash of
+    the scope, so each scope has a slot of its own and scopes spread over a cluster's shards."""
+    tag = hashlib.blake2b(key.encode(), digest_size=6).hexdigest()
+    base = f"{prefix}:{{{tag}}}"
+    return [f"{base}:r:{rid}", f"{base}:c:{key}", f"{base}:l:{key}"]
+
+
 def combine(codes: Sequence[CommitCode]) -> CommitCode:
     """One code for a settle made of one settle per scope."""
     if all(code is CommitCode.DUPLICATE for code in codes):
@@ -122,9 +130,7 @@ class SpreadLedger:
 
     def keys(self, rid: str, key: str) -> list[str]:
         """A scope's record (for ``rid``), counter and lease set, in the scope's own slot."""
-        tag = hashlib.blake2b(key.encode(), digest_size=6).hexdigest()
-        base = f"{self.engine.prefix}:{{{tag}}}"
-        return [f"{base}:r:{rid}", f"{base}:c:{key}", f"{base}:l:{key}"]
+        return scope_keys(self.engine.prefix, rid, key)
 
     # -- reserve -----------------------------------------------------------------------------
     def _reserve_one(
