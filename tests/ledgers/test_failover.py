@@ -51,7 +51,7 @@ def _open(cluster: LocalCluster, layout: str, wait: int = 0) -> FailSafeLedger:
     return FailSafeLedger(engine, "closed", probe_interval_s=0.05)
 
 
-def _run_through(ledger: FailSafeLedger, event: Callable[[], None]) -> workload.Tally:
+def _run_through(ledger: FailSafeLedger, event: Callable[[], object]) -> workload.Tally:
     """Eight threads reserve/commit until ``event`` (run meanwhile) is over and 100 more
     calls are committed; reserves the ledger cannot answer are refused (closed)."""
     tallies: list[workload.Tally] = []
