@@ -95,6 +95,7 @@ class _Slice:
     unit_usd: int = 0
     unit_tok: int = 0
     server: ScopeState | None = None
+    retired: bool = False  # taken out of the book (idle and empty): callers get a fresh one
     holds: dict[str, tuple[int, int, float]] = field(
         default_factory=dict[str, tuple[int, int, float]]
     )
@@ -219,6 +220,8 @@ class LeaseBook:
         it is too small (one round trip). Returns (granted, duplicate, the scope's state)."""
         sl = self._slice(scope)
         with sl.lock:
+            if sl.retired:  # the keeper gave it back while this thread waited for it
+                return self.take(rid, scope, usd, tokens, lease_s)
             sl.scope = scope  # configured caps follow the configuration
             if rid in sl.holds:
                 return True, True, sl.view()
@@ -240,6 +243,8 @@ class LeaseBook:
         if not sl.lock.acquire(blocking=False):
             return None
         try:
+            if sl.retired:
+                return None
             sl.scope = scope
             if rid in sl.holds:
                 return True, True, sl.view()
@@ -420,6 +425,7 @@ class LeaseBook:
                 with self._lock:
                     if self._slices.get(sl.key) is sl:
                         del self._slices[sl.key]
+                        sl.retired = True
             return
         need_u, need_t, want_u, want_t = self._target(sl, 0, 0)
         if idle:
@@ -435,9 +441,9 @@ class LeaseBook:
 
     def close(self) -> None:
         """Write every slice's spend and give every slice back (best effort, logged)."""
+        self.closed = True
         self._stop.set()
         self.tick(give_back_all=True)
-        self.closed = True
         lost = self.unflushed_micros()
         if lost:
             _logger.error(
