@@ -284,6 +284,26 @@ async def test_an_acl_user_on_every_node(cluster: LocalCluster, layout: str) -> 
     assert "may not run CLUSTER SLOTS" in bare
 
 
+def test_a_wrong_password_on_a_cluster_is_one_line_sent_once(cluster: LocalCluster) -> None:
+    """The cluster client wraps a wrong password in its own error: still one line saying so,
+    and one attempt per startup node it tries (discovery), never one per retry."""
+    for port in cluster.ports:
+        with cluster.node(port) as node:
+            node.execute_command("ACL", "SETUSER", "ledger", "reset", "on", ">pw", *CLUSTER_RULES)
+            node.acl_log_reset()
+    url = cluster.url.replace("//", "//ledger:not-pw@") + "?retries=3"
+    problem = check_ledger(parse_ledger_url("COSTSPAN_LEDGER", url))
+    assert problem is not None
+    assert "authentication failed as 'ledger'" in problem
+    assert "not-pw" not in problem
+    denied = 0
+    for port in cluster.ports:
+        with cluster.node(port) as node:
+            entries: list[dict[str, Any]] = node.acl_log()
+            denied += sum(int(e["count"]) for e in entries if e["username"] == "ledger")
+    assert denied == len(cluster_nodes(url)) == 2
+
+
 def test_the_cluster_client_is_redis_py_s(cluster: LocalCluster) -> None:
     """The engine's client is redis-py's cluster client, which knows every primary."""
     ledger = RedisClusterLedger(cluster.url)

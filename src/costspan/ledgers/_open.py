@@ -83,7 +83,7 @@ def parse_ledger_url(name: str, raw: str) -> LedgerSpec:
         # Hand redis-py the URL as written, less costspan's own options.
         return LedgerSpec("redis", redis_target(name, raw, ours, rest), tuple(ours.items()))
     raise ValueError(
-        f"{name}={raw!r}: use memory, sqlite:///path/to/ledger.db, redis://host:port/db, "
+        f"{name}={redacted(raw)!r}: use memory, sqlite:///path/to/ledger.db, redis://host:port/db, "
         "rediss://..., redis+cluster://host:port,host:port or unix:///path/to/redis.sock"
     )
 
@@ -91,7 +91,7 @@ def parse_ledger_url(name: str, raw: str) -> LedgerSpec:
 def check_ledger(spec: LedgerSpec) -> str | None:
     """Open the ledger a spec names and prove it usable now: None, or one line saying why not
     (unreachable, TLS verification, authentication, permissions...). For ``configure()``-time
-    checks and ``costspan doctor``; nothing is written."""
+    checks and ``costspan doctor``; no spend is written."""
     if spec.engine == "memory":
         return None
     options = dict(spec.options)

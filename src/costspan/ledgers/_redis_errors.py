@@ -124,7 +124,10 @@ def explain(exc: BaseException, url: str, *, user: str | None = None) -> str:
 
     text = " ".join(str(exc).split()) or type(exc).__name__
     reason = _VERIFY_REASON.search(text)
-    if isinstance(exc, e.AuthenticationError):
+    # The cluster client wraps a wrong password in "Redis Cluster cannot be connected...".
+    auth = isinstance(exc, e.AuthenticationError) or "username-password pair" in text
+    if auth:
+        text = text.rpartition("reachable node: ")[2] or text
         if "NOAUTH" in text or "required" in text.lower():
             detail = "the server wants a password: redis://user:password@host:port/0"
         else:

@@ -54,6 +54,8 @@ def redis_target(
     def bad(problem: str) -> ValueError:
         return ValueError(f"{name}={redacted(raw)!r}: {problem}")
 
+    query = urlencode(rest, safe="/")
+    target = text.split("?", 1)[0] + (f"?{query}" if query else "")
     if misplaced_at(text):
         raise bad(
             "the password ends the URL early: percent-encode its special characters "
@@ -62,7 +64,6 @@ def redis_target(
     if cluster:
         from costspan.ledgers._redis_cluster import cluster_settings
 
-        target = text.split("?", 1)[0] + (f"?{urlencode(rest)}" if rest else "")
         try:
             cluster_settings(target)
         except ValueError as exc:
@@ -73,10 +74,9 @@ def redis_target(
         try:
             port = parts.port
         except ValueError:
-            raise bad("the port is not a number (percent-encode : in a password as %3A)") from None
+            raise bad("the port is not a number in 1-65535 (in a password, : is %3A)") from None
         if port == 0:
             raise bad("the port must be 1-65535")
-        target = text.split("?", 1)[0] + (f"?{urlencode(rest)}" if rest else "")
     given = dict(rest)
     tls = scheme.startswith("rediss")
     for key in given:
