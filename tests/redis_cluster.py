@@ -1,5 +1,6 @@
 """A real local Redis Cluster for tests: N primaries (and optional replicas) on loopback, each a
-redis-server with its own free port and directory, joined with ``redis-cli --cluster create``.
+redis-server with its own free port and directory, joined with ``redis-cli --cluster create``;
+optionally TLS only (clients, cluster bus and replication), with the tests' CA.
 
 Failover is real too: :meth:`LocalCluster.failover` runs ``CLUSTER FAILOVER`` on a replica (the
 coordinated manual failover: the primary stops taking writes until its replica has caught up,
@@ -20,6 +21,7 @@ import redis.exceptions
 
 from tests.processes import free_port, stop, wait_until
 from tests.redis_server import redis_binary
+from tests.redis_tls import Certificates
 
 NODE_TIMEOUT_MS = 1000
 
@@ -27,10 +29,18 @@ NODE_TIMEOUT_MS = 1000
 class LocalCluster:
     """Start and stop a local Redis Cluster; fail primaries over."""
 
-    def __init__(self, directory: Path, *, primaries: int = 3, replicas: int = 0) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        primaries: int = 3,
+        replicas: int = 0,
+        tls: Certificates | None = None,
+    ) -> None:
         self.directory = directory
         self.primaries = primaries
         self.replicas = replicas
+        self.tls = tls
         self.ports = [free_port() for _ in range(primaries * (1 + replicas))]
         # The cluster bus port is the data port + 10000 unless set: set it to a free one too.
         self.bus_ports = {port: free_port() for port in self.ports}
@@ -38,10 +48,20 @@ class LocalCluster:
 
     @property
     def url(self) -> str:
-        """A cluster URL naming the first two nodes (the client discovers the rest)."""
-        return f"redis+cluster://127.0.0.1:{self.ports[0]},127.0.0.1:{self.ports[1]}"
+        """A cluster URL naming the first two nodes (the client discovers the rest); with TLS,
+        ``rediss+cluster://`` trusting the test CA."""
+        nodes = f"127.0.0.1:{self.ports[0]},127.0.0.1:{self.ports[1]}"
+        if self.tls is None:
+            return f"redis+cluster://{nodes}"
+        return f"rediss+cluster://{nodes}?ssl_ca_certs={self.tls.ca}"
 
     def node(self, port: int) -> redis.Redis:
+        """An administrator's client to one node."""
+        if self.tls is not None:
+            return redis.Redis(
+                port=port, socket_timeout=5, socket_connect_timeout=1, ssl=True,
+                ssl_ca_certs=str(self.tls.ca),
+            )  # fmt: skip
         return redis.Redis(port=port, socket_timeout=5, socket_connect_timeout=1)
 
     def _start_node(self, port: int) -> None:
@@ -61,6 +81,14 @@ class LocalCluster:
             "--maxmemory-policy", "noeviction",
             "--repl-diskless-sync-delay", "0",  # replicas sync at once, not after 5 s
         ]  # fmt: skip
+        if self.tls is not None:  # TLS only: clients, the cluster bus and replication
+            args[args.index("--port") + 1] = "0"
+            args += [
+                "--tls-port", str(port), "--tls-cluster", "yes", "--tls-replication", "yes",
+                "--tls-cert-file", str(self.tls.server_cert),
+                "--tls-key-file", str(self.tls.server_key),
+                "--tls-ca-cert-file", str(self.tls.ca), "--tls-auth-clients", "no",
+            ]  # fmt: skip
         self.processes[port] = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -70,8 +98,9 @@ class LocalCluster:
             self._start_node(port)
         for port in self.ports:
             wait_until(lambda p=port: self._answers(p), f"redis-server on {port}", 10)
+        tls = [] if self.tls is None else ["--tls", "--cacert", str(self.tls.ca)]
         command = [
-            redis_binary("redis-cli"),
+            redis_binary("redis-cli"), *tls,
             "--cluster", "create",
             *(f"127.0.0.1:{p}" for p in self.ports),
             "--cluster-replicas", str(self.replicas),

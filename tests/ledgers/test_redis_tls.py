@@ -37,6 +37,7 @@ from costspan.ledgers._open import check_ledger, parse_ledger_url
 from costspan.ledgers._redis_errors import explain, redacted
 from costspan.testing import OpenAICompatibleServer
 from tests.conftest import USER
+from tests.redis_cluster import LocalCluster
 from tests.redis_tls import Certificates, TlsRedisServer, make_certificates
 
 PASSWORD = "p@ss:w/rd s3cret!"  # characters that need quoting in a URL
@@ -73,6 +74,21 @@ def _expired_server(
 ) -> Iterator[TlsRedisServer]:
     with TlsRedisServer(tmp_path_factory.mktemp("expired"), certs, expired=True) as server:
         yield server
+
+
+@pytest.fixture(name="tls_cluster", scope="module")
+def _tls_cluster(
+    certs: Certificates, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalCluster]:
+    """A 3-primary Redis Cluster speaking only TLS (clients, bus), with the ledger's ACL user
+    on every node: the managed-cluster set-up (TLS + ACL + Cluster)."""
+    with LocalCluster(tmp_path_factory.mktemp("tls-cluster"), tls=certs) as cluster:
+        for port in cluster.ports:
+            with cluster.node(port) as node:
+                node.execute_command("ACL", "SETUSER", "ledger", "on", f">{PASSWORD}",
+                                     *LEDGER_RULES, "+cluster|slots", "+cluster|info",
+                                     "+command")  # fmt: skip
+        yield cluster
 
 
 def _acl_denials(server: TlsRedisServer, user: str) -> int:
@@ -202,6 +218,25 @@ def test_tls_options_need_rediss() -> None:
     """ssl_* options on a plain URL would be ignored (or break redis-py): refused."""
     with pytest.raises(ValueError, match="ssl_ca_certs needs TLS: use rediss://"):
         parse_ledger_url("COSTSPAN_LEDGER", "redis://cache:6379/0?ssl_ca_certs=/etc/ca.pem")
+
+
+@pytest.mark.parametrize("layout", ["slot", "spread"])
+async def test_a_tls_cluster_with_an_acl_user(tls_cluster: LocalCluster, layout: str) -> None:
+    """rediss+cluster:// with the CA and an ACL user: sync and async, both layouts; the wrong
+    CA is one clear line."""
+    secret = quote(PASSWORD, safe="")
+    url = tls_cluster.url.replace("rediss+cluster://", f"rediss+cluster://ledger:{secret}@")
+    spec = parse_ledger_url("COSTSPAN_LEDGER", f"{url}&layout={layout}")
+    assert check_ledger(spec) is None
+    ledger = spec.open("closed")
+    scope = ScopeLimit(f"user:tls-cluster-{layout}", cap_micros=10_000)
+    assert ledger.reserve("c1", [scope], 6_000, 1, 60).granted
+    assert not (await ledger.areserve("c2", [scope], 6_000, 1, 60)).granted
+    assert await ledger.acommit("c1", 5_000, 1, [scope]) is CommitCode.COMMITTED
+    assert ledger.snapshot(scope.key).spent_micros == 5_000
+    ledger.close()
+    problem = _refused(url.replace("/ca.pem", "/other-ca.pem"))
+    assert "TLS certificate verification failed" in problem
 
 
 # -- at run time: the fail mode decides, the password never leaks ---------------------------------
