@@ -30,6 +30,7 @@ AOF persistence if a restart must not forget spend.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import threading
 import weakref
@@ -249,6 +250,8 @@ class RedisLedger:
         except self._errors as exc:
             if self._async.get(loop) is found:
                 del self._async[loop]  # the next call starts afresh
+                with contextlib.suppress(Exception):  # its sockets, if it opened any
+                    await self._aclose(found.client)
             raise self._unavailable(exc) from exc
         return found
 
