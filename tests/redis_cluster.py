@@ -94,6 +94,14 @@ class LocalCluster:
         )
 
     def start(self) -> LocalCluster:
+        try:
+            self._create()
+        except BaseException:
+            self.stop()  # no node outlives a cluster that failed to form
+            raise
+        return self
+
+    def _create(self) -> None:
         for port in self.ports:
             self._start_node(port)
         for port in self.ports:
@@ -106,18 +114,10 @@ class LocalCluster:
             "--cluster-replicas", str(self.replicas),
             "--cluster-yes",
         ]  # fmt: skip
-        create = subprocess.run(
-            command,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        create = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
         if create.returncode != 0:
-            self.stop()
             raise RuntimeError(f"redis-cli --cluster create failed: {create.stdout[-2000:]}")
         wait_until(self.healthy, "the cluster to be ok on every node", 30)
-        return self
 
     def _answers(self, port: int) -> bool:
         try:
