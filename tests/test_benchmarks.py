@@ -33,3 +33,6 @@ def test_quick_benchmark_prints_its_table() -> None:
     assert "round trips per cycle" in result.stdout
     assert "the 3,000/s target" in result.stdout
     assert "the 5 ms target" in result.stdout
+    for row in ("one slot  ", "spread, no leases", "spread + leases", "one slot, wait=1"):
+        assert row in result.stdout
+    assert "projected fleet budgeted calls/s" in result.stdout

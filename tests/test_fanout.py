@@ -55,6 +55,8 @@ def test_twenty_threads_never_overspend(
                 refused.append(exc)
 
     on_exceed = "block" if mode == "output cap" else "clamp"
+    # Uncapped calls get costspan's cap: a smaller one leaves room for more calls at once.
+    costspan.configure(default_max_output_tokens=1024)
     with costspan.budget(usd=CAP, on_exceed=on_exceed) as b, ThreadPoolExecutor(20) as pool:
         # A plain thread does not inherit contextvars: copy the context into each task.
         futures = [pool.submit(contextvars.copy_context().run, worker) for _ in range(20)]

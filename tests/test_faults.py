@@ -71,7 +71,7 @@ def _boom(*_args: Any, **_kwargs: Any) -> Any:
 # seam name -> how to inject it (monkeypatch) ; "ledger:<op>" seams use a FaultyLedger instead.
 SEAMS: dict[str, Callable[[pytest.MonkeyPatch], None]] = {
     "prepare": lambda mp: mp.setattr(_operations.ChatOperation, "request_attributes", _boom),
-    "estimate": lambda mp: mp.setattr(_operations.ChatOperation, "input_tokens", _boom),
+    "estimate": lambda mp: mp.setattr(_operations.ChatOperation, "count_input", _boom),
     "price": lambda mp: mp.setattr(_invocation, "price_usage", _boom),
     "record": lambda mp: mp.setattr(_records.Recorder, "add", _boom),
     "cost metrics": lambda mp: mp.setattr(_telemetry.CostMeter, "record", _boom),

@@ -29,17 +29,9 @@ from opentelemetry.util.types import AttributeValue
 
 from costspan import _attributes as A
 from costspan._errors import BudgetExceeded, BudgetUnavailable, UnpricedModelError
-from costspan._estimate import (
-    DEFAULT_OUTPUT_TOKENS,
-    NO_ESTIMATE,
-    Estimate,
-    choices,
-    fallback_bound,
-    output_cap,
-    project,
-)
+from costspan._estimate import NO_ESTIMATE, Estimate, fallback_bound, project
 from costspan._money import display, micros, usd
-from costspan._operations import Operation, given
+from costspan._operations import Operation
 from costspan._reservation import Admission, blocks
 from costspan._runtime import Runtime, once, runtime
 from costspan._scopes import Scope, active_scopes
@@ -59,8 +51,6 @@ MIN_CLAMP_TOKENS: Final = 16
 """Below this many affordable output tokens a clamp refuses instead (an answer that short is no
 answer). Reasoning models spend output tokens on reasoning first: a small clamp may leave them
 with an empty answer and ``finish_reason="length"``."""
-LEASE_S: Final = 900.0
-"""How long a hold lives without a commit: longer than any sane request or stream."""
 
 
 @dataclass(slots=True)
@@ -159,21 +149,17 @@ class Admitter:
     def kwargs(self) -> dict[str, Any]:
         return self.request.kwargs
 
+    @property
+    def lease_s(self) -> float:
+        """How long a hold lives unless renewed (``COSTSPAN_LEASE_SECONDS``)."""
+        return self.runtime.settings.lease_seconds
+
     def run(self) -> Generator[_Ask, Reservation, Admission]:
         for scope in self.scopes:
             if scope.budget is not None and scope.budget.retired:
                 scope.budget.revive(self.ledger)  # a call still running in a left budget
         admission = Admission(self.scopes, secrets.token_hex(12), self.ledger, NO_ESTIMATE)
-        if (
-            any(scope.action == "clamp" for scope in self.scopes)
-            and output_cap(self.kwargs) is None
-            and self.request.operation.name != A.OP_EMBEDDINGS
-        ):
-            # An uncapped request could outspend its estimate; under a clamp budget it gets the
-            # cap it was estimated with, so that what is reserved really bounds what is spent.
-            self.kwargs[self._cap_param()] = DEFAULT_OUTPUT_TOKENS
-            self.changes[A.COSTSPAN_BUDGET_CLAMPED_MAX_TOKENS] = DEFAULT_OUTPUT_TOKENS
-            admission.decision = "clamp"
+        self._bound_output()
         estimate = self.estimate()
         for _ in range(len(self.scopes) + 4):
             amount = 0 if estimate.usd is None else micros(estimate.usd)
@@ -188,6 +174,30 @@ class Admitter:
             scope = next(x for x in self.scopes if x.key == result.failed_scope)
             estimate = self._act(scope, estimate, admission, result)
         raise Refusal(self.scopes[0], None)
+
+    def _bound_output(self) -> None:
+        """An uncapped request could answer with as many tokens as its model allows, far past
+        any estimate: under a budget or limit that enforces (any action but warn) it gets the
+        cap it is reserved with (``COSTSPAN_DEFAULT_MAX_OUTPUT_TOKENS``), marked on the span.
+        With ``COSTSPAN_UNCAPPED_OUTPUT=reserve`` the request is left alone and the model's
+        largest answer is reserved instead (see :func:`costspan._estimate.output_bound`)."""
+        r = self.request
+        operation = r.operation
+        settings = self.runtime.settings
+        if (
+            operation.name == A.OP_EMBEDDINGS
+            or operation.output_cap(self.kwargs) is not None
+            or operation.implicit_cap(r.provider) is not None
+            or all(scope.action == "warn" for scope in self.scopes)
+        ):
+            return
+        if settings.uncapped_output == "reserve" and (
+            self.runtime.pricer.context_window(r.model, r.provider) is not None
+        ):
+            return  # the model's largest answer is reserved instead (output_bound)
+        cap = settings.default_max_output_tokens
+        self.kwargs[operation.cap_param(self.kwargs, r.provider)] = cap
+        self.changes[A.COSTSPAN_BUDGET_OUTPUT_CAP_SET] = cap
 
     def estimate(self) -> Estimate:
         r = self.request
@@ -252,7 +262,8 @@ class Admitter:
     ) -> Estimate:
         state = admission.states.get(scope.key)
         room_usd, room_tokens = self._room(result)
-        n = choices(self.kwargs)
+        operation = self.request.operation
+        n = operation.choices(self.kwargs)
         affordable = math.inf
         if room_tokens is not None:
             affordable = (room_tokens - estimate.input_tokens) // n
@@ -280,31 +291,16 @@ class Admitter:
                 affordable = min(affordable, int(left / rate) // n)
             elif left < 0:
                 affordable = 0
-        cap = output_cap(self.kwargs)
+        cap = operation.output_cap(self.kwargs)
         if cap is not None:
             affordable = min(affordable, cap)
         if affordable == math.inf or affordable < MIN_CLAMP_TOKENS:
             raise Refusal(scope, state)
         new_cap = int(affordable)
-        self.kwargs[self._cap_param()] = new_cap
+        self.kwargs[operation.cap_param(self.kwargs, self.request.provider)] = new_cap
         self.changes[A.COSTSPAN_BUDGET_CLAMPED_MAX_TOKENS] = new_cap
         admission.decision = "clamp"
         return self.estimate()
-
-    def _cap_param(self) -> str:
-        operation = self.request.operation
-        if operation.api_type == A.API_RESPONSES:
-            return "max_output_tokens"
-        if operation.name == A.OP_TEXT_COMPLETION:
-            return "max_tokens"
-        # A caller's own max_tokens on a non-reasoning chat model is lowered in place rather
-        # than adding a second cap; otherwise max_completion_tokens, which every model accepts.
-        if (
-            given(self.kwargs, "max_tokens") is not None
-            and given(self.kwargs, "max_completion_tokens") is None
-        ):
-            return "max_tokens"
-        return "max_completion_tokens"
 
     def _truncate(self, scope: Scope, admission: Admission, state: ScopeState | None) -> Estimate:
         key = "messages" if "messages" in self.kwargs else "input"
@@ -353,7 +349,7 @@ def admit(request: Request) -> Admitted:
     try:
         ask = next(loop)
         while True:
-            ask = loop.send(admitter.ledger.reserve(*ask, LEASE_S))
+            ask = loop.send(admitter.ledger.reserve(*ask, admitter.lease_s))
     except StopIteration as done:
         return _admitted(admitter, done.value, rejected)
     except (Refusal, LedgerUnavailable) as exc:
@@ -380,7 +376,7 @@ async def aadmit(request: Request) -> Admitted:
     try:
         ask = next(loop)
         while True:
-            ask = loop.send(await admitter.ledger.areserve(*ask, LEASE_S))
+            ask = loop.send(await admitter.ledger.areserve(*ask, admitter.lease_s))
     except StopIteration as done:
         return _admitted(admitter, done.value, rejected)
     except (Refusal, LedgerUnavailable) as exc:
@@ -394,6 +390,7 @@ async def aadmit(request: Request) -> Admitted:
 
 
 def _admitted(admitter: Admitter, admission: Admission, rejected: list[str]) -> Admitted:
+    admission.hold_while_running(admitter.runtime.renewer, admitter.lease_s)
     return Admitted(admission, {**admission.attributes(), **admitter.changes}, rejected=rejected)
 
 
@@ -521,9 +518,11 @@ def _admit_locally(admitter: Admitter, rejected: list[str]) -> Admitted:
     admission.warned.extend(scope for scope in scopes if scope.action == "warn")
     held = admission.held()
     if isinstance(ledger, FailSafeLedger):
-        result = ledger.reserve_locally(admission.rid, held, amount, estimate.tokens, LEASE_S)
+        result = ledger.reserve_locally(
+            admission.rid, held, amount, estimate.tokens, admitter.lease_s
+        )
     else:
-        result = ledger.reserve(admission.rid, held, amount, estimate.tokens, LEASE_S)
+        result = ledger.reserve(admission.rid, held, amount, estimate.tokens, admitter.lease_s)
     admission.states.update((state.key, state) for state in result.states)
     if not result.granted:
         scope = next(x for x in scopes if x.key == result.failed_scope)

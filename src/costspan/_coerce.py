@@ -7,6 +7,20 @@ count), an empty string is no string, and a count is never negative.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any, Final
+
+# `NotGiven`/`Omit` sentinels of the openai SDK are falsy objects that are not None.
+_OMITTED_NAMES: Final = frozenset({"NotGiven", "Omit"})
+
+
+def given(kwargs: Mapping[str, Any], name: str) -> Any:
+    """A keyword argument's value, with the SDK's "not given" sentinels read as ``None``."""
+    value = kwargs.get(name)
+    if value is None or type(value).__name__ in _OMITTED_NAMES:
+        return None
+    return value
+
 
 def text(value: object) -> str | None:
     """A non-empty string, else None."""

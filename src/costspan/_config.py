@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -43,6 +44,10 @@ COSTSPAN_FAIL_MODE: Final = "COSTSPAN_FAIL_MODE"
 COSTSPAN_RECORDS: Final = "COSTSPAN_RECORDS"
 COSTSPAN_MAX_RECORDS: Final = "COSTSPAN_MAX_RECORDS"
 COSTSPAN_OUTBOX: Final = "COSTSPAN_OUTBOX"
+COSTSPAN_DEFAULT_MAX_OUTPUT_TOKENS: Final = "COSTSPAN_DEFAULT_MAX_OUTPUT_TOKENS"
+COSTSPAN_UNCAPPED_OUTPUT: Final = "COSTSPAN_UNCAPPED_OUTPUT"
+COSTSPAN_MAX_INPUT_TOKENS: Final = "COSTSPAN_MAX_INPUT_TOKENS"
+COSTSPAN_LEASE_SECONDS: Final = "COSTSPAN_LEASE_SECONDS"
 OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT: Final = (
     "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 )
@@ -61,6 +66,7 @@ class ContentCapture(Enum):
 
 
 OnUnpriced = Literal["warn", "raise"]
+UncappedOutput = Literal["cap", "reserve"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +90,16 @@ class Settings:
     outbox: str | None = ""
     """The durable outbox file: "" for the default (in the user's state directory), None for
     none (settlements a shared ledger could not take wait in memory only)."""
+    default_max_output_tokens: int = 4096
+    """The output cap a request under a budget or limit is given when it sets none."""
+    uncapped_output: UncappedOutput = "cap"
+    """``cap``: give an uncapped budgeted request that cap; ``reserve``: leave the request alone
+    and reserve the most the model can answer (its context window less the input)."""
+    max_input_tokens: int = 200_000
+    """The input bound of a request with parts costspan cannot count (a file, stored history)
+    for a model whose context window genai-prices does not know."""
+    lease_seconds: float = 300.0
+    """How long a hold lives unless renewed; calls in flight renew theirs."""
 
 
 # -- parsers of environment text ----------------------------------------------------------------
@@ -186,6 +202,44 @@ def parse_records(name: str, raw: str) -> str | None:
     if path.is_dir():
         raise ValueError(f"{name}={raw!r} is a directory; give the SQLite file to keep records in")
     return str(path)
+
+
+def _whole(name: str, raw: str, low: int, high: int, what: str) -> int:
+    text = raw.strip()
+    # ASCII digits only: int() would also take "٣" and "1_000".
+    if not (text.isascii() and text.isdigit()) or len(text) > 12:
+        raise ValueError(f"{name}={raw!r} is not a whole number")
+    value = int(text)
+    if not low <= value <= high:
+        raise ValueError(f"{name}={raw!r}: {what}")
+    return value
+
+
+def parse_output_tokens(name: str, raw: str) -> int:
+    return _whole(name, raw, 16, 1_000_000, "give 16 to 1,000,000 tokens")
+
+
+def parse_input_tokens(name: str, raw: str) -> int:
+    return _whole(name, raw, 1, 100_000_000, "give 1 to 100,000,000 tokens")
+
+
+def parse_uncapped(name: str, raw: str) -> UncappedOutput:
+    value = raw.strip().lower()
+    if value == "cap":
+        return "cap"
+    if value == "reserve":
+        return "reserve"
+    raise ValueError(f"{name}={raw!r}: use cap or reserve")
+
+
+def parse_lease(name: str, raw: str) -> float:
+    text = raw.strip()
+    if not re.fullmatch(r"[0-9]{1,6}(?:\.[0-9]{1,3})?", text, re.ASCII):
+        raise ValueError(f"{name}={raw!r} is not a number of seconds")
+    value = float(text)
+    if not 1.0 <= value <= 86400.0:
+        raise ValueError(f"{name}={raw!r}: give 1 to 86400 seconds")
+    return value
 
 
 def parse_max_records(name: str, raw: str) -> int:
@@ -311,6 +365,29 @@ def _check_max_records(name: str, value: object) -> int:
     return parse_max_records(name, str(value))
 
 
+def _check_whole(parse: Callable[[str, str], int]) -> Callable[[str, object], int]:
+    def check(name: str, value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name} must be a whole number, not {value!r}")
+        return parse(name, str(value))
+
+    return check
+
+
+def _check_uncapped(name: str, value: object) -> UncappedOutput:
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be 'cap' or 'reserve', not {value!r}")
+    return parse_uncapped(name, value)
+
+
+def _check_lease(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number of seconds, not {value!r}")
+    if not 1.0 <= float(value) <= 86400.0:
+        raise ValueError(f"{name}={value!r}: give 1 to 86400 seconds")
+    return float(value)
+
+
 def _check_outbox(name: str, value: object) -> str | None:
     if value is None or value is False:
         return None
@@ -350,6 +427,14 @@ _SETTINGS: Final[dict[str, _Setting]] = {
     "records": _Setting(COSTSPAN_RECORDS, parse_records, _check_records),
     "max_records": _Setting(COSTSPAN_MAX_RECORDS, parse_max_records, _check_max_records),
     "outbox": _Setting(COSTSPAN_OUTBOX, parse_outbox, _check_outbox),
+    "default_max_output_tokens": _Setting(
+        COSTSPAN_DEFAULT_MAX_OUTPUT_TOKENS, parse_output_tokens, _check_whole(parse_output_tokens)
+    ),
+    "uncapped_output": _Setting(COSTSPAN_UNCAPPED_OUTPUT, parse_uncapped, _check_uncapped),
+    "max_input_tokens": _Setting(
+        COSTSPAN_MAX_INPUT_TOKENS, parse_input_tokens, _check_whole(parse_input_tokens)
+    ),
+    "lease_seconds": _Setting(COSTSPAN_LEASE_SECONDS, parse_lease, _check_lease),
 }
 
 

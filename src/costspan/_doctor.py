@@ -526,13 +526,17 @@ def ledger_check(settings: Settings) -> Check:
 
 
 def _redis_check(spec: LedgerSpec, fail_mode: str) -> Check:
+    """The Redis ledger usable now (TLS verified, user authenticated, scripts allowed, not a
+    Cluster node behind a plain URL), how fast it answers, and settings that risk spend."""
     from costspan.ledgers import LedgerUnavailable
-    from costspan.ledgers._redis import RedisLedger
+    from costspan.ledgers._redis_url import open_redis
 
-    options = dict(spec.options)
-    engine = RedisLedger(spec.target, timeout_s=float(options.get("timeout", 0.1)), retries=0)
+    engine = open_redis(spec.target, dict(spec.options))
     try:
-        engine.ping()  # connects
+        check = getattr(engine, "check", None)
+        warnings: list[str] = list(check() if check is not None else [])
+        if check is None:
+            engine.ping()
         rounds: list[float] = []
         for _ in range(5):
             start = time.perf_counter()
@@ -542,16 +546,15 @@ def _redis_check(spec: LedgerSpec, fail_mode: str) -> Check:
         return Check(
             "problem",
             "ledger",
-            f"{spec} does not answer: {exc} (fail mode {fail_mode})",
+            f"{spec} does not answer: {str(exc).partition(': ')[2] or exc} (fail mode {fail_mode})",
             "start Redis or correct COSTSPAN_LEDGER; a distant server may need ?timeout=0.5",
         )
     finally:
         engine.close()
-    return Check(
-        "ok",
-        "ledger",
-        f"{spec} answers a ping in {statistics.median(rounds):.2f} ms; fail mode {fail_mode}",
-    )
+    detail = f"{spec} answers in {statistics.median(rounds):.2f} ms; fail mode {fail_mode}"
+    if warnings:
+        return Check("warn", "ledger", f"{detail}; {'; '.join(warnings)}")
+    return Check("ok", "ledger", detail)
 
 
 def outbox_check(settings: Settings) -> Check:

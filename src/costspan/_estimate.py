@@ -1,9 +1,14 @@
 """Estimates: the worst case of a request, projected offline before it is sent.
 
 The same projection serves admission (what a call reserves in its budgets), the public
-:func:`estimate` and ``costspan estimate``: input tokens counted with the model's tokenizer
-(message overhead included), output bounded by the request's own cap times ``n`` (or
-:data:`DEFAULT_OUTPUT_TOKENS` when it sets none), priced with no cache hits.
+:func:`estimate` and ``costspan estimate``. It is an upper bound of what the provider can bill:
+
+- input: every part of the request counted offline (:mod:`costspan._input`: messages, tools,
+  schemas, images, audio, history), times the provider's calibration; a part that cannot be
+  counted (a file, stored history) makes it the model's context window;
+- output: the request's cap (the one costspan gives an uncapped budgeted request, or the
+  provider's own default), times the answers (``n``, ``best_of``), plus predicted output;
+- priced with no cache hits.
 """
 
 from __future__ import annotations
@@ -17,17 +22,14 @@ from typing import Any, Final
 
 from costspan import _attributes as A
 from costspan import _operations as ops
-from costspan._coerce import whole
-from costspan._operations import Operation, given
+from costspan._operations import Operation
 from costspan._pricing import Pricer
 from costspan._runtime import runtime
 from costspan._usage import TokenUsage
 
-DEFAULT_OUTPUT_TOKENS: Final = 1024
-"""The output bound of a request that sets no output cap of its own."""
-
-CAP_PARAMS: Final = ("max_completion_tokens", "max_output_tokens", "max_tokens")
-"""The request parameters that cap a call's output, in the order they are read."""
+DEFAULT_OUTPUT_TOKENS: Final = 4096
+"""The default of ``COSTSPAN_DEFAULT_MAX_OUTPUT_TOKENS``: the output cap a request under a
+budget or limit is given when it sets none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,13 +38,18 @@ class Estimate:
 
     model: str
     input_tokens: int
-    """The input the provider is expected to bill: costspan's count times what recent calls of
-    this provider and model showed (see :mod:`costspan._calibration`)."""
+    """The input the provider can bill at most: costspan's count of every part of the request
+    times what recent calls of this provider and model showed (see :mod:`costspan._calibration`),
+    or the model's context window when a part cannot be counted offline."""
     output_tokens: int
+    """The output it can bill at most: the cap times the answers asked for (``n``)."""
     usd: Decimal | None
     """None when no price is known for the model."""
     counted_input_tokens: int = 0
     """costspan's own count of the input, before calibration."""
+    uncounted: tuple[str, ...] = ()
+    """Parts of the input costspan could not count (a file, stored history): bounded by the
+    model's context window instead."""
 
     @property
     def tokens(self) -> int:
@@ -52,19 +59,38 @@ class Estimate:
 NO_ESTIMATE: Final = Estimate("", 0, 0, None)
 
 
-def output_cap(kwargs: Mapping[str, Any]) -> int | None:
-    """The output cap a request sets itself (``max_completion_tokens`` and its kin), if any."""
-    for name in CAP_PARAMS:
-        value = whole(given(kwargs, name))
-        if value is not None and value >= 0:
-            return value
-    return None
+def input_bound(
+    operation: Operation, kwargs: Mapping[str, Any], model: str, provider: str
+) -> tuple[int, int, tuple[str, ...]]:
+    """(input the provider can bill at most, costspan's count, what could not be counted)."""
+    current = runtime()
+    counted = operation.count_input(kwargs, model)
+    bound = current.calibration.calibrated(provider, model, counted.tokens)
+    if counted.unknown:
+        window = current.pricer.context_window(model, provider)
+        bound = max(bound, window or current.settings.max_input_tokens)
+    return bound, counted.tokens, counted.unknown
 
 
-def choices(kwargs: Mapping[str, Any]) -> int:
-    """How many answers a request asks for (``n``): each is billed its own output."""
-    n = whole(given(kwargs, "n"))
-    return n if n is not None and n > 1 else 1
+def output_bound(
+    operation: Operation, kwargs: Mapping[str, Any], model: str, provider: str, input_tokens: int
+) -> int:
+    """The output the provider can bill at most: the request's cap (or the provider's own for an
+    uncapped request, or, uncapped, what the settings say) times the answers, plus predicted
+    output."""
+    if operation.name == A.OP_EMBEDDINGS:
+        return 0
+    cap = operation.output_cap(kwargs)
+    if cap is None:
+        cap = operation.implicit_cap(provider)
+    if cap is None:
+        current = runtime()
+        cap = current.settings.default_max_output_tokens
+        if current.settings.uncapped_output == "reserve":
+            window = current.pricer.context_window(model, provider)
+            if window is not None:
+                cap = max(window - input_tokens, 0)
+    return cap * operation.choices(kwargs) + operation.extra_output(kwargs, model)
 
 
 def project(
@@ -75,19 +101,14 @@ def project(
     when_ns: int,
     pricer: Pricer | None = None,
 ) -> Estimate:
-    """The worst case of a request: exact input, capped output, no cache hits."""
-    current = runtime()
-    counted = operation.input_tokens(kwargs, model)
-    input_tokens = current.calibration.calibrated(provider, model, counted)
-    if operation.name == A.OP_EMBEDDINGS:
-        output = 0
-    else:
-        cap = output_cap(kwargs)
-        output = (DEFAULT_OUTPUT_TOKENS if cap is None else cap) * choices(kwargs)
-    cost = (pricer or current.pricer).price(
+    """The worst case of a request: every input part, the output cap, no cache hits."""
+    input_tokens, counted, uncounted = input_bound(operation, kwargs, model, provider)
+    output = output_bound(operation, kwargs, model, provider, input_tokens)
+    cost = (pricer or runtime().pricer).price(
         TokenUsage(input_tokens, output), models=(model,), provider=provider, when_ns=when_ns
     )
-    return Estimate(model, input_tokens, output, None if cost is None else cost.total, counted)
+    total = None if cost is None else cost.total
+    return Estimate(model, input_tokens, output, total, counted, uncounted)
 
 
 def fallback_bound(
@@ -107,11 +128,10 @@ def fallback_bound(
     except (TypeError, ValueError, RecursionError):
         body = repr(kwargs)
     input_tokens = len(body.encode("utf-8", "replace"))
-    if operation.name == A.OP_EMBEDDINGS:
-        output = 0
-    else:
-        cap = output_cap(kwargs)
-        output = (DEFAULT_OUTPUT_TOKENS if cap is None else cap) * choices(kwargs)
+    try:
+        output = output_bound(operation, kwargs, model, provider, input_tokens)
+    except Exception:
+        output = DEFAULT_OUTPUT_TOKENS * 8
     cost = pricer.price(
         TokenUsage(input_tokens, output), models=(model,), provider=provider, when_ns=when_ns
     )
@@ -137,8 +157,9 @@ def estimate(
 ) -> Estimate:
     """Project a call's worst-case tokens and cost without making it (offline).
 
-    Input tokens are counted exactly with the model's tokenizer (chat message overhead
-    included); output is bounded by ``max_output_tokens`` or ``DEFAULT_OUTPUT_TOKENS`` (1024).
+    The same upper bound a budget reserves (docs/budgets.md, "The worst case"): every input part
+    counted with the model's tokenizer and calibrated to the provider; output bounded by
+    ``max_output_tokens``, else ``COSTSPAN_DEFAULT_MAX_OUTPUT_TOKENS`` (4096).
     ``operation`` is ``chat`` (messages), ``responses`` (input), ``text_completion`` (prompt) or
     ``embeddings`` (input). ``usd`` is None when no price is known for the model.
     """

@@ -32,7 +32,7 @@ from costspan._baggage import attribution, metric_tags
 from costspan._coerce import text
 from costspan._costing import price_usage
 from costspan._errors import BudgetExceeded
-from costspan._money import micros
+from costspan._money import micros, usd
 from costspan._operations import Attributes, Outcome
 from costspan._pricing import Cost
 from costspan._records import spend_record
@@ -139,9 +139,11 @@ class Invocation:
         """Take what admission decided: its span attributes and metrics, the reservation to
         settle later; returns the refusal to raise (the span has then ended)."""
         self.pending.update(result.attributes)
-        clamped = result.attributes.get(A.COSTSPAN_BUDGET_CLAMPED_MAX_TOKENS)
-        if clamped is not None:  # the span describes the request that was sent
-            self.pending[A.GEN_AI_REQUEST_MAX_TOKENS] = clamped
+        cap = result.attributes.get(A.COSTSPAN_BUDGET_CLAMPED_MAX_TOKENS)
+        if cap is None:
+            cap = result.attributes.get(A.COSTSPAN_BUDGET_OUTPUT_CAP_SET)
+        if cap is not None:  # the span describes the request that was sent
+            self.pending[A.GEN_AI_REQUEST_MAX_TOKENS] = cap
         self._step(self._budget_metrics, result)
         if result.refusal is not None:
             refusal = result.refusal
@@ -268,6 +270,8 @@ class Invocation:
         if isinstance(settlement, Settlement):
             attrs.update(settlement.attributes())
             self._step(self._thresholds, settlement)
+            if settlement.overrun_micros:
+                self._step(self._overrun, settlement.overrun_micros)
         if usage is not None:
             self._step(self._record, attrs, usage, cost)
         return usage
@@ -344,6 +348,22 @@ class Invocation:
             )
             self.telemetry.budgets.thresholds.add(
                 1, {A.COSTSPAN_BUDGET_THRESHOLD: crossing.threshold}
+            )
+
+    def _overrun(self, micros_over: int) -> None:
+        model = str(self.metric_attributes.get(A.GEN_AI_REQUEST_MODEL, ""))
+        self.telemetry.budgets.overruns.add(
+            1, {A.GEN_AI_PROVIDER_NAME: self.provider, A.GEN_AI_REQUEST_MODEL: model}
+        )
+        if once(("overrun", self.provider, model)):
+            _logger.warning(
+                "costspan: a call to %r of provider %r cost $%s more than the worst case it "
+                "reserved; the budget is charged the actual cost. Further overruns of this model "
+                "are counted in %s, not logged",
+                model,
+                self.provider,
+                usd(micros_over),
+                A.METRIC_BUDGET_OVERRUNS,
             )
 
     def _record(self, attrs: Attributes, usage: TokenUsage, cost: Cost | None) -> None:

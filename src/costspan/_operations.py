@@ -17,22 +17,15 @@ from typing import Any, ClassVar
 from opentelemetry.util.types import AttributeValue
 
 from costspan import _attributes as A
-from costspan import _content, _tokens
-from costspan._coerce import number, text, whole
-from costspan._usage import TokenUsage, field, from_openai
+from costspan import _content, _input, _tokens
+from costspan._coerce import given, number, text, whole
+from costspan._input import Counted
+from costspan._usage import TokenUsage, field, from_openai, items
+
+_CAP_PARAMS = ("max_completion_tokens", "max_output_tokens", "max_tokens")
+_OWN_CAP_PROVIDERS = frozenset({"openai", "azure.ai.openai"})
 
 Attributes = dict[str, AttributeValue]
-
-# `NotGiven`/`Omit` sentinels of the openai SDK are falsy objects that are not None.
-_OMITTED_NAMES = frozenset({"NotGiven", "Omit"})
-
-
-def given(kwargs: Mapping[str, Any], name: str) -> Any:
-    """A keyword argument's value, with the SDK's "not given" sentinels read as ``None``."""
-    value = kwargs.get(name)
-    if value is None or type(value).__name__ in _OMITTED_NAMES:
-        return None
-    return value
 
 
 def _set(attrs: Attributes, key: str, value: AttributeValue | None) -> None:
@@ -235,9 +228,43 @@ class Operation:
             for c in field(response, "choices") or ()
         )
 
+    def count_input(self, kwargs: Mapping[str, Any], model: str) -> Counted:
+        """Everything the request is billed as input, counted offline (:mod:`costspan._input`)."""
+        counted = _input.prompt(given(kwargs, "prompt"), model)
+        suffix = given(kwargs, "suffix")
+        if isinstance(suffix, str) and suffix:
+            counted = Counted(counted.tokens + _tokens.count_text(suffix, model), counted.unknown)
+        return counted
+
     def input_tokens(self, kwargs: Mapping[str, Any], model: str) -> int:
         """Prompt tokens of a request, counted offline."""
-        return _tokens.count_prompt(given(kwargs, "prompt"), model)
+        return self.count_input(kwargs, model).tokens
+
+    # -- output ------------------------------------------------------------------------------
+    def output_cap(self, kwargs: Mapping[str, Any]) -> int | None:
+        """The output cap the request sets itself, if any (reasoning included)."""
+        for name in _CAP_PARAMS:
+            value = whole(given(kwargs, name))
+            if value is not None and value >= 0:
+                return value
+        return None
+
+    def implicit_cap(self, provider: str) -> int | None:
+        """The cap the provider applies when the request sets none (None: the model's limit)."""
+        return None
+
+    def choices(self, kwargs: Mapping[str, Any]) -> int:
+        """How many answers are billed (``n``): each has its own output."""
+        n = whole(given(kwargs, "n"))
+        return n if n is not None and n > 1 else 1
+
+    def extra_output(self, kwargs: Mapping[str, Any], model: str) -> int:
+        """Output billed beyond the answers' cap (predicted outputs' rejected tokens)."""
+        return 0
+
+    def cap_param(self, kwargs: Mapping[str, Any], provider: str) -> str:
+        """The request parameter that caps this API's output for this provider."""
+        return "max_tokens"
 
     def estimate_usage(self, kwargs: Mapping[str, Any], model: str, text: str | None) -> TokenUsage:
         """Usage counted offline from the request and the generated text, marked estimated."""
@@ -267,8 +294,28 @@ class ChatOperation(Operation):
             A.GEN_AI_INPUT_MESSAGES: _content.to_json(_content.chat_input(kwargs.get("messages")))
         }
 
-    def input_tokens(self, kwargs: Mapping[str, Any], model: str) -> int:
-        return _tokens.count_chat(given(kwargs, "messages"), model)
+    def count_input(self, kwargs: Mapping[str, Any], model: str) -> Counted:
+        return _input.chat(kwargs, model)
+
+    def extra_output(self, kwargs: Mapping[str, Any], model: str) -> int:
+        # Predicted outputs: the prediction's rejected tokens are billed as output.
+        content = field(given(kwargs, "prediction"), "content")
+        if isinstance(content, str):
+            return _tokens.count_text(content, model)
+        return sum(_tokens.count_text(str(field(p, "text") or ""), model) for p in items(content))
+
+    def cap_param(self, kwargs: Mapping[str, Any], provider: str) -> str:
+        # A caller's own max_tokens is lowered in place rather than adding a second cap.
+        # OpenAI's reasoning models refuse max_tokens; other providers' OpenAI-compatible APIs
+        # often know only max_tokens.
+        if (
+            given(kwargs, "max_tokens") is not None
+            and given(kwargs, "max_completion_tokens") is None
+        ):
+            return "max_tokens"
+        if provider in _OWN_CAP_PROVIDERS:
+            return "max_completion_tokens"
+        return "max_tokens"
 
     def response_outcome(self, response: object, capture: bool) -> Outcome:
         outcome = super().response_outcome(response, capture)
@@ -292,6 +339,16 @@ class ChatOperation(Operation):
 class CompletionsOperation(Operation):
     name = A.OP_TEXT_COMPLETION
     stream_usage_option = True
+
+    def implicit_cap(self, provider: str) -> int | None:
+        # OpenAI's legacy Completions API answers with at most 16 tokens unless told otherwise.
+        return 16 if provider in _OWN_CAP_PROVIDERS else None
+
+    def choices(self, kwargs: Mapping[str, Any]) -> int:
+        # best_of answers are generated (and billed); n of them are returned.
+        n = whole(given(kwargs, "n"))
+        best_of = whole(given(kwargs, "best_of"))
+        return max(n or 1, best_of or 1, 1)
 
     def request_attributes(self, kwargs: Mapping[str, Any]) -> Attributes:
         attrs = super().request_attributes(kwargs)
@@ -395,17 +452,21 @@ class ResponsesOperation(Operation):
             for part in field(item, "content") or ()
         )
 
-    def input_tokens(self, kwargs: Mapping[str, Any], model: str) -> int:
-        return _tokens.count_responses_input(
-            given(kwargs, "input"), given(kwargs, "instructions"), model
-        )
+    def count_input(self, kwargs: Mapping[str, Any], model: str) -> Counted:
+        return _input.responses(kwargs, model)
+
+    def choices(self, kwargs: Mapping[str, Any]) -> int:
+        return 1
+
+    def cap_param(self, kwargs: Mapping[str, Any], provider: str) -> str:
+        return "max_output_tokens"
 
 
 class EmbeddingsOperation(Operation):
     name = A.OP_EMBEDDINGS
 
-    def input_tokens(self, kwargs: Mapping[str, Any], model: str) -> int:
-        return _tokens.count_prompt(given(kwargs, "input"), model)
+    def count_input(self, kwargs: Mapping[str, Any], model: str) -> Counted:
+        return _input.prompt(given(kwargs, "input"), model)
 
     def estimate_usage(self, kwargs: Mapping[str, Any], model: str, text: str | None) -> TokenUsage:
         return TokenUsage(input_tokens=self.input_tokens(kwargs, model), estimated=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -190,6 +191,7 @@ class _Unpriced:
 
 
 _UNPRICED: Final = _Unpriced()
+_UNKNOWN_WINDOW: Final = object()
 _Entry = Rates | _Slow | _Unpriced
 
 
@@ -216,6 +218,7 @@ class Pricer:
         self.overrides: dict[str, PriceOverride] = dict(overrides or {})
         self._entries: dict[tuple[Any, ...], _Entry] = {}
         self._tiers: dict[tuple[Any, ...], tuple[int, ...]] = {}
+        self._windows: dict[tuple[str, str], int | None] = {}
         self._lock = threading.Lock()
 
     # -- public ------------------------------------------------------------------------------
@@ -248,6 +251,28 @@ class Pricer:
             if cost is not None:
                 return cost
         return None
+
+    def context_window(self, model: str, provider: str) -> int | None:
+        """The model's context window (input and output together), as genai-prices records it;
+        None when it does not know the model or its window."""
+        key = (provider, model)
+        found = self._windows.get(key, _UNKNOWN_WINDOW)
+        if found is not _UNKNOWN_WINDOW:
+            return found  # pyright: ignore[reportReturnType]
+        window: int | None = None
+        if model.lower() not in self.overrides:
+            try:
+                now = time.time_ns()
+                probe = self._calc_raw(_usage(input_tokens=1), model, provider, now, None)
+                value = getattr(probe.model, "context_window", None)
+                window = value if isinstance(value, int) and value > 0 else None
+            except Exception:
+                window = None
+        with self._lock:
+            if len(self._windows) >= _CACHE_SIZE:
+                self._windows.clear()
+            self._windows[key] = window
+        return window
 
     # -- the rate cache ----------------------------------------------------------------------
     def _table_price(

@@ -27,6 +27,7 @@ from costspan._money import display, usd
 from costspan._scopes import Scope
 from costspan.ledgers import Ledger, ScopeLimit, ScopeState
 from costspan.ledgers._protocol import InlineAsync
+from costspan.ledgers._renewer import Renewer
 
 _logger = logging.getLogger(__name__)
 
@@ -94,11 +95,17 @@ class Settlement:
 
     remaining_usd: float | None = None
     crossed: tuple[Crossing, ...] = ()
+    overrun_micros: int = 0
+    """What the call cost beyond what it held (a provider billing past the bound): recorded in
+    full by the ledger, and made visible so nobody finds out from the invoice."""
 
     def attributes(self) -> dict[str, AttributeValue]:
-        if self.remaining_usd is None:
-            return {}
-        return {A.COSTSPAN_BUDGET_REMAINING_USD: self.remaining_usd}
+        attrs: dict[str, AttributeValue] = {}
+        if self.remaining_usd is not None:
+            attrs[A.COSTSPAN_BUDGET_REMAINING_USD] = self.remaining_usd
+        if self.overrun_micros:
+            attrs[A.COSTSPAN_BUDGET_OVERRUN_USD] = display(self.overrun_micros)
+        return attrs
 
 
 @dataclass(slots=True)
@@ -118,6 +125,8 @@ class Admission:
     degraded: str | None = None
     """The fail mode that decided without the shared ledger, if it was unreachable."""
     settled: bool = False
+    renewer: Renewer | None = None
+    """Renews the hold while the call runs (set once it holds)."""
     writes: list[asyncio.Task[object]] = field(default_factory=list[asyncio.Task[object]])
     """Ledger writes running as tasks of the caller's event loop."""
 
@@ -135,11 +144,23 @@ class Admission:
     def held(self) -> list[ScopeLimit]:
         return [scope.limit for scope in self.scopes if scope not in self.warned]
 
+    def hold_while_running(self, renewer: Renewer, lease_s: float) -> None:
+        """Renew the hold until the call settles (a call may run longer than one lease)."""
+        held = self.held()
+        if held:
+            self.renewer = renewer
+            renewer.watch(self.rid, self.ledger, held, lease_s)
+
+    def _stop_renewing(self) -> None:
+        if self.renewer is not None:
+            self.renewer.forget(self.rid)
+
     def release(self) -> None:
         """Free the hold: the request was never billed (refused by the provider, never sent)."""
         if self.settled:
             return
         self.settled = True
+        self._stop_renewing()
         held = self.held()
         if not held:
             return
@@ -154,6 +175,7 @@ class Admission:
         if self.settled:
             return Settlement()
         self.settled = True
+        self._stop_renewing()
         ledger = self.ledger
         blocking = blocks(ledger)
         writes: list[tuple[str, list[ScopeLimit]]] = []
@@ -196,10 +218,12 @@ class Admission:
                 remaining.append(state.cap_micros - state.spent_micros - state.held_micros)
             if scope.budget is not None and scope.budget.warn_at:
                 crossed.extend(_crossings(scope, state))
+        held = self.held()
         return Settlement(
             # A display value: the ledger keeps the exact integer micro-dollars.
             remaining_usd=display(max(min(remaining), 0)) if remaining else None,
             crossed=tuple(crossed),
+            overrun_micros=max(spent - self.held_micros, 0) if held else 0,
         )
 
 

@@ -29,6 +29,7 @@ from costspan._providers import HostMap
 from costspan._records import Recorder
 from costspan.ledgers._open import LedgerSpec
 from costspan.ledgers._protocol import Ledger
+from costspan.ledgers._renewer import Renewer
 
 _logger = logging.getLogger("costspan")
 
@@ -44,6 +45,7 @@ class Runtime:
         "override",
         "pricer",
         "recorder",
+        "renewer",
         "settings",
     )
 
@@ -74,6 +76,8 @@ class Runtime:
         self.override = override
         # What providers really bill: learned for the life of the process, whatever the settings.
         self.calibration = previous.calibration if previous is not None else Calibration()
+        # The holds of calls in flight, renewed until they settle.
+        self.renewer = previous.renewer if previous is not None else Renewer()
         # (what the settings asked for, the engine), opened on first use.
         self._ledger: tuple[object, Ledger] | None = None
         kept = previous._ledger if previous is not None else None

@@ -67,7 +67,7 @@ class CostMeter:
 class BudgetMeter:
     """Decision, threshold, rejected-baggage and ledger-unavailable counters."""
 
-    __slots__ = ("decisions", "rejected", "thresholds", "unavailable")
+    __slots__ = ("decisions", "overruns", "rejected", "thresholds", "unavailable")
 
     def __init__(self, meter: Meter) -> None:
         self.decisions: Counter = meter.create_counter(
@@ -82,6 +82,11 @@ class BudgetMeter:
             A.METRIC_BAGGAGE_REJECTED,
             unit="{entry}",
             description="Inbound budget baggage entries ignored as malformed or hostile",
+        )
+        self.overruns: Counter = meter.create_counter(
+            A.METRIC_BUDGET_OVERRUNS,
+            unit="{call}",
+            description="Calls that cost more than the worst case they reserved",
         )
         self.unavailable: Counter = meter.create_counter(
             A.METRIC_LEDGER_UNAVAILABLE,

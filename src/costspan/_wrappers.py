@@ -22,10 +22,11 @@ from opentelemetry.trace import NoOpTracerProvider
 
 from costspan import _attributes as A
 from costspan._admit import Admitted, Request, UserError, aadmit, admit
+from costspan._coerce import given
 from costspan._config import ContentCapture
 from costspan._errors import BudgetExceeded, BudgetUnavailable, UnpricedModelError
 from costspan._invocation import Invocation, error_type_of
-from costspan._operations import Attributes, Operation, given
+from costspan._operations import Attributes, Operation
 from costspan._providers import HostMap
 from costspan._proxy import ObjectProxy
 from costspan._reservation import await_writes

@@ -1,5 +1,6 @@
 """No cap is overspent under concurrency: 32 threads x 200 cycles per engine, and 4 processes
-sharing one SQLite file or one Redis server, against hierarchical caps (user, tenant, global).
+sharing one SQLite file, one Redis server or one Redis Cluster (one slot; and the spread layout
+with the global scope on quota leases), against hierarchical caps (user, tenant, global).
 
 A monitor reads every scope while the workload runs; afterwards each counter must equal the sum
 of the actual costs committed to it, exactly, with nothing left held.
@@ -28,7 +29,7 @@ def test_thirty_two_threads_never_overspend(engine: Ledger) -> None:
     assert len(tally.charges) > 1000
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+@pytest.mark.parametrize("kind", ["sqlite", "redis", "redis-cluster", "redis-spread"])
 def test_four_processes_never_overspend(
     kind: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:

@@ -65,7 +65,7 @@ def test_ledger_urls(url: str, engine: str, shown: str) -> None:
         ("redis:///0", "needs a host"),
         # What redis-py would only find when connecting, found at configure time.
         ("redis://host/0?foo=bar", "unexpected keyword argument 'foo'"),
-        ("redis://host:70000/0", "port must be a number from 0 to 65535"),
+        ("redis://host:70000/0", "port is not a number in 1-65535"),
         ("redis://host/abc", "database .'abc'. must be a whole number"),
         ("redis://:secret@host/0?foo=1", "redis://:\\*\\*\\*@host"),  # password never shown
         # ASCII digits only: float() would take these, and "inf" would wait forever.

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from costspan.ledgers import Ledger, RedisLedger, ScopeLimit, SQLiteLedger
+from costspan.ledgers._redis_cluster import RedisClusterLedger
+from costspan.ledgers._spread import SpreadLedger
 
 USERS = 8
 USER_CAPS = [600_000 + 300_000 * i for i in range(USERS)]
@@ -56,17 +58,28 @@ class Tally:
 
 
 def shared_target(kind: str, request: Any, tmp_path: Path) -> str:
-    """Where several processes meet: a SQLite file, or the (flushed) session Redis."""
+    """Where several processes meet: a SQLite file, or the (flushed) session Redis or Redis
+    Cluster."""
     if kind == "sqlite":
         return str(tmp_path / "ledger.db")
+    if kind in ("redis-cluster", "redis-spread"):
+        cluster = request.getfixturevalue("redis_cluster")
+        cluster.flush()
+        return str(cluster.url)
     return str(request.getfixturevalue("redis_server").flushed().url)
 
 
 def open_ledger(kind: str, target: str) -> Ledger:
+    """``redis-spread`` is the spread layout with the ``global`` scope on quota leases."""
     if kind == "sqlite":
         return SQLiteLedger(target)
+    # Timeouts of 5 s: the tests measure correctness, not outages.
     if kind == "redis":
-        return RedisLedger(target, timeout_s=5.0)  # the test measures correctness, not outages
+        return RedisLedger(target, timeout_s=5.0)
+    if kind == "redis-cluster":
+        return RedisClusterLedger(target, timeout_s=5.0)
+    if kind == "redis-spread":
+        return SpreadLedger(RedisClusterLedger(target, timeout_s=5.0), leased=("global",))
     raise ValueError(kind)
 
 
@@ -159,6 +172,8 @@ class Monitor:
 
 def check(ledger: Ledger, tally: Tally) -> None:
     """Spend within every cap, nothing left held, each counter the exact sum of its charges."""
+    if isinstance(ledger, SpreadLedger):
+        ledger.flush_leases()  # quota leases write their spend and give their slices back
     for scope in all_scopes():
         state = ledger.snapshot(scope.key)
         charged = [c for c in tally.charges if scope.key in c.scopes]

@@ -338,6 +338,24 @@ class FailSafeLedger:
         self._ensure_prober()
         return CommitCode.QUEUED
 
+    def extend(self, rid: str, scopes: Sequence[ScopeLimit], lease_s: float) -> bool:
+        """Renew a live hold: in the fallback that holds it, or in the store. Never raises: a
+        hold that cannot be renewed expires, and its late commit is still charged once."""
+        with self._lock:
+            degraded = rid in self._degraded
+            local = self._degraded.get(rid)
+        if degraded:
+            return local.extend(rid, scopes, lease_s) if local is not None else True
+        if self._open:
+            return False
+        try:
+            return self.engine.extend(rid, scopes, lease_s)
+        except LedgerUnavailable as exc:
+            self._trip(exc)
+        except Exception:
+            _logger.exception("costspan could not renew a budget hold")
+        return False
+
     # -- reads -------------------------------------------------------------------------------
     def snapshot(self, scope: str) -> ScopeState:
         if not self._open:

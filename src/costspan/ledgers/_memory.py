@@ -191,6 +191,23 @@ class MemoryLedger(InlineAsync):
         with self._lock:
             return self._settle(rid, 0, 0, (), "released")
 
+    def extend(self, rid: str, scopes: Sequence[ScopeLimit], lease_s: float) -> bool:
+        with self._lock:
+            record = self._records.get(rid)
+            if record is None:
+                return False
+            now = self._clock()
+            expiry = now + lease_s
+            alive = False
+            for key in record.scopes:
+                counter = self._counters.get(key)
+                hold = counter.holds.get(rid) if counter is not None else None
+                if counter is not None and hold is not None and hold[2] > now:
+                    counter.holds[rid] = (hold[0], hold[1], expiry)
+                    alive = True
+            record.expires = max(record.expires, expiry + 3600)
+            return alive
+
     def snapshot(self, scope: str) -> ScopeState:
         with self._lock:
             counter = self._counters.get(scope)

@@ -4,8 +4,11 @@
 - ``sqlite:///absolute/path.db`` or ``sqlite://relative/path.db``: the processes of one host.
   Option: ``busy_timeout`` (seconds, default 2).
 - ``redis://[user:password@]host:port/db``, ``rediss://...`` (TLS), ``unix:///path.sock``: any
-  number of hosts. Options: ``timeout`` (seconds, default 0.1), ``retries`` (default 1),
-  ``prefix`` (key prefix, default ``costspan``); other query options go to redis-py.
+  number of hosts. ``redis+cluster://host:port[,host:port...]`` (``rediss+cluster://``): a Redis
+  Cluster. Options: ``timeout`` (seconds, default 0.1), ``retries`` (default 1), ``prefix`` (key
+  prefix, default ``costspan``), ``layout`` (``slot`` or ``spread``), ``lease`` (with
+  ``spread``: key prefixes of leased scopes); other query options go to redis-py (see
+  ``_redis_url``).
 
 Shared engines are wrapped in :class:`FailSafeLedger` with the configured fail mode.
 """
@@ -16,22 +19,29 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from costspan.ledgers._failsafe import FailMode, FailSafeLedger
 from costspan.ledgers._memory import MemoryLedger
 from costspan.ledgers._outbox import Outbox
-from costspan.ledgers._protocol import Ledger
-from costspan.ledgers._redis import RedisLedger, redacted
+from costspan.ledgers._protocol import Ledger, LedgerUnavailable
+from costspan.ledgers._redis_errors import redacted
+from costspan.ledgers._redis_url import OPTIONS as REDIS_OPTIONS
+from costspan.ledgers._redis_url import SCHEMES as _REDIS_SCHEMES
+from costspan.ledgers._redis_url import open_redis, redis_target
 from costspan.ledgers._sqlite import SQLiteLedger
 
-_REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
 _INT: Final = re.compile(r"^[0-9]{1,9}$")
 _FLOAT: Final = re.compile(r"^[0-9]{1,6}(?:\.[0-9]{1,9})?$")
-_MAXIMA: Final[dict[str, float]] = {"busy_timeout": 60.0, "timeout": 60.0, "retries": 10}
+_MAXIMA: Final[dict[str, float]] = {
+    "busy_timeout": 60.0,
+    "timeout": 60.0,
+    "retries": 10,
+    "wait": 16,
+}
 _OPTIONS: Final = {
     "sqlite": {"busy_timeout": float},
-    "redis": {"timeout": float, "retries": int, "prefix": str},
+    "redis": REDIS_OPTIONS,
 }
 
 
@@ -70,13 +80,7 @@ class LedgerSpec:
             busy = float(options.get("busy_timeout", 2.0))
             engine = SQLiteLedger(self.target, busy_timeout_s=busy)
             return FailSafeLedger(engine, fail_mode, outbox=box)
-        redis_engine = RedisLedger(
-            self.target,
-            timeout_s=float(options.get("timeout", 0.1)),
-            retries=int(options.get("retries", 1)),
-            prefix=str(options.get("prefix", "costspan")),
-        )
-        return FailSafeLedger(redis_engine, fail_mode, outbox=box)
+        return FailSafeLedger(open_redis(self.target, options), fail_mode, outbox=box)
 
 
 def parse_ledger_url(name: str, raw: str) -> LedgerSpec:
@@ -95,27 +99,41 @@ def parse_ledger_url(name: str, raw: str) -> LedgerSpec:
         options = _options(name, raw, parts.query, "sqlite", passthrough=False)
         return LedgerSpec("sqlite", path, tuple(options.items()))
     if scheme in _REDIS_SCHEMES:
-        options = _options(name, raw, parts.query, "redis", passthrough=True)
+        # Errors quote the URL without its password.
+        options = _options(name, redacted(raw), parts.query, "redis", passthrough=True)
         ours = {k: v for k, v in options.items() if k in _OPTIONS["redis"]}
         rest = [(k, str(v)) for k, v in options.items() if k not in _OPTIONS["redis"]]
-        if scheme != "unix" and not parts.hostname:
-            raise ValueError(
-                f"{name}={raw!r}: a Redis URL needs a host, e.g. redis://127.0.0.1:6379/0"
-            )
-        import importlib.util
-
-        if importlib.util.find_spec("redis") is None:
-            raise ValueError(
-                f"{name}={raw!r}: the Redis ledger needs redis-py (pip install 'costspan[redis]')"
-            )
         # Hand redis-py the URL as written, less costspan's own options.
-        target = text.split("?", 1)[0] + (f"?{urlencode(rest)}" if rest else "")
-        _check_redis_target(name, raw, target)
+        target = redis_target(name, raw, ours, rest)
+        if not scheme.endswith("+cluster"):
+            _check_redis_target(name, raw, target)
         return LedgerSpec("redis", target, tuple(ours.items()))
     raise ValueError(
-        f"{name}={raw!r}: use memory, sqlite:///path/to/ledger.db, redis://host:port/db, "
-        "rediss://... or unix:///path/to/redis.sock"
+        f"{name}={redacted(raw)!r}: use memory, sqlite:///path/to/ledger.db, redis://host:port/db, "
+        "rediss://..., redis+cluster://host:port,host:port or unix:///path/to/redis.sock"
     )
+
+
+def check_ledger(spec: LedgerSpec) -> str | None:
+    """Open the ledger a spec names and prove it usable now: None, or one line saying why not
+    (unreachable, TLS verification, authentication, permissions...). For ``configure()``-time
+    checks and ``costspan doctor``; no spend is written."""
+    if spec.engine == "memory":
+        return None
+    options = dict(spec.options)
+    if spec.engine == "sqlite":
+        busy = float(options.get("busy_timeout", 2.0))
+        engine: Any = SQLiteLedger(spec.target, busy_timeout_s=busy)
+    else:
+        engine = open_redis(spec.target, options)
+    try:
+        check = getattr(engine, "check", None) or engine.ping
+        check()
+    except LedgerUnavailable as exc:
+        return str(exc)
+    finally:
+        engine.close()
+    return None
 
 
 def _options(

@@ -13,6 +13,9 @@ Amounts are integers: micro-USD (µ$) and tokens. Floats never touch a ledger.
   once. When no reservation exists, ``scopes`` are charged (a post-hoc charge, e.g. a replayed
   commit after an outage) and the id is remembered.
 - ``release(rid, scopes)`` is a commit of nothing (the request was never sent or never billed).
+- ``extend(rid, scopes, lease_s)`` gives a live hold a new lease of ``lease_s`` from now (a call
+  still in flight: a stream read slowly, a long reasoning call); False when the hold is gone
+  (settled, or already swept).
 - ``snapshot(scope)`` reads a scope's counters.
 
 Every operation has an ``async`` twin (``areserve``...) that never blocks the event loop.
@@ -158,6 +161,8 @@ class Ledger(Protocol):
 
     def release(self, rid: str, scopes: Sequence[ScopeLimit] = ()) -> CommitCode: ...
 
+    def extend(self, rid: str, scopes: Sequence[ScopeLimit], lease_s: float) -> bool: ...
+
     def snapshot(self, scope: str) -> ScopeState: ...
 
     async def areserve(
@@ -201,6 +206,9 @@ class InlineAsync:
         raise NotImplementedError
 
     def release(self, rid: str, scopes: Sequence[ScopeLimit] = ()) -> CommitCode:
+        raise NotImplementedError
+
+    def extend(self, rid: str, scopes: Sequence[ScopeLimit], lease_s: float) -> bool:
         raise NotImplementedError
 
     async def areserve(

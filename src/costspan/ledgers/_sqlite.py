@@ -256,6 +256,20 @@ class SQLiteLedger:
                 granted=True, states=tuple(self._read(conn, limit.key) for limit in scopes)
             )
 
+    def extend(self, rid: str, scopes: Sequence[ScopeLimit], lease_s: float) -> bool:
+        with self._transaction() as conn:
+            now = self._clock()
+            expiry = now + lease_s
+            renewed = conn.execute(
+                "UPDATE holds SET expires = ? WHERE rid = ? AND expires > ?", (expiry, rid, now)
+            ).rowcount
+            if renewed:
+                conn.execute(
+                    "UPDATE reservations SET expires = max(expires, ?) WHERE rid = ?",
+                    (expiry + self._record_ttl, rid),
+                )
+            return renewed > 0
+
     def commit(
         self,
         rid: str,
