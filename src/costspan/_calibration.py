@@ -1,8 +1,10 @@
 """Tokenizer truth: what providers really bill for input, learned from settled calls.
 
 costspan counts input tokens offline with OpenAI's tokenizers; a provider counts with its own
-(DeepSeek's, Llama's, Claude's...), and a gateway may add a prompt of its own. Every settled
-call that reported its usage teaches two things per (provider, model):
+(DeepSeek's, Llama's, Claude's...), and a gateway may add a prompt of its own. Settled calls
+that reported their usage teach two things per (provider, model) - every call made under a
+budget (admission counted it anyway), and calls outside any budget until 64 have been seen,
+then one in 16:
 
 - the **ratio** between the input tokens the provider billed and costspan's count of the same
   request: admission multiplies its count by a high quantile of the recent ratios, so that a
@@ -27,6 +29,8 @@ WINDOW: Final = 64
 QUANTILE: Final = 0.95
 """The quantile of the recent ratios (and sizes) admission reserves with, not their mean."""
 MAX_KEYS: Final = 512
+SAMPLE_EVERY: Final = 16
+"""Once a window is full, one unbudgeted call in this many is counted to keep it current."""
 FOREIGN_FACTOR: Final = 1.5
 """The starting factor for providers whose tokenizer costspan does not ship: Claude's, Llama's,
 Gemini's, DeepSeek's... count up to about a third more tokens than o200k for the same text (more
@@ -51,6 +55,7 @@ class Calibration:
         self._ratios: _Table = OrderedDict()
         self._sizes: _Table = OrderedDict()
         self._lock = threading.Lock()
+        self._seen = 0
 
     @staticmethod
     def _add(table: _Table, key: tuple[str, str], value: float) -> None:
@@ -71,6 +76,15 @@ class Calibration:
         with self._lock:
             self._add(self._ratios, (provider, model), billed / counted)
             self._add(self._sizes, (provider, model), float(billed))
+
+    def wants(self, provider: str, model: str) -> bool:
+        """Whether a call made outside any budget is worth counting to learn from: every call
+        until the window is full, then one in :data:`SAMPLE_EVERY` (counting costs time)."""
+        window = self._ratios.get((provider, model))
+        if window is None or len(window) < WINDOW:
+            return True
+        self._seen += 1
+        return self._seen % SAMPLE_EVERY == 0
 
     def observe_size(self, provider: str, model: str, billed: int) -> None:
         """A settled call whose request costspan did not count (another instrumentation's)."""

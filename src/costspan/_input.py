@@ -71,7 +71,9 @@ class _Counter:
             self.tokens += count_text(value, self.model)
 
     def json(self, value: object) -> None:
-        self.text(json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":")))
+        # Spaced JSON (", ", ": "): providers render schemas with more separators than the
+        # compact form, never fewer.
+        self.text(json.dumps(value, default=str, ensure_ascii=False))
 
     def result(self) -> Counted:
         return Counted(self.tokens, tuple(dict.fromkeys(self.unknown)))

@@ -81,6 +81,7 @@ class Invocation:
         "_lock",
         "_token",
         "admission",
+        "counter",
         "estimate",
         "first_chunk_at",
         "metric_attributes",
@@ -99,9 +100,11 @@ class Invocation:
         name: str,
         start_attributes: Attributes,
         estimate: Callable[[str | None], TokenUsage] | None = None,
+        counter: Callable[[], int] | None = None,
     ) -> None:
         self.telemetry = telemetry
         self.estimate = estimate
+        self.counter = counter  # costspan's count of the request's input, for calibration
         self.admission: Admission | None = None
         # Attributes decided before the call (budget decisions), written with the outcome's in
         # one go: each separate set_attributes() costs a pass through the SDK's validation.
@@ -266,6 +269,8 @@ class Invocation:
                 attrs.update(cost_attrs)
                 priced = True
                 self._step(self._cost_metrics, usage, cost, attrs)
+        if self.admission is None and usage is not None:
+            self._step(self._learn, usage)
         settlement = self._step(self._settle, usage, cost, priced)
         if isinstance(settlement, Settlement):
             attrs.update(settlement.attributes())
@@ -326,6 +331,18 @@ class Invocation:
         runtime().calibration.observe(
             self.provider, estimate.model, estimate.counted_input_tokens, usage.input_tokens
         )
+
+    def _learn(self, usage: TokenUsage) -> None:
+        """A call outside any budget still teaches the calibration (sampled: counting costs)."""
+        if usage.estimated or usage.input_tokens is None or self.counter is None:
+            return
+        calibration = runtime().calibration
+        model = text(self.metric_attributes.get(A.GEN_AI_REQUEST_MODEL))
+        if model is None or not calibration.wants(self.provider, model):
+            return
+        counted = self.counter()
+        if counted:
+            calibration.observe(self.provider, model, counted, usage.input_tokens)
 
     def _release(self) -> None:
         if self.admission is not None:

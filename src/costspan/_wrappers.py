@@ -112,7 +112,9 @@ class Call:
         self.kwargs = kwargs
 
         name = f"{operation.name} {model}" if model else operation.name
-        self.invocation = Invocation(telemetry, name, attrs, self._estimator(model or ""))
+        self.invocation = Invocation(
+            telemetry, name, attrs, self._estimator(model or ""), self._counter(model or "")
+        )
 
     def _estimator(self, model: str) -> Callable[[str | None], TokenUsage]:
         def estimate(text: str | None) -> TokenUsage:
@@ -123,6 +125,15 @@ class Call:
             )
 
         return estimate
+
+    def _counter(self, model: str) -> Callable[[], int]:
+        def count() -> int:
+            current = self.kwargs.get("model")
+            return self.operation.count_input(
+                self.kwargs, current if isinstance(current, str) else model
+            ).tokens
+
+        return count
 
     def _request(self) -> Request | None:
         model = given(self.kwargs, "model")

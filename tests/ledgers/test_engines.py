@@ -115,6 +115,23 @@ def test_expired_lease_frees_room_and_late_commit_charges_once(engine: Ledger) -
     assert (state.spent_micros, state.held_micros) == (300, 500)
 
 
+def test_a_renewed_hold_outlives_its_first_lease(engine: Ledger) -> None:
+    """extend() gives a live hold a new lease: renewed before it ends, it is still held after
+    the first lease; a settled hold cannot be renewed, nor one already swept."""
+    scope = ScopeLimit("s", cap_micros=1000)
+    assert engine.reserve("live", [scope], 900, 0, 0.5).granted
+    for _ in range(3):
+        time.sleep(0.25)
+        assert engine.extend("live", [scope], 0.5)
+    assert not engine.reserve("x", [scope], 500, 0, 60).granted  # still held after ~0.75 s
+    assert engine.commit("live", 100, 0, [scope]) is CommitCode.COMMITTED
+    assert not engine.extend("live", [scope], 0.5)
+    assert engine.reserve("gone", [scope], 100, 0, 0.2).granted
+    time.sleep(0.3)
+    assert engine.reserve("other", [scope], 800, 0, 60).granted  # the sweep took "gone"
+    assert not engine.extend("gone", [scope], 60)
+
+
 def test_post_hoc_commit(engine: Ledger) -> None:
     """A commit without a reservation charges the given scopes and remembers the id."""
     scope = ScopeLimit("s", cap_micros=10)
