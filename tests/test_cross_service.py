@@ -52,7 +52,9 @@ def test_service_b_enforces_service_a_budget_and_tags(
     assert summary["refused"] == 4
     spent = sum(s.get("gen_ai.usage.cost.amount", 0) for s in summary["b_spans"])
     assert spent <= 0.005
-    assert all(b == [summary["budget_id"]] for b in summary["b_budgets"])
+    # Downstream, the budget keeps its name (carried in baggage) next to its id.
+    label = f"checkout-request #{summary['budget_id'][:8]}"
+    assert all(b == [label] for b in summary["b_budgets"])
     for span in summary["b_spans"]:
         assert span["user.id"] == "u-42"
         assert span["feature"] == "checkout"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 from urllib.parse import quote
 
 import openai
@@ -150,3 +151,40 @@ def test_an_oversized_budgets_value_is_dropped_whole(client: openai.OpenAI) -> N
     with inbound(_budgets(flood)):
         assert inbound_budgets() == []
         _call(client)
+
+
+def test_a_budget_name_travels_sanitised_and_hostile_names_are_rejected() -> None:
+    """A budget's name crosses services in its baggage entry, sanitised and bounded; an inbound
+    name outside that alphabet rejects the whole entry."""
+    from costspan._baggage import parse_budget_entry
+
+    entry = costspan.budget(usd="0.01", name="checkout: EU/web ✓").baggage_entry()
+    assert entry.endswith(":checkout--EU-web")
+    parsed = parse_budget_entry(entry)
+    assert not isinstance(parsed, str)
+    assert parsed.label.startswith("checkout--EU-web #")
+    assert parse_budget_entry("0123456789abcdef:0.01:-:block:<script>") == "bad name"
+    assert parse_budget_entry("0123456789abcdef:0.01:-:block:" + "a" * 33) == "bad name"
+
+
+def test_a_refusal_says_what_is_held_by_calls_in_flight(client: openai.OpenAI) -> None:
+    """The refusal names the budget, its cap, what was spent and what calls in flight hold."""
+    b = costspan.budget(usd="0.0003")
+    with b:
+        stream = client.chat.completions.create(  # still open: its hold stays
+            model="gpt-4o-mini", messages=USER, max_completion_tokens=300, stream=True
+        )
+        with pytest.raises(BudgetExceeded) as caught:
+            client.chat.completions.create(
+                model="gpt-4o-mini", messages=USER, max_completion_tokens=300
+            )
+        with pytest.raises(BudgetExceeded) as never:
+            client.chat.completions.create(model="gpt-4o", messages=USER, max_completion_tokens=500)
+        stream.close()
+    message = str(caught.value)
+    assert f"budget '$0.0003 budget #{b.id[:8]}'" in message
+    assert "left of $0.0003" in message
+    assert "held by calls in flight" in message
+    assert caught.value.held_usd > 0
+    assert caught.value.cap_usd == Decimal("0.0003")
+    assert "could never fit" in str(never.value)  # $0.005 for a $0.0003 budget

@@ -122,6 +122,8 @@ def exceeded(scope: Scope, estimate: Estimate, state: ScopeState | None) -> Budg
         estimate_usd=estimate.usd,
         estimate_tokens=estimate.tokens,
         model=estimate.model,
+        held_usd=usd(state.held_micros),
+        cap_usd=None if state.cap_micros is None else usd(state.cap_micros),
     )
 
 

@@ -9,7 +9,8 @@
 Baggage that arrives from another process is untrusted input: entries that are malformed,
 oversized, negative or absurd are rejected (reported to a callback with a short reason), never
 an exception. A well-formed inbound budget can only restrict: every call must fit every budget,
-and a ledger scope keeps the smallest cap it was ever given.
+and a ledger scope keeps the smallest cap it was ever given. An entry may carry the budget's
+name (``<id>:<usd>:<tokens>:<action>:<name>``, sanitised and bounded), for messages downstream.
 """
 
 from __future__ import annotations
@@ -163,19 +164,40 @@ class InboundBudget:
     usd: Decimal | None
     tokens: int | None
     action: Action
+    name: str | None = None
 
     @property
     def scope_key(self) -> str:
         return f"budget:{self.id}"
+
+    @property
+    def label(self) -> str:
+        """Its name from upstream (with its id: names are not unique), else its id."""
+        return f"{self.name} #{self.id[:8]}" if self.name else self.id
+
+
+_NAME: Final = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
+
+
+def baggage_name(name: str | None) -> str | None:
+    """A budget's name as it travels in baggage: letters, digits, ``._-`` (others become
+    ``-``), at most 32 characters; None when nothing is left."""
+    if not name:
+        return None
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", name)[:32].strip("-")
+    return cleaned or None
 
 
 def parse_budget_entry(entry: str) -> InboundBudget | str:
     """An inbound budget, or the reason the entry is rejected. Never raises: only ASCII digits
     and the documented grammar are accepted."""
     parts = entry.split(":")
-    if len(parts) != 4:
+    if len(parts) not in (4, 5):
         return "malformed"
-    ident, usd_text, tokens_text, action = parts
+    ident, usd_text, tokens_text, action = parts[:4]
+    name = parts[4] if len(parts) == 5 else None
+    if name is not None and not _NAME.match(name):
+        return "bad name"
     if not _ID.match(ident):
         return "bad id"
     usd: Decimal | None = None
@@ -197,7 +219,7 @@ def parse_budget_entry(entry: str) -> InboundBudget | str:
         return "no cap"
     if action not in ACTIONS:
         return "bad action"
-    return InboundBudget(ident, usd, tokens, action)
+    return InboundBudget(ident, usd, tokens, action, name)
 
 
 _parsed_cache: dict[str, tuple[tuple[InboundBudget, ...], tuple[str, ...]]] = {}

@@ -27,6 +27,7 @@ from costspan._baggage import (
     MAX_BUDGETS,
     Action,
     ContextEntry,
+    baggage_name,
     budget_entries,
 )
 from costspan._money import MAX_TOKENS, cap_amount, usd
@@ -119,7 +120,11 @@ class Budget(ContextEntry):
 
     @property
     def label(self) -> str:
-        return self.name or self.id
+        """How spans and refusals name the budget: its name, else its cap and a short id."""
+        if self.name:
+            return self.name
+        cap = f"${self.usd.normalize():f}" if self.usd is not None else f"{self.tokens} tokens"
+        return f"{cap} budget #{self.id[:8]}"
 
     def _fresh(self) -> Budget:
         copy = Budget(
@@ -256,7 +261,9 @@ class Budget(ContextEntry):
         usd = "-" if self.usd is None else format(self.usd.normalize(), "f")
         tokens = "-" if self.tokens is None else str(self.tokens)
         action = self.on_exceed if isinstance(self.on_exceed, str) else "block"
-        return f"{self.id}:{usd}:{tokens}:{action}"
+        entry = f"{self.id}:{usd}:{tokens}:{action}"
+        name = baggage_name(self.name)
+        return f"{entry}:{name}" if name else entry
 
     # -- decorator ---------------------------------------------------------------------------
     def __call__(self, func: Callable[P, R]) -> Callable[P, R]:

@@ -9,7 +9,10 @@ An unknown model is never a silent $0: it gets ``costspan.unpriced=true`` and on
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import warnings
+from typing import Final
 
 from opentelemetry.util.types import AttributeValue
 
@@ -25,6 +28,31 @@ Attributes = dict[str, AttributeValue]
 _logger = logging.getLogger(__name__)
 
 
+_PACKAGE: Final = os.path.dirname(os.path.abspath(__file__)) + os.sep
+# Frames a warning must not point at: costspan's own (but the demo, which is an app), and the
+# libraries between the user's call and costspan's code.
+_THROUGH: Final = tuple(
+    os.sep + name + os.sep for name in ("openai", "wrapt", "opentelemetry", "httpx", "httpx2")
+)
+
+
+def _callers_level() -> int:
+    """The ``stacklevel`` that points a warning at the user's line (the call into openai, or
+    the loop over its stream), not into costspan: the first frame that is none of the above."""
+    frame = sys._getframe(1)  # pyright: ignore[reportPrivateUsage]
+    level = 1
+    while frame is not None:
+        path = frame.f_code.co_filename
+        internal = (path.startswith(_PACKAGE) and not path.endswith("_demo.py")) or any(
+            part in path for part in _THROUGH
+        )
+        if not internal:
+            return level
+        frame = frame.f_back
+        level += 1
+    return 2
+
+
 def warn_unpriced(provider: str, model: str) -> None:
     """Warn once per (provider, model) that a call could not be priced."""
     if not once(("unpriced", provider, model)):
@@ -35,7 +63,7 @@ def warn_unpriced(provider: str, model: str) -> None:
         "costspan.configure(prices={...}) or COSTSPAN_PRICES."
     )
     try:
-        warnings.warn(message, UnpricedModelWarning, stacklevel=2)
+        warnings.warn(message, UnpricedModelWarning, stacklevel=_callers_level())
     except Exception:
         # Warnings turned into errors (-W error) must not cost the call its telemetry.
         _logger.warning("no price for model %r of provider %r", model, provider)

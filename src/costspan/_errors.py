@@ -58,6 +58,9 @@ class BudgetExceeded(RuntimeError):
         estimate_usd: the most the refused call could have cost (None if its model is unpriced).
         estimate_tokens: the most tokens it could have used.
         model: the model the call asked for.
+        held_usd: what calls still in flight held in that budget (``Decimal``): room that is
+            not spent yet but not free either.
+        cap_usd: the budget's USD cap (None without one).
     """
 
     def __init__(
@@ -71,17 +74,26 @@ class BudgetExceeded(RuntimeError):
         estimate_usd: Decimal | None,
         estimate_tokens: int,
         model: str,
+        held_usd: Decimal = Decimal(0),
+        cap_usd: Decimal | None = None,
     ) -> None:
-        room = (
-            f"${remaining_usd:.6f} left"
-            if remaining_usd is not None
-            else f"{remaining_tokens} tokens left"
-        )
+        if remaining_usd is not None:
+            room = f"${remaining_usd:.6f} left" + (f" of ${cap_usd}" if cap_usd is not None else "")
+        else:
+            room = f"{remaining_tokens} tokens left"
+        used = f"spent ${spent_usd:.6f}"
+        if held_usd:
+            used += f", ${held_usd:.6f} held by calls in flight"
         cost = f"${estimate_usd:.6f}" if estimate_usd is not None else f"{estimate_tokens} tokens"
+        hint = ""
+        if estimate_usd is not None and cap_usd is not None and estimate_usd > cap_usd:
+            hint = "; it could never fit: give it a smaller output cap (max_completion_tokens)"
         super().__init__(
             f"call to {model!r} refused before it was sent: budget {scope!r} has {room} "
-            f"(spent ${spent_usd:.6f}) and the call could cost up to {cost}"
+            f"({used}) and the call could cost up to {cost}{hint}"
         )
+        self.held_usd = held_usd
+        self.cap_usd = cap_usd
         self.budget = budget
         self.scope = scope
         self.spent_usd = spent_usd
@@ -109,6 +121,8 @@ class BudgetUnavailable(BudgetExceeded):
         )
         self.budget = None
         self.scope = scope
+        self.held_usd = Decimal(0)
+        self.cap_usd = None
         self.spent_usd = Decimal(0)
         self.remaining_usd = None
         self.remaining_tokens = None

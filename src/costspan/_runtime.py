@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Hashable
@@ -32,6 +33,45 @@ from costspan.ledgers._protocol import Ledger
 from costspan.ledgers._renewer import Renewer
 
 _logger = logging.getLogger("costspan")
+
+
+class _Unheard(logging.Handler):
+    """Shows costspan's warnings on stderr when nothing else would show them on a terminal.
+
+    Under ``opentelemetry-instrument`` the SDK's logging handler sits on the root logger: Python
+    then no longer prints warnings itself (its last-resort handler only acts when no handler
+    exists), and a ledger outage or an unenforced budget would only reach the log backend. This
+    handler prints a warning once, and only when no handler on the way up writes to stderr or
+    stdout (an app that configured console logging sees it once, from its own handler)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if _shown_elsewhere(logging.getLogger(record.name), self):
+            return
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+
+
+def _shown_elsewhere(logger: logging.Logger | None, me: logging.Handler) -> bool:
+    # (With this handler in place, Python's last-resort handler never prints: nothing else
+    # in the hierarchy means it is this handler's to print.)
+    while logger is not None:
+        for handler in logger.handlers:
+            stream = getattr(handler, "stream", None)
+            if handler is not me and stream in (sys.stderr, sys.stdout):
+                return True
+        if not logger.propagate:
+            break
+        logger = logger.parent
+    return False
+
+
+_logger.addHandler(_Unheard())
 
 
 class Runtime:

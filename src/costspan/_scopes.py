@@ -55,7 +55,7 @@ class Scope:
 
     @classmethod
     def of_inbound(cls, b: InboundBudget) -> Scope:
-        return cls(b.scope_key, b.usd, b.tokens, b.action, {}, b.id, None)
+        return cls(b.scope_key, b.usd, b.tokens, b.action, {}, b.label, None)
 
     @classmethod
     def of_rule(cls, applied: Applied) -> Scope:
