@@ -16,6 +16,7 @@ import base64
 import contextvars
 import io
 import json
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -309,9 +310,14 @@ async def _acall(client: openai.AsyncOpenAI, shape: Shape) -> None:
         await client.chat.completions.create(**shape.kwargs(), extra_headers=shape.headers)
 
 
-def _check(shape: Shape, outcome: Outcome, exporter: InMemorySpanExporter) -> None:
+def _check(shape: Shape, outcome: Outcome, exporter: InMemorySpanExporter, how: str) -> None:
     cap = Decimal(shape.cap)
     billed = _billed(exporter)
+    figures = os.environ.get("COSTSPAN_BOUND_FIGURES")
+    if figures:  # the table of the closing note: cap, spend and refusals per shape
+        with open(figures, "a") as out:
+            row = {"shape": shape.name, "how": how, "cap": shape.cap, "billed": str(billed)}
+            out.write(json.dumps({**row, "sent": outcome.sent, "refused": outcome.refused}) + "\n")
     assert outcome.errors == []  # nothing but BudgetExceeded reached a caller
     assert billed <= cap, f"{shape.name}: billed {billed} over the cap {cap}"
     assert outcome.spent <= cap
@@ -361,7 +367,7 @@ def test_twenty_threads_hold_the_cap(
             future.result()
     client.close()
     outcome.spent = b.spent_usd
-    _check(shape, outcome, span_exporter)
+    _check(shape, outcome, span_exporter, f"20 threads, {type(fresh_ledger).__name__}")
 
 
 @pytest.mark.parametrize("fresh_ledger", ENGINES, indirect=True)
@@ -391,7 +397,7 @@ async def test_two_hundred_tasks_hold_the_cap(
         await asyncio.gather(*(one() for _ in range(200)))
     await client.close()
     outcome.spent = b.spent_usd
-    _check(shape, outcome, span_exporter)
+    _check(shape, outcome, span_exporter, f"200 tasks, {type(fresh_ledger).__name__}")
 
 
 @pytest.mark.parametrize("fresh_ledger", ENGINES, indirect=True)
