@@ -325,6 +325,10 @@ def _check(shape: Shape, outcome: Outcome, exporter: InMemorySpanExporter, how: 
     assert billed >= cap / 2, f"{shape.name}: only {billed} of {cap} spent: a bound too loose"
 
 
+def _engine(ledger: object) -> str:
+    return type(getattr(ledger, "engine", ledger)).__name__
+
+
 def _prepare(shape: Shape, server: OpenAICompatibleServer) -> None:
     if shape.settings:
         costspan.configure(**shape.settings)
@@ -367,7 +371,7 @@ def test_twenty_threads_hold_the_cap(
             future.result()
     client.close()
     outcome.spent = b.spent_usd
-    _check(shape, outcome, span_exporter, f"20 threads, {type(fresh_ledger).__name__}")
+    _check(shape, outcome, span_exporter, f"20 threads, {_engine(fresh_ledger)}")
 
 
 @pytest.mark.parametrize("fresh_ledger", ENGINES, indirect=True)
@@ -397,7 +401,7 @@ async def test_two_hundred_tasks_hold_the_cap(
         await asyncio.gather(*(one() for _ in range(200)))
     await client.close()
     outcome.spent = b.spent_usd
-    _check(shape, outcome, span_exporter, f"200 tasks, {type(fresh_ledger).__name__}")
+    _check(shape, outcome, span_exporter, f"200 tasks, {_engine(fresh_ledger)}")
 
 
 @pytest.mark.parametrize("fresh_ledger", ENGINES, indirect=True)
