@@ -273,6 +273,16 @@ SHAPES = [
         headers={"x-costspan-test-output-tokens": "100"},
         settings={"provider_hosts": {"127.0.0.1": "deepseek"}},
     ),
+    Shape(
+        "another provider's model on an unknown host, cold",
+        "0.01",
+        lambda: {
+            "model": "deepseek-chat",
+            "messages": _fresh(1500),
+            "max_completion_tokens": 100,
+        },
+        headers={"x-costspan-test-output-tokens": "100"},
+    ),
 ]
 
 

@@ -354,3 +354,22 @@ def test_a_call_that_costs_more_than_it_held_is_marked(
     assert float(b.spent_usd) == pytest.approx(span["gen_ai.usage.cost.amount"], abs=1e-6)
     assert "cost $" in caplog.text
     assert "more than the worst case it reserved" in caplog.text
+
+
+def test_a_compatible_server_on_an_unknown_host_is_priced_by_its_model(
+    client: openai.OpenAI, span_exporter: InMemorySpanExporter
+) -> None:
+    """An OpenAI-compatible server on a host costspan does not know, serving another
+    provider's model: priced as that model (not left unpriced, which a USD budget could not
+    bound), and reserved with the starting factor of a tokenizer costspan does not ship."""
+    counted = _input.chat({"messages": _user("hi")}, "deepseek-chat").tokens
+    cold = costspan.estimate("deepseek-chat", _user("hi"), max_output_tokens=10)
+    assert cold.input_tokens >= counted * 1.5  # before any call of it was seen
+    with costspan.budget(usd=1):
+        client.chat.completions.create(
+            model="deepseek-chat", messages=_user("hi"), max_completion_tokens=10
+        )
+    span = attrs(only_span(span_exporter))
+    assert span["gen_ai.provider.name"] == "openai"  # all the host says
+    assert span["costspan.price.provider"] == "deepseek"
+    assert span["gen_ai.usage.cost.amount"] > 0

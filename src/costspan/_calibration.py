@@ -12,8 +12,9 @@ then one in 16:
 - the **input sizes** recent calls were billed: for calls whose input costspan cannot see (spans
   of other instrumentations that carry no content), a high quantile of those is the estimate.
 
-Before a (provider, model) has been seen, a documented starting factor applies: 1.0 for OpenAI
-(costspan ships its tokenizers) and :data:`FOREIGN_FACTOR` for every other provider. Memory is
+Before a (provider, model) has been seen, a documented starting factor applies: 1.0 for OpenAI's
+models (costspan ships their tokenizers) and :data:`FOREIGN_FACTOR` for every other model - also
+one served through an OpenAI-compatible API on a host costspan does not recognise. Memory is
 bounded: :data:`WINDOW` observations per key, :data:`MAX_KEYS` keys.
 """
 
@@ -23,6 +24,8 @@ import math
 import threading
 from collections import OrderedDict, deque
 from typing import Final
+
+from costspan._tokens import is_openai_model
 
 WINDOW: Final = 64
 """Observations kept per (provider, model): recent calls weigh, old ones fall out."""
@@ -95,10 +98,15 @@ class Calibration:
 
     def factor(self, provider: str, model: str) -> float:
         """What to multiply costspan's input count by: the recent ratios' high quantile (never
-        below 1: a provider that bills less is reserved its count), else the starting factor."""
+        below 1: a provider that bills less is reserved its count), else the starting factor:
+        1.0 for OpenAI's models (on OpenAI, Azure OpenAI, or a server that serves them by their
+        name), :data:`FOREIGN_FACTOR` for any other model."""
         window = self._ratios.get((provider, model))
         if not window:
-            return OPENAI_FACTOR if provider in _OWN_TOKENIZER else FOREIGN_FACTOR
+            own = provider == "azure.ai.openai" or (
+                provider in _OWN_TOKENIZER and is_openai_model(model)
+            )
+            return OPENAI_FACTOR if own else FOREIGN_FACTOR
         with self._lock:
             return max(1.0, _quantile(window))
 

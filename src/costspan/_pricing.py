@@ -26,6 +26,7 @@ from decimal import Decimal
 from typing import Any, Final, Literal
 
 from costspan._money import usd_amount
+from costspan._tokens import is_openai_model
 from costspan._usage import TokenUsage
 
 _logger = logging.getLogger(__name__)
@@ -400,10 +401,13 @@ class Pricer:
                 price_context=price_context,
             )
         except LookupError:
-            if provider_id in PROVIDER_IDS.values():
+            guessed = provider_id == "openai" and not is_openai_model(model)
+            if provider_id in PROVIDER_IDS.values() and not guessed:
                 raise
-            # A provider name genai-prices does not know (a gateway, a custom mapping): let it
-            # find the model among all providers.
+            # A provider name genai-prices does not know (a gateway, a custom mapping), or a
+            # model that is not OpenAI's on what looked like OpenAI (an OpenAI-compatible server
+            # on an unknown host serving, say, deepseek-chat): find the model among all
+            # providers.
             return calc_price(
                 usage, model, genai_request_timestamp=when, price_context=price_context
             )

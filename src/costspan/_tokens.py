@@ -56,6 +56,17 @@ class Encoder(Protocol):
     def decode(self, tokens: list[int]) -> str: ...
 
 
+_OPENAI_MODELS = re.compile(
+    r"^(openai/)?(gpt-|chatgpt-|o\d|text-embedding-|davinci|babbage|computer-use|codex-)"
+)
+
+
+def is_openai_model(model: str) -> bool:
+    """Whether ``model`` is one of OpenAI's, whose tokenizers costspan ships (by its name: the
+    same model served by a gateway or a compatible server is still OpenAI's)."""
+    return _OPENAI_MODELS.match(model.lower()) is not None
+
+
 def encoding_name(model: str) -> str:
     """The vocabulary of an OpenAI model; unknown models (other providers) use o200k_base."""
     return "cl100k_base" if _CL100K_MODELS.match(model.lower()) else "o200k_base"
