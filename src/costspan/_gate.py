@@ -485,6 +485,15 @@ def _refine(root: Call, attrs: Mapping[str, Any]) -> None:
     better.hold_while_running(current.renewer, current.settings.lease_seconds)
     root.hold, root.estimate, root.basis, root.decision = better, estimate, basis, better.decision
     hold.release()
+    # The ledger answered while the first hold was still in: take it out of the counters the
+    # settlement projects the remaining budget from.
+    first = {limit.key for limit in hold.held()}
+    for key, state in list(better.states.items()):
+        if key in first:
+            better.states[key] = state._replace(
+                held_micros=max(state.held_micros - hold.held_micros, 0),
+                held_tokens=max(state.held_tokens - hold.estimate.tokens, 0),
+            )
 
 
 def _not_admitted(call: Call, span: Span, refusal: BudgetExceeded) -> None:
