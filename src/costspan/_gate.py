@@ -722,7 +722,7 @@ def _settle(call: Call, hold: Admission, tokens: int, spent: int) -> Settlement:
 
 def _budget_attributes(call: Call) -> dict[str, AttributeValue]:
     attrs: dict[str, AttributeValue] = {
-        A.COSTSPAN_BUDGET_IDS: [scope.label for scope in call.scopes],
+        A.COSTSPAN_BUDGET_IDS: tuple(scope.label for scope in call.scopes),
     }
     if call.decision is not None:
         attrs[A.COSTSPAN_BUDGET_DECISION] = call.decision
@@ -730,7 +730,7 @@ def _budget_attributes(call: Call) -> dict[str, AttributeValue]:
     if call.hold is not None and estimate is not None and estimate.usd is not None:
         attrs[A.COSTSPAN_BUDGET_ESTIMATE_USD] = display(estimate.usd)
     if call.basis and call.hold is not None:
-        attrs[A.COSTSPAN_BUDGET_ESTIMATE_BASIS] = list(call.basis)
+        attrs[A.COSTSPAN_BUDGET_ESTIMATE_BASIS] = call.basis
     if call.degraded is not None:
         attrs[A.COSTSPAN_LEDGER_FAIL_MODE] = call.degraded
     return attrs
