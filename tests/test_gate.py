@@ -39,6 +39,7 @@ from costspan._runtime import set_ledger, settings
 from costspan.ledgers import FailSafeLedger, Reservation, ScopeLimit, SQLiteLedger
 from costspan.testing import OpenAICompatibleServer
 from tests.conftest import USER, attrs, open_engine
+from tests.redis_server import RedisServer
 
 MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5"}
 # Room for several calls, but not for many: the cap binds within a few calls of each kind.
@@ -218,13 +219,15 @@ def test_a_per_user_limit_on_redis_stops_that_user_only(
     call: Call,
     server: OpenAICompatibleServer,
     pipeline: Pipeline,
+    redis_server: RedisServer,
     request: pytest.FixtureRequest,
     tmp_path: Path,
 ) -> None:
     """COSTSPAN_LIMITS 'user.id $X/day' on a real Redis: one user's calls stop at the cap
     (nothing sent past it), the ledger holds exactly what their counted spans cost, and
     another user still gets through."""
-    ledger = open_engine("redis", request, tmp_path)
+    ledger = open_engine("redis", request, tmp_path)  # on redis_server, flushed
+    assert redis_server.url in repr(ledger)
     set_ledger(ledger)
     try:
         cap = CAPS[kind]
