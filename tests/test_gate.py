@@ -397,6 +397,44 @@ def test_two_instrumentations_of_one_client_count_each_call_once(
     assert len(costspan.report().records) == 3
 
 
+def test_a_framework_span_around_two_instrumentations_points_at_the_one_counted_span(
+    server: OpenAICompatibleServer, pipeline: Pipeline
+) -> None:
+    """A framework's own ``chat`` span around a call traced by the official instrumentation
+    (outer) and costspan's (inner): three GenAI spans, only costspan's carries cost, and both
+    others name it in costspan.cost.counted_on; the framework span's hold is released."""
+    official = OfficialOpenAI()
+    official.uninstrument()
+    costspan.instrument(tracer_provider=pipeline.provider)
+    official.instrument(tracer_provider=pipeline.provider)
+    client = openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+    framework = pipeline.provider.get_tracer("some.agent.framework")
+    start = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-4o-mini",
+    }
+    try:
+        with (
+            costspan.budget(usd="1") as b,
+            framework.start_as_current_span("chat gpt-4o-mini", attributes=start),
+        ):
+            client.chat.completions.create(model="gpt-4o-mini", messages=USER)
+    finally:
+        client.close()
+        costspan.uninstrument()
+    (counted,) = pipeline.counted()
+    assert counted.instrumentation_scope is not None
+    assert counted.instrumentation_scope.name == "costspan"
+    marked = pipeline.marked()
+    assert len(marked) == 2
+    assert {attrs(s)["costspan.cost.counted_on"] for s in marked} == {
+        f"{counted.context.span_id:016x}"  # pyright: ignore[reportOptionalMemberAccess]
+    }
+    assert b.spent_usd == pipeline.charged()
+    assert b.remaining_usd == 1 - b.spent_usd
+
+
 def test_two_cost_processors_on_one_provider_charge_once(server: OpenAICompatibleServer) -> None:
     """Two exporters, each behind its own CostSpanProcessor (as the auto-launch configurator
     builds them): each exports the priced span, the budget is charged once."""
@@ -601,3 +639,34 @@ def test_asyncio_anthropic_refusal(server: OpenAICompatibleServer, pipeline: Pip
     with costspan.budget(usd="0.0001"):
         assert asyncio.run(run()) == "refused"
     assert server.requests == []
+
+
+def test_a_call_sent_without_usage_is_charged_what_it_held(pipeline: Pipeline) -> None:
+    """A span that ends well but reports no usage was sent and may have been billed: the budget
+    is charged its hold (never nothing), and the span says the usage is missing."""
+    tracer = pipeline.provider.get_tracer("some.instrumentation")
+    start = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-4o-mini",
+        "gen_ai.request.max_tokens": 100,
+    }
+    with costspan.budget(usd="1") as b:
+        tracer.start_span("chat gpt-4o-mini", attributes=start).end()
+    (span,) = pipeline.spans()
+    held = Decimal(repr(attrs(span)["costspan.budget.estimate_usd"]))
+    assert attrs(span)["costspan.usage.missing"] is True
+    assert "gen_ai.usage.cost.amount" not in attrs(span)
+    assert b.spent_usd == usd(micros(held)) > 0
+
+
+def test_an_unpriced_model_is_refused_when_asked(pipeline: Pipeline) -> None:
+    """COSTSPAN_ON_UNPRICED=raise under a budget: a model without a price is refused at span
+    start with UnpricedModelError, as costspan's own calls are."""
+    costspan.configure(on_unpriced="raise")
+    tracer = pipeline.provider.get_tracer("some.instrumentation")
+    start = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "acme-support-7b"}
+    with costspan.budget(usd="1"), pytest.raises(costspan.UnpricedModelError):
+        tracer.start_span("chat acme-support-7b", attributes=start)
+    (span,) = pipeline.refused()
+    assert attrs(span)["error.type"] == "UnpricedModelError"

@@ -123,9 +123,14 @@ class Call:
 
     @property
     def counted_span(self) -> int:
+        """The span id that carries this call's cost (the end of the chain, when the counting
+        span itself turned out to be counted on costspan's own span inside it)."""
         if self.counted_on is not None:
             return self.counted_on
-        return self.root.key[1] if self.root is not None else self.key[1]
+        root = self.root
+        if root is None:
+            return self.key[1]
+        return root.counted_on if root.counted_on is not None else root.key[1]
 
 
 class Calls:
