@@ -62,6 +62,7 @@ class ReceivedSpan:
     trace_id: str = ""
     span_id: str = ""
     parent_span_id: str = ""
+    scope_name: str = ""
 
 
 @dataclass
@@ -95,6 +96,7 @@ class Collected(RequestHandler):
                                 trace_id=span.trace_id.hex(),
                                 span_id=span.span_id.hex(),
                                 parent_span_id=span.parent_span_id.hex(),
+                                scope_name=ss.scope.name,
                             )
                         )
 

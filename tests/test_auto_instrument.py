@@ -16,7 +16,10 @@ LAUNCHER = Path(sys.executable).with_name("opentelemetry-instrument")
 
 
 def launch(
-    endpoint: str, *extra_env: tuple[str, str], app: str = "examples/auto_instrument/app.py"
+    endpoint: str,
+    *extra_env: tuple[str, str],
+    app: str = "examples/auto_instrument/app.py",
+    unset: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
@@ -30,6 +33,8 @@ def launch(
         **dict(extra_env),
     }
     env.pop("OPENAI_BASE_URL", None)
+    for name in unset:
+        env.pop(name, None)
     return subprocess.run(
         [str(LAUNCHER), sys.executable, str(ROOT / app)],
         env=env,
@@ -143,3 +148,36 @@ print("user.id=" + span.attributes["user.id"])
     assert result.returncode == 0, result.stderr
     assert "user.id=u-9" in result.stdout
     assert result.stderr.count("OTEL_PYTHON_CONFIGURATOR=costspan") == 1
+
+
+def test_the_official_openai_instrumentation_next_to_costspan_traces_each_call_once() -> None:
+    """opentelemetry-instrumentation-genai-openai is installed (the test extra registers
+    ``openai``) and OTEL_PYTHON_DISABLED_INSTRUMENTATIONS is unset: costspan's distro disables
+    it, so each call of the app has one span, costspan's, priced."""
+    with otlp_receiver() as (endpoint, collected):
+        result = launch(endpoint, unset=("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS",))
+        assert result.returncode == 0, result.stderr
+        spans = collected.wait_for(2)
+        late = collected.wait_for(3, timeout=0)  # everything was flushed at exit
+    assert len(late) == 2
+    assert {s.scope_name for s in spans} == {"costspan"}
+    assert all(s.attributes["gen_ai.usage.cost.amount"] > 0 for s in spans)
+
+
+def test_keeping_both_openai_instrumentations_counts_each_call_once() -> None:
+    """COSTSPAN_OTHER_OPENAI_INSTRUMENTORS=keep: two spans per call, one priced (costspan's),
+    the other marked as counted on it, so sums over spans still count each call once."""
+    with otlp_receiver() as (endpoint, collected):
+        result = launch(
+            endpoint,
+            ("COSTSPAN_OTHER_OPENAI_INSTRUMENTORS", "keep"),
+            unset=("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS",),
+        )
+        assert result.returncode == 0, result.stderr
+        spans = collected.wait_for(4)
+    priced = [s for s in spans if "gen_ai.usage.cost.amount" in s.attributes]
+    marked = [s for s in spans if "costspan.cost.counted_on" in s.attributes]
+    assert len(priced) == 2
+    assert len(marked) == 2
+    assert {s.scope_name for s in priced} == {"costspan"}
+    assert {s.attributes["costspan.cost.counted_on"] for s in marked} == {s.span_id for s in priced}

@@ -17,6 +17,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 import yaml
@@ -171,6 +172,56 @@ def test_the_connector_reads_attributes_costspan_writes() -> None:
     assert key not in priced
     for attribute in unpriced_metric["attributes"]:
         assert attribute["key"] in unpriced, attribute
+
+
+def _matches(condition: str, attributes: dict[str, Any]) -> bool:
+    """One connector condition of the two shapes otelcol.yaml uses, on a span's attributes."""
+    key_ne_nil = re.fullmatch(r'attributes\["([^"]+)"\] != nil', condition)
+    if key_ne_nil:
+        return key_ne_nil[1] in attributes
+    key_eq_true = re.fullmatch(r'attributes\["([^"]+)"\] == true', condition)
+    assert key_eq_true, f"a condition this test cannot read: {condition}"
+    return attributes.get(key_eq_true[1]) is True
+
+
+def test_the_connector_counts_each_call_once_when_spans_nest() -> None:
+    """An anthropic call under the official instrumentation has two GenAI spans (the SDK's own
+    nests in the instrumentation's): exactly one matches the connector's cost metric and none its
+    unpriced metric, so the summed cost is the call's, once."""
+    from opentelemetry.instrumentation.genai.anthropic import AnthropicInstrumentor
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(costspan.CostSpanProcessor(SimpleSpanProcessor(exporter)))
+    instrumentor = AnthropicInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        with OpenAICompatibleServer() as server:
+            claude = anthropic.Anthropic(
+                base_url=server.anthropic_base_url,
+                api_key="test",
+                max_retries=0,
+                open_telemetry={"tracer_provider": provider},
+            )
+            claude.messages.create(
+                model="claude-haiku-4-5",
+                max_tokens=50,
+                messages=[{"role": "user", "content": "hi"}],
+            )
+    finally:
+        instrumentor.uninstrument()
+    spans = [dict(span.attributes or {}) for span in exporter.get_finished_spans()]
+    assert len(spans) == 2
+    metrics = {
+        m["name"]: m for m in _yaml("otelcol.yaml")["connectors"]["signaltometrics"]["spans"]
+    }
+    cost = metrics["costspan.span.cost"]["conditions"]
+    unpriced = metrics["costspan.span.calls.unpriced"]["conditions"]
+    counted = [a for a in spans if any(_matches(c, a) for c in cost)]
+    assert len(counted) == 1
+    assert not any(_matches(c, a) for a in spans for c in unpriced)
+    (marked,) = [a for a in spans if a is not counted[0]]
+    assert "costspan.cost.counted_on" in marked
 
 
 def test_the_dashboard_knows_the_connectors_metric_name() -> None:

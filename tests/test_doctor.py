@@ -65,7 +65,7 @@ def test_a_healthy_set_up_is_all_ok(tmp_path: Path) -> None:
     assert "~~" not in result.stdout
     assert lines(result, "settings")[0].startswith("ok  settings       every COSTSPAN_*")
     assert lines(result, "openai")[0].startswith("ok  openai ")
-    assert "openai is instrumented once: costspan_openai (costspan " in result.stdout
+    assert "openai calls are traced once, by costspan_openai (costspan " in result.stdout
     assert "not loaded: openai (opentelemetry-instrumentation-genai-openai" in result.stdout
     assert "costspan (the only one installed): CostSpanProcessor sits in front" in result.stdout
     for signal in ("traces", "metrics", "logs"):
@@ -308,25 +308,39 @@ INSTRUMENTED = (
 
 
 def test_who_instruments_openai_as_the_launcher_decides() -> None:
-    """The official OpenAI instrumentation (installed by the test extra) and costspan's both
-    active: a problem, exit 1, with the variable that fixes it, and the launcher indeed
-    instruments openai twice; with that variable set, once."""
-    both = run("doctor", env={"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": ""})
-    assert both.returncode == 1
+    """The official OpenAI instrumentation (installed by the test extra) next to costspan's:
+    costspan's distro disables it, the doctor says so, and the launcher indeed instruments
+    openai once, keeping what the user disabled; COSTSPAN_OTHER_OPENAI_INSTRUMENTORS=keep keeps
+    both (a warning), and another distro leaves both on (a problem, exit 1, with the fix)."""
+    unset = {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": ""}
+    once = run("doctor", env=unset)
+    assert once.returncode == 0, once.stdout
+    line = lines(once, "instrumentors")[0]
+    assert line.startswith("ok  instrumentors  openai calls are traced once, by costspan_openai")
+    assert "openai (opentelemetry-instrumentation-genai-openai " in line
+    assert (
+        "disabled by costspan's distro; COSTSPAN_OTHER_OPENAI_INSTRUMENTORS=keep keeps it" in line
+    )
+    launched = launch(unset, INSTRUMENTED)
+    assert launched.stdout.strip() == "['costspan_openai']", launched.stderr
+    kept_env = {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "redis, flask", **_KEEP}
+    both = run("doctor", env=kept_env)
     line, fix = lines(both, "instrumentors")
-    assert line.startswith("!!  instrumentors  openai is instrumented 2 times: ")
+    assert line.startswith("~~  instrumentors  openai is instrumented 2 times: ")
     assert "openai (opentelemetry-instrumentation-genai-openai " in line
     assert "costspan_openai (costspan " in line
-    assert fix == "fix: OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=openai"
-    twice = launch({"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": ""}, INSTRUMENTED)
+    assert fix == "fix: unset COSTSPAN_OTHER_OPENAI_INSTRUMENTORS"
+    twice = launch(kept_env, INSTRUMENTED)
     assert twice.stdout.strip() == "['costspan_openai', 'openai']", twice.stderr
-    once = launch({"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "openai"}, INSTRUMENTED)
-    assert once.stdout.strip() == "['costspan_openai']", once.stderr
-    # Other instrumentations already disabled are kept in the fix.
-    kept = run("doctor", env={"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "redis, flask"})
-    assert lines(kept, "instrumentors")[1] == (
-        "fix: OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=redis,flask,openai"
+    # Under a distro that is not costspan's, nothing disables the official one.
+    other = run("doctor", env={**unset, "OTEL_PYTHON_DISTRO": "someone-else"})
+    assert other.returncode == 1
+    assert lines(other, "instrumentors")[0].startswith(
+        "!!  instrumentors  openai is instrumented 2 times: "
     )
+
+
+_KEEP = {"COSTSPAN_OTHER_OPENAI_INSTRUMENTORS": "keep"}
 
 
 def test_costspan_disabled_leaves_a_warning() -> None:
@@ -335,7 +349,8 @@ def test_costspan_disabled_leaves_a_warning() -> None:
     swapped = run("doctor", env={"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "costspan_openai"})
     assert swapped.returncode == 0
     line, fix = lines(swapped, "instrumentors")
-    assert line.startswith("~~  instrumentors  openai is instrumented by openai (")
+    assert line.startswith("~~  instrumentors  openai calls are traced by openai (")
+    assert "docs/instrumentations.md" in line
     assert fix.startswith("fix: remove costspan_openai from OTEL_PYTHON_DISABLED_INSTRUMENTATIONS")
     nothing = run("doctor", env={"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "*"})
     assert "nothing instruments openai under opentelemetry-instrument" in nothing.stdout

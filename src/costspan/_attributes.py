@@ -121,6 +121,11 @@ COSTSPAN_USAGE_ESTIMATED: Final = "costspan.usage.estimated"
 """True when token counts (and so cost) were estimated offline, not reported."""
 COSTSPAN_UNPRICED: Final = "costspan.unpriced"
 """True when no price is known for the call's model: its cost is unknown, not zero."""
+COSTSPAN_COST_COUNTED_ON: Final = "costspan.cost.counted_on"
+"""On a GenAI span that is part of a provider call another span already counts (an SDK's own
+span under an instrumentation's, two instrumentations of one client): the span id (16 hex
+digits) of the span that carries the call's cost. Such a span carries no cost of its own, so
+sums over spans count each call once (docs/instrumentations.md)."""
 
 METRIC_COST: Final = "costspan.cost"
 METRIC_TOKENS: Final = "costspan.tokens"
@@ -140,6 +145,9 @@ COSTSPAN_BUDGET_ESTIMATE_USD: Final = "costspan.budget.estimate_usd"
 COSTSPAN_BUDGET_OVERRUN_USD: Final = "costspan.budget.overrun_usd"
 """What a call cost beyond the worst case it reserved (a provider billing past costspan's
 bound); the ledger records the actual amount."""
+COSTSPAN_BUDGET_ESTIMATE_BASIS: Final = "costspan.budget.estimate_basis"
+"""On spans of other instrumentations: what the hold reserved at span start was based on, e.g.
+``("output:max_tokens", "input:recent")`` (see docs/instrumentations.md)."""
 COSTSPAN_BUDGET_REMAINING_USD: Final = "costspan.budget.remaining_usd"
 """After settling: the least USD any of the call's budgets has left."""
 COSTSPAN_BUDGET_ORIGINAL_MODEL: Final = "costspan.budget.original_model"

@@ -1,7 +1,10 @@
 """Auto-launch: what ``opentelemetry-instrument`` loads from costspan, with no code change.
 
 - ``CostspanDistro`` (entry point ``opentelemetry_distro: costspan``) sets the same defaults as
-  ``opentelemetry-distro``: OTLP exporters for traces, metrics and logs, over gRPC.
+  ``opentelemetry-distro``: OTLP exporters for traces, metrics and logs, over gRPC. It also
+  disables the other instrumentors of openai the launcher would load next to costspan's (the
+  official ``openai`` one that ``opentelemetry-bootstrap`` installs), so each call is traced once
+  (:mod:`costspan._launch`; ``COSTSPAN_OTHER_OPENAI_INSTRUMENTORS=keep`` keeps them).
 - ``CostspanConfigurator`` (``opentelemetry_configurator: costspan``) configures the SDK from the
   environment exactly like the standard configurator, except that each exporting span processor
   is wrapped: ``CostSpanProcessor(BatchSpanProcessor(exporter))``. That is the one supported
@@ -30,6 +33,7 @@ from opentelemetry.sdk.environment_variables import OTEL_EXPORTER_OTLP_PROTOCOL
 from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
+from costspan import _launch
 from costspan._processor import CostSpanProcessor, install, is_installed, mark_installed
 
 _logger = logging.getLogger(__name__)
@@ -43,6 +47,30 @@ class CostspanDistro(BaseDistro):
         os.environ.setdefault(OTEL_METRICS_EXPORTER, "otlp")
         os.environ.setdefault(OTEL_LOGS_EXPORTER, "otlp")
         os.environ.setdefault(OTEL_EXPORTER_OTLP_PROTOCOL, "grpc")
+        disable_other_openai_instrumentors()
+
+
+def disable_other_openai_instrumentors() -> list[str]:
+    """One span per openai call: add the other instrumentors of openai the launcher would load
+    to ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` (read after the distro is configured). Returns
+    the names disabled; never raises."""
+    try:
+        plan = _launch.with_others_disabled(os.environ)
+        if plan is None:
+            return []
+        value, names = plan
+        os.environ[_launch.DISABLED] = value
+        _logger.info(
+            "costspan: %s also instrument(s) openai; disabled (%s=%s) so that each call is "
+            "traced once, by costspan. Set COSTSPAN_OTHER_OPENAI_INSTRUMENTORS=keep to keep both.",
+            ", ".join(names),
+            _launch.DISABLED,
+            value,
+        )
+        return names
+    except Exception:
+        _logger.exception("costspan could not check which instrumentations trace openai")
+        return []
 
 
 def _exporting_processor(exporter: SpanExporter) -> SpanProcessor:

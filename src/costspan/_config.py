@@ -48,6 +48,8 @@ COSTSPAN_DEFAULT_MAX_OUTPUT_TOKENS: Final = "COSTSPAN_DEFAULT_MAX_OUTPUT_TOKENS"
 COSTSPAN_UNCAPPED_OUTPUT: Final = "COSTSPAN_UNCAPPED_OUTPUT"
 COSTSPAN_MAX_INPUT_TOKENS: Final = "COSTSPAN_MAX_INPUT_TOKENS"
 COSTSPAN_LEASE_SECONDS: Final = "COSTSPAN_LEASE_SECONDS"
+COSTSPAN_GATE_FOREIGN_SPANS: Final = "COSTSPAN_GATE_FOREIGN_SPANS"
+COSTSPAN_OTHER_OPENAI_INSTRUMENTORS: Final = "COSTSPAN_OTHER_OPENAI_INSTRUMENTORS"
 OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT: Final = (
     "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 )
@@ -67,6 +69,7 @@ class ContentCapture(Enum):
 
 OnUnpriced = Literal["warn", "raise"]
 UncappedOutput = Literal["cap", "reserve"]
+OtherInstrumentors = Literal["disable", "keep"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +103,12 @@ class Settings:
     for a model whose context window genai-prices does not know."""
     lease_seconds: float = 300.0
     """How long a hold lives unless renewed; calls in flight renew theirs."""
+    gate_foreign_spans: bool = True
+    """Whether ``CostSpanProcessor`` reserves at the start of other instrumentations' GenAI spans
+    and refuses those with no room (``False``: it only charges them when they end)."""
+    other_openai_instrumentors: OtherInstrumentors = "disable"
+    """What costspan's distro does with other instrumentors of openai under
+    ``opentelemetry-instrument``: ``disable`` them (one span per call) or ``keep`` them."""
 
 
 # -- parsers of environment text ----------------------------------------------------------------
@@ -242,6 +251,15 @@ def parse_lease(name: str, raw: str) -> float:
     return value
 
 
+def parse_other_instrumentors(name: str, raw: str) -> OtherInstrumentors:
+    value = raw.strip().lower()
+    if value == "disable":
+        return "disable"
+    if value == "keep":
+        return "keep"
+    raise ValueError(f"{name}={raw!r}: use disable or keep")
+
+
 def parse_max_records(name: str, raw: str) -> int:
     text = raw.strip()
     # ASCII digits only: int() would also take "٣" and "1_000".
@@ -380,6 +398,12 @@ def _check_uncapped(name: str, value: object) -> UncappedOutput:
     return parse_uncapped(name, value)
 
 
+def _check_other_instrumentors(name: str, value: object) -> OtherInstrumentors:
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be 'disable' or 'keep', not {value!r}")
+    return parse_other_instrumentors(name, value)
+
+
 def _check_lease(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{name} must be a number of seconds, not {value!r}")
@@ -435,6 +459,10 @@ _SETTINGS: Final[dict[str, _Setting]] = {
         COSTSPAN_MAX_INPUT_TOKENS, parse_input_tokens, _check_whole(parse_input_tokens)
     ),
     "lease_seconds": _Setting(COSTSPAN_LEASE_SECONDS, parse_lease, _check_lease),
+    "gate_foreign_spans": _Setting(COSTSPAN_GATE_FOREIGN_SPANS, parse_bool, _check_bool),
+    "other_openai_instrumentors": _Setting(
+        COSTSPAN_OTHER_OPENAI_INSTRUMENTORS, parse_other_instrumentors, _check_other_instrumentors
+    ),
 }
 
 

@@ -52,6 +52,7 @@ _EXPORTER_PACKAGES: Final = {
     "zipkin": "pip install opentelemetry-exporter-zipkin",
 }
 _COSTSPAN_INSTRUMENTOR: Final = "costspan_openai"
+_DISABLED: Final = "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,33 +112,6 @@ def _dist_label(ep: metadata.EntryPoint) -> str:
     return f"{dist.metadata['Name']} {dist.version}" if dist is not None else "unknown package"
 
 
-def _instruments_openai(ep: metadata.EntryPoint) -> bool:
-    """An instrumentor of openai: registered as ``openai`` (the convention), or its package's
-    ``instruments`` extra (what the launcher checks) requires openai."""
-    if ep.name == "openai":
-        return True
-    from packaging.requirements import InvalidRequirement, Requirement
-
-    for line in (ep.dist.requires or []) if ep.dist is not None else []:
-        try:
-            req = Requirement(line)
-        except InvalidRequirement:
-            continue
-        marker = req.marker
-        if req.name.lower() != "openai" or marker is None:
-            continue
-        if marker.evaluate({"extra": "instruments"}) or marker.evaluate(
-            {"extra": "instruments-any"}
-        ):
-            return True
-    return False
-
-
-def _disabled(env: Mapping[str, str]) -> list[str]:
-    raw = env.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "")
-    return [name.strip() for name in raw.split(",")] if raw else []
-
-
 def openai_installed() -> Check:
     """openai is installed, in the range costspan's instrumentor covers."""
     from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
@@ -166,16 +140,19 @@ def openai_installed() -> Check:
 
 
 def openai_instrumentors(env: Mapping[str, str]) -> Check:
-    """Who would instrument openai under ``opentelemetry-instrument``: exactly one must.
+    """Who traces openai calls under ``opentelemetry-instrument``: exactly one must.
 
     The launcher runs every ``opentelemetry_instrumentor`` entry point that is not named in
     ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` (``*`` disables all) and whose package's
-    ``instruments`` requirements are installed. Two that instrument openai trace each call twice.
+    ``instruments`` requirements are installed; costspan's distro, when it is the one the
+    launcher picks, first adds the other instrumentors of openai to that variable
+    (:mod:`costspan._launch`). Two that instrument openai trace each call twice.
     """
-    from opentelemetry.instrumentation.dependencies import get_dist_dependency_conflicts
+    from costspan import _launch
 
-    disabled = _disabled(env)
-    found = [ep for ep in _entry_points("opentelemetry_instrumentor") if _instruments_openai(ep)]
+    found = [
+        ep for ep in _entry_points("opentelemetry_instrumentor") if _launch.instruments_openai(ep)
+    ]
     if not any(ep.name == _COSTSPAN_INSTRUMENTOR for ep in found):
         return Check(
             "problem",
@@ -183,12 +160,20 @@ def openai_instrumentors(env: Mapping[str, str]) -> Check:
             "costspan's instrumentor entry point (costspan_openai) is missing",
             "reinstall costspan (pip install --force-reinstall costspan)",
         )
+    distro = _winner("opentelemetry_distro", env.get("OTEL_PYTHON_DISTRO"))
+    by_distro = _launch.to_disable(env) if distro is not None and distro.name == "costspan" else []
+    disabled = _launch.disabled(env)
     active: list[metadata.EntryPoint] = []
     off: list[str] = []
     for ep in found:
         if "*" in disabled or ep.name in disabled:
             off.append(f"{ep.name} ({_dist_label(ep)}, disabled)")
-        elif ep.dist is not None and get_dist_dependency_conflicts(ep.dist) is not None:
+        elif ep.name in by_distro:
+            off.append(
+                f"{ep.name} ({_dist_label(ep)}, disabled by costspan's distro; "
+                "COSTSPAN_OTHER_OPENAI_INSTRUMENTORS=keep keeps it)"
+            )
+        elif _launch.conflicts(ep):
             off.append(f"{ep.name} ({_dist_label(ep)}, openai out of its range)")
         else:
             active.append(ep)
@@ -196,13 +181,20 @@ def openai_instrumentors(env: Mapping[str, str]) -> Check:
     also = f"; not loaded: {', '.join(off)}" if off else ""
     if len(active) > 1:
         others = [ep.name for ep in active if ep.name != _COSTSPAN_INSTRUMENTOR]
+        detail = f"openai is instrumented {len(active)} times: {names}; every call is traced twice"
+        if _launch.keeps_others(env):
+            return Check(
+                "warn",
+                "instrumentors",
+                f"{detail} (COSTSPAN_OTHER_OPENAI_INSTRUMENTORS=keep); CostSpanProcessor "
+                "charges each call once, but spans and gen_ai.client.* metrics are doubled",
+                "unset COSTSPAN_OTHER_OPENAI_INSTRUMENTORS",
+            )
         keep = [d for d in disabled if d]
-        return Check(
-            "problem",
-            "instrumentors",
-            f"openai is instrumented {len(active)} times: {names}; every call is traced twice",
-            "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=" + ",".join(dict.fromkeys([*keep, *others])),
-        )
+        fix = _DISABLED + "=" + ",".join(dict.fromkeys([*keep, *others]))
+        if distro is not None and distro.name != "costspan":
+            fix = f"OTEL_PYTHON_DISTRO=costspan (its distro disables {', '.join(others)}), or {fix}"
+        return Check("problem", "instrumentors", detail, fix)
     if not active:
         return Check(
             "warn",
@@ -216,12 +208,12 @@ def openai_instrumentors(env: Mapping[str, str]) -> Check:
         return Check(
             "warn",
             "instrumentors",
-            f"openai is instrumented by {names}, not costspan{also}; CostSpanProcessor prices "
-            "its spans on export only when costspan's configurator is in place",
-            "remove costspan_openai from OTEL_PYTHON_DISABLED_INSTRUMENTATIONS and disable "
-            f"{only.name} instead",
+            f"openai calls are traced by {names}, not costspan{also}; CostSpanProcessor "
+            "charges and gates its spans with a weaker guarantee (no output cap or input known "
+            "at span start: docs/instrumentations.md)",
+            "remove costspan_openai from OTEL_PYTHON_DISABLED_INSTRUMENTATIONS",
         )
-    return Check("ok", "instrumentors", f"openai is instrumented once: {names}{also}")
+    return Check("ok", "instrumentors", f"openai calls are traced once, by {names}{also}")
 
 
 # -- the launcher ---------------------------------------------------------------------------------

@@ -129,6 +129,10 @@ class Admission:
     """Renews the hold while the call runs (set once it holds)."""
     writes: list[asyncio.Task[object]] = field(default_factory=list[asyncio.Task[object]])
     """Ledger writes running as tasks of the caller's event loop."""
+    inline: bool = False
+    """Write the settlement on the calling thread even inside an event loop (the holds of
+    :mod:`costspan._gate`: a span processor cannot await, and the caller reads its spend as soon
+    as the call returns)."""
 
     def attributes(self) -> dict[str, AttributeValue]:
         attrs: dict[str, AttributeValue] = {
@@ -165,7 +169,7 @@ class Admission:
         if not held:
             return
         ledger = self.ledger
-        if blocks(ledger):
+        if blocks(ledger) and not self.inline:
             self._track(_write(ledger.release, ledger.arelease, self.rid, held))
         else:
             ledger.release(self.rid, held)
@@ -177,7 +181,7 @@ class Admission:
         self.settled = True
         self._stop_renewing()
         ledger = self.ledger
-        blocking = blocks(ledger)
+        blocking = blocks(ledger) and not self.inline
         writes: list[tuple[str, list[ScopeLimit]]] = []
         held = self.held()
         if held:
