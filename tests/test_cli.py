@@ -205,7 +205,7 @@ def test_estimate_and_prices_agree_on_an_unknown_model() -> None:
     estimate = run("estimate", "house-model", "--max-output-tokens", "10", stdin="hi")
     prices = run("prices", "house-model")
     assert (estimate.returncode, prices.returncode) == (1, 1)
-    assert estimate.stdout.strip() == "house-model: 8 input + up to 10 output tokens, unpriced"
+    assert estimate.stdout.strip() == "house-model: 12 input + up to 10 output tokens, unpriced"
     error = "Error: no price for 'house-model' (openai); add one with COSTSPAN_PRICES"
     assert estimate.stderr.strip().splitlines() == [error]
     assert prices.stderr.strip().splitlines() == [error]
