@@ -212,7 +212,7 @@ def test_estimate_and_prices_agree_on_an_unknown_model() -> None:
     priced = {"COSTSPAN_PRICES": '{"house-model": {"input_mtok": 1, "output_mtok": 4}}'}
     estimate = run("estimate", "house-model", "--max-output-tokens", "10", stdin="hi", env=priced)
     assert estimate.returncode == 0, estimate.stderr
-    assert estimate.stdout.strip().endswith("at most $0.000052")  # 8 x $1 + 10 x $4 per M
+    assert estimate.stdout.strip().endswith("at most $0.000052")  # 12 x $1 + 10 x $4 per M
     assert run("prices", "house-model", env=priced).returncode == 0
 
 
