@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import openai
 import pytest
-from opentelemetry import baggage, context, propagate
+from opentelemetry import baggage, context
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -17,23 +17,11 @@ from costspan import BudgetExceeded, _runtime
 from costspan._baggage import inbound_budgets
 from costspan.testing import OpenAICompatibleServer
 from tests.conftest import USER, attrs, counter_points
+from tests.inbound import inbound
 
 pytestmark = pytest.mark.usefixtures("instrumented", "fresh_ledger")
 
 TIGHT = "0123456789abcdef:0.00001:-:block"
-
-
-class inbound:
-    """Attach the context a server would extract from a request's W3C baggage header."""
-
-    def __init__(self, header: str) -> None:
-        self.header = header
-
-    def __enter__(self) -> None:
-        self.token = context.attach(propagate.extract({"baggage": self.header}))
-
-    def __exit__(self, *exc: object) -> None:
-        context.detach(self.token)
 
 
 def _budgets(value: str) -> str:

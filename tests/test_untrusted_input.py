@@ -17,7 +17,7 @@ import openai
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from opentelemetry import context, propagate
+from opentelemetry import propagate
 
 import costspan
 from costspan import BudgetExceeded
@@ -26,6 +26,7 @@ from costspan._limits import LimitTable
 from costspan._money import MAX_TOKENS, MAX_USD
 from costspan.testing import OpenAICompatibleServer
 from tests.conftest import USER
+from tests.inbound import inbound
 
 _ID = re.compile(r"^[0-9a-f]{8,32}$")
 ENTRY_TEXT = st.one_of(
@@ -141,19 +142,6 @@ def test_caps_beyond_what_a_ledger_holds_are_rejected_on_every_path() -> None:
     with pytest.raises(ValueError, match="10\\*\\*15"):
         costspan.budget(tokens=10**16)
     assert parse_budget_entry("cafe0001:99999999999:-:block") == "bad usd"
-
-
-class inbound:
-    """Attach the context a server extracts from a request's W3C baggage header."""
-
-    def __init__(self, header: str) -> None:
-        self.header = header
-
-    def __enter__(self) -> None:
-        self.token = context.attach(propagate.extract({"baggage": self.header}))
-
-    def __exit__(self, *exc: object) -> None:
-        context.detach(self.token)
 
 
 CRAFTED = quote("cafe0001:-:\u00b2:block", safe="")  # a superscript two where a digit goes
