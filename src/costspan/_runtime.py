@@ -28,7 +28,7 @@ from costspan._config import Settings, outbox_path, records_path
 from costspan._pricing import Pricer
 from costspan._providers import HostMap
 from costspan._records import Recorder
-from costspan.ledgers._open import LedgerSpec
+from costspan.ledgers._open import LedgerSpec, check_ledger
 from costspan.ledgers._protocol import Ledger
 from costspan.ledgers._renewer import Renewer
 
@@ -166,7 +166,38 @@ def runtime() -> Runtime:
 
 
 def _from_env(previous: Runtime | None) -> Runtime:
-    return Runtime(_config.settings_from_env(), previous)
+    fresh = Runtime(_config.settings_from_env(), previous)
+    _check_ledger_soon(fresh.settings)
+    return fresh
+
+
+_checked: set[object] = set()
+
+
+def _check_ledger_soon(settings: Settings) -> None:
+    """Prove a newly configured shared ledger usable (TLS verified, user authenticated,
+    scripts allowed) in the background, and say in one line at start-up what is wrong, rather
+    than at the first budgeted call. Never raises: until it is usable the fail mode decides."""
+    spec = settings.ledger
+    if not isinstance(spec, LedgerSpec) or spec.engine == "memory" or spec in _checked:
+        return
+    _checked.add(spec)
+
+    def check() -> None:
+        try:
+            problem = check_ledger(spec)
+        except Exception as exc:  # a ledger that cannot even be opened
+            problem = f"{type(exc).__name__}: {exc}"
+        if problem is not None:
+            _logger.error(
+                "costspan: the budget ledger %s cannot be used now: %s (COSTSPAN_FAIL_MODE=%s "
+                "decides until it can; `costspan doctor` checks it)",
+                spec,
+                problem,
+                settings.fail_mode,
+            )
+
+    threading.Thread(target=check, name="costspan-ledger-check", daemon=True).start()
 
 
 def settings() -> Settings:
@@ -182,6 +213,7 @@ def configure(**overrides: Any) -> Settings:
         return Runtime(fresh, previous, previous.override if previous is not None else None)
 
     current = _swap(build, always=True)
+    _check_ledger_soon(current.settings)
     if current.settings.limits and not enforced():
         # configure() usually comes just before instrument(): look again a moment later.
         timer = threading.Timer(2.0, warn_if_unenforced, ("limits are configured",))
@@ -210,6 +242,7 @@ def reset() -> None:
     with _lock:
         previous, _current = _current, None
         _once.clear()
+        _checked.clear()
     if previous is not None:
         previous.recorder.flush()  # records handed to a store are written, not lost
 

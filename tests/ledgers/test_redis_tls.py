@@ -338,3 +338,23 @@ def test_repr_hides_the_password(tls_server: TlsRedisServer) -> None:
     assert "ledger:***@" in repr(opened)
     assert isinstance(opened, FailSafeLedger)
     opened.engine.close()
+
+
+def test_configure_says_at_once_when_the_ledger_cannot_be_used(
+    tls_server: TlsRedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """configure() with a wrong password: a one-line error soon after start-up (checked in the
+    background, so start-up never waits on the network), naming the reason, not the password."""
+    import time
+
+    import costspan
+
+    with caplog.at_level("ERROR", logger="costspan"):
+        costspan.configure(ledger=tls_server.tls_url("ledger", "wrong-" + PASSWORD), outbox="off")
+        deadline = time.monotonic() + 10
+        while "cannot be used now" not in caplog.text:
+            assert time.monotonic() < deadline, "no error was logged"
+            time.sleep(0.05)
+    (record,) = [r for r in caplog.records if "cannot be used now" in r.getMessage()]
+    assert "authentication failed as 'ledger'" in record.getMessage()
+    assert PASSWORD not in caplog.text
