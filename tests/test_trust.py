@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import openai
 import pytest
-from opentelemetry import baggage, context
+from opentelemetry import baggage, context, propagate
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -176,3 +176,20 @@ def test_a_refusal_says_what_is_held_by_calls_in_flight(client: openai.OpenAI) -
     assert caught.value.held_usd > 0
     assert caught.value.cap_usd == Decimal("0.0003")
     assert "could never fit" in str(never.value)  # $0.005 for a $0.0003 budget
+
+
+@pytest.mark.parametrize("padding", ["pairs", "bytes"])
+def test_padding_the_incoming_baggage_cannot_push_a_budget_out(padding: str) -> None:
+    """OpenTelemetry sends at most 180 entries and 8,192 bytes and drops what comes last: a
+    client padding its baggage must not push this service's budget and tags out of what the
+    next service receives."""
+    if padding == "pairs":
+        header = ",".join(f"pad{i}=x" for i in range(400))
+    else:
+        header = ",".join(f"pad{i}=" + "x" * 4000 for i in range(2))
+    with inbound(header), costspan.budget(usd="0.001") as b, costspan.tags({"user.id": "u-1"}):
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+    downstream = propagate.extract(carrier)
+    assert baggage.get_baggage("costspan.budgets", downstream) == b.baggage_entry()
+    assert baggage.get_baggage("user.id", downstream) == "u-1"

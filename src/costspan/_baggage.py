@@ -82,6 +82,22 @@ class ContextEntry:
         self.__exit__(exc_type, exc, tb)
 
 
+def in_front(ctx: context.Context, entries: Mapping[str, str]) -> context.Context:
+    """``ctx`` with ``entries`` set and placed first in its baggage, ``costspan.budgets``
+    foremost. OpenTelemetry's propagator sends at most 180 entries and 8,192 bytes, dropping
+    what comes last: put last, a budget could be pushed out by entries a client padded the
+    incoming baggage with, and the next service would not enforce it."""
+    current = baggage.get_all(ctx)
+    front = {k: entries[k] for k in sorted(entries, key=lambda k: k != BUDGETS_KEY)}
+    if BUDGETS_KEY not in front and BUDGETS_KEY in current:
+        front = {BUDGETS_KEY: current[BUDGETS_KEY], **front}
+    ordered = {**front, **{k: v for k, v in current.items() if k not in front}}
+    ctx = baggage.clear(ctx)
+    for key, value in ordered.items():
+        ctx = baggage.set_baggage(key, value, context=ctx)
+    return ctx
+
+
 def is_baggage_key(key: str) -> bool:
     return _KEY.match(key) is not None
 
@@ -150,9 +166,7 @@ class tags(ContextEntry):  # lower-case: a context manager used like a function
         return self.__enter__()
 
     def _derive(self, ctx: context.Context) -> context.Context:
-        for key, value in self.entries.items():
-            ctx = baggage.set_baggage(key, value, context=ctx)
-        return ctx
+        return in_front(ctx, self.entries)
 
 
 # -- inbound baggage ----------------------------------------------------------------------------

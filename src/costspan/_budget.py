@@ -29,6 +29,7 @@ from costspan._baggage import (
     ContextEntry,
     baggage_name,
     budget_entries,
+    in_front,
 )
 from costspan._money import MAX_TOKENS, cap_amount, usd
 from costspan._runtime import runtime, warn_if_unenforced
@@ -255,7 +256,7 @@ class Budget(ContextEntry):
                 MAX_BUDGETS,
             )
             entries = entries[-MAX_BUDGETS:]
-        return baggage.set_baggage(BUDGETS_KEY, ",".join(entries), context=ctx)
+        return in_front(ctx, {BUDGETS_KEY: ",".join(entries)})
 
     def baggage_entry(self) -> str:
         usd = "-" if self.usd is None else format(self.usd.normalize(), "f")

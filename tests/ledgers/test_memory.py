@@ -73,6 +73,24 @@ def test_the_number_of_scopes_is_capped() -> None:
     assert "last" in ledger._counters
 
 
+def test_a_flood_of_new_scopes_cannot_make_it_forget_a_spender() -> None:
+    """A user near their cap, then a flood of scopes a client invents (each call refused or
+    tiny): the ledger forgets the flood, not the user's spend (it used to forget the least
+    recently used, resetting the user's cap)."""
+    clock = Clock()
+    ledger = MemoryLedger(clock=clock, max_scopes=50)
+    victim = ScopeLimit("limit:user.id=victim:d1", cap_micros=1000)
+    assert ledger.reserve("v", [victim], 900, 0, 60).granted
+    ledger.commit("v", 900, 0)
+    for i in range(500):
+        clock.now += 1
+        flood = ScopeLimit(f"limit:user.id=x{i}:d1", cap_micros=1)
+        ledger.reserve(f"f{i}", [flood], 5, 0, 60)  # refused: nothing spent
+        ledger.commit(f"t{i}", 1, 0, [ScopeLimit(f"budget:{i:016x}")])  # a tiny spender
+    assert not ledger.reserve("again", [victim], 900, 0, 60).granted
+    assert ledger.snapshot(victim.key).spent_micros == 900
+
+
 def test_seed_starts_a_new_scope_from_known_spend_only_once() -> None:
     """The fail-safe fallback seeds a scope with the shared ledger's last answer; a scope that
     already exists here keeps its own counters."""

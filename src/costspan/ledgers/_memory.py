@@ -112,7 +112,7 @@ class MemoryLedger(InlineAsync):
     Args:
         settled_kept: how many settled reservations are remembered (idempotency window).
         scope_ttl_s: how long an idle scope without holds or window is kept.
-        max_scopes: the most scopes kept; the least recently used idle ones go first.
+        max_scopes: the most scopes kept; past it, idle ones go, least spent first.
         clock: seconds since the epoch (UTC); injectable for tests.
     """
 
@@ -256,18 +256,25 @@ class MemoryLedger(InlineAsync):
         if counter is None:
             counter = self._counters[key] = _Counter(touched=now)
             if len(self._counters) > self._max_scopes:
-                self._trim()
+                self._trim(keep=key)
         counter.touched = now
         return counter
 
-    def _trim(self) -> None:
-        """Drop the least recently used idle scopes until at most max_scopes remain."""
-        by_age = sorted(self._counters.items(), key=lambda kv: kv[1].touched)
-        excess = len(self._counters) - self._max_scopes
+    def _trim(self, keep: str | None = None) -> None:
+        """Drop idle scopes until at most max_scopes remain: those that spent nothing first
+        (scopes made by refused calls, or by ids a client invented), then the ones that spent
+        least, oldest first. A flood of new scopes can then only make the ledger forget the
+        scopes nearest to nothing, never a user close to their cap."""
+        by_age = sorted(
+            self._counters.items(),
+            key=lambda kv: (kv[1].spent_micros, kv[1].spent_tokens, kv[1].touched),
+        )
+        # Down to 90 % at once: a flood costs one sort per tenth of the table, not per scope.
+        excess = len(self._counters) - self._max_scopes * 9 // 10
         for key, counter in by_age:
             if excess <= 0:
                 break
-            if not counter.holds:
+            if not counter.holds and key != keep:
                 del self._counters[key]
                 excess -= 1
 
