@@ -373,3 +373,15 @@ def test_a_compatible_server_on_an_unknown_host_is_priced_by_its_model(
     assert span["gen_ai.provider.name"] == "openai"  # all the host says
     assert span["costspan.price.provider"] == "deepseek"
     assert span["gen_ai.usage.cost.amount"] > 0
+
+
+def test_token_arrays_are_billed_as_counted(client: openai.OpenAI) -> None:
+    """Embeddings and legacy prompts sent as token ids: the bound (one token per id) covers
+    what the server bills (one per id, as OpenAI does)."""
+    embedded = client.embeddings.create(model="text-embedding-3-small", input=[[1, 2, 3], [4, 5]])
+    assert embedded.usage.prompt_tokens == _input.prompt([[1, 2, 3], [4, 5]], "x").tokens == 5
+    completed = client.completions.create(
+        model="gpt-3.5-turbo-instruct", prompt=[15496, 995, 0], max_tokens=5
+    )
+    assert completed.usage is not None
+    assert completed.usage.prompt_tokens == 3

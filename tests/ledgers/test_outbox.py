@@ -195,3 +195,22 @@ def test_spend_paid_during_an_outage_survives_a_sigkill(tmp_path: Path) -> None:
         assert again.queued == 0
         ledger.close()
         again.close()
+
+
+def test_every_spelling_of_a_server_finds_the_same_outbox_entries() -> None:
+    """A process that names the same Redis another way (localhost or 127.0.0.1, the default
+    port or database written or not, another password, options, the nodes of a cluster in
+    another order) replays what the previous one left."""
+    same = [
+        "redis://127.0.0.1:6379/0",
+        "redis://localhost",
+        "redis://LOCALHOST:6379/",
+        "redis://:secret@127.0.0.1:6379/0?timeout=0.5",
+        "redis://user:other@[::1]:6379/0",
+    ]
+    assert len({parse_ledger_url("url", url).identity for url in same}) == 1
+    cluster = ["redis+cluster://b:7001,a:7000/0", "redis+cluster://a:7000,b:7001"]
+    assert len({parse_ledger_url("url", url).identity for url in cluster}) == 1
+    assert parse_ledger_url("url", "redis://127.0.0.1:6379/1").identity not in {
+        parse_ledger_url("url", same[0]).identity
+    }

@@ -67,7 +67,7 @@ class LedgerSpec:
         if self.engine == "sqlite":
             return f"sqlite://{Path(self.target).resolve()}"
         prefix = dict(self.options).get("prefix", "costspan")
-        return f"{redacted(self.target).split('?', 1)[0]}#{prefix}"
+        return f"{_same_server(self.target)}#{prefix}"
 
     def open(self, fail_mode: FailMode, outbox: Path | None = None) -> Ledger:
         """A new engine for this URL (connections are made lazily, on first use); a shared one
@@ -81,6 +81,34 @@ class LedgerSpec:
             engine = SQLiteLedger(self.target, busy_timeout_s=busy)
             return FailSafeLedger(engine, fail_mode, outbox=box)
         return FailSafeLedger(open_redis(self.target, options), fail_mode, outbox=box)
+
+
+_LOOPBACK: Final = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _same_server(target: str) -> str:
+    """A Redis URL spelled one way for every spelling of the same server: scheme and host in
+    lower case, loopback names as one, the default port and database written out, nodes of a
+    cluster in order; no user, password or options."""
+    parts = urlsplit(target)
+    scheme = parts.scheme.lower()
+    if scheme == "unix":
+        return f"unix://{parts.path}"
+    nodes: list[str] = []
+    for node in parts.netloc.rpartition("@")[2].split(","):
+        if node.startswith("["):  # [v6 address]:port
+            host, _, rest = node[1:].partition("]")
+            port = rest.lstrip(":")
+        elif node.count(":") == 1:
+            host, _, port = node.partition(":")
+        else:
+            host, port = node, ""
+        host = host.lower() or "localhost"
+        if host in _LOOPBACK:
+            host = "127.0.0.1"
+        nodes.append(f"{host}:{port or '6379'}")
+    db = parts.path.strip("/") or "0"
+    return f"{scheme}://{','.join(sorted(nodes))}/{db}"
 
 
 def parse_ledger_url(name: str, raw: str) -> LedgerSpec:

@@ -500,9 +500,29 @@ def embedding_vector(text: str, dimensions: int) -> list[float]:
     return values[:dimensions]
 
 
+def token_array_length(value: object) -> int | None:
+    """The tokens of an input given as token ids (a list of ints, or a list of such lists):
+    one per id; None for text."""
+    if not isinstance(value, list) or not value:
+        return None
+    values = cast("list[object]", value)
+    if all(isinstance(v, int) for v in values):
+        return len(values)
+    if all(isinstance(v, list) for v in values):
+        rows = cast("list[list[object]]", values)
+        if all(isinstance(v, int) for row in rows for v in row):
+            return sum(len(row) for row in rows)
+    return None
+
+
 def embeddings(
-    model: str, inputs: list[str], dimensions: int, encoding_format: str
+    model: str,
+    inputs: list[str],
+    dimensions: int,
+    encoding_format: str,
+    tokens: int | None = None,
 ) -> dict[str, Any]:
+    """``tokens``: the input's count when it came as token ids (else counted from the text)."""
     data: list[dict[str, Any]] = []
     for i, text in enumerate(inputs):
         vector = embedding_vector(text, dimensions)
@@ -510,7 +530,8 @@ def embeddings(
         if encoding_format == "base64":
             encoded = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
         data.append({"object": "embedding", "index": i, "embedding": encoded})
-    tokens = sum(count_tokens(t, model) for t in inputs)
+    if tokens is None:
+        tokens = sum(count_tokens(t, model) for t in inputs)
     return {
         "object": "list",
         "data": data,

@@ -268,6 +268,8 @@ class OpenAICompatibleServer:
     ) -> RouteResponse:
         prompt = body.get("prompt")
         text = prompt if isinstance(prompt, str) else " ".join(map(str, prompt or []))
+        ids = R.token_array_length(prompt)  # a prompt of token ids: one token per id
+        counted = ids if ids is not None else R.count_tokens(text, model)
         choices = _count(body, "n")
         best_of = _count(body, "best_of") if body.get("best_of") is not None else choices
         if best_of < choices:
@@ -276,7 +278,7 @@ class OpenAICompatibleServer:
             model,
             headers,
             prompt_text=text,
-            prompt_tokens=B.billed(B.Prompt(text=R.count_tokens(text, model)), model, headers),
+            prompt_tokens=B.billed(B.Prompt(text=counted), model, headers),
             cached_tokens=0,
             cap=_cap(body, "max_tokens") or LEGACY_DEFAULT_MAX_TOKENS,
             choices=choices,
@@ -367,7 +369,8 @@ class OpenAICompatibleServer:
             raise APIError(400, "'input' must be a non-empty string or array", param="input")
         dims = int(body.get("dimensions") or R.DEFAULT_EMBEDDING_DIMENSIONS)
         fmt = str(body.get("encoding_format") or "float")
-        return RouteResponse.json(R.embeddings(model, inputs, dims, fmt))
+        ids = R.token_array_length(raw)
+        return RouteResponse.json(R.embeddings(model, inputs, dims, fmt, ids))
 
     def _messages(
         self, body: Mapping[str, Any], headers: Mapping[str, str], *, count_only: bool
