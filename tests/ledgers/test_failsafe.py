@@ -7,6 +7,7 @@ of what was actually spent.
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import time
@@ -148,7 +149,9 @@ def test_a_refused_call_whose_reserve_reply_was_lost_frees_its_hold(
     redis_server.flushed()
     scope = ScopeLimit("user:lost-reply", cap_micros=100_000)
     direct = RedisLedger(redis_server.url)
-    direct.commit("load-scripts", 0, 0, [ScopeLimit("warm-up")])  # EVALSHA finds them loaded
+    # Load the scripts, so the proxied EVALSHA runs at once (a NOSCRIPT reply would be late too).
+    assert direct.reserve("load-scripts", [ScopeLimit("warm-up")], 0, 0, 60).granted
+    direct.release("load-scripts", [ScopeLimit("warm-up")])
     with SlowProxy(redis_server.port, 0.2) as proxy:
         ledger = FailSafeLedger(
             RedisLedger(proxy.url, timeout_s=0.05, retries=0), "closed", probe_interval_s=0.05
@@ -166,5 +169,31 @@ def test_a_refused_call_whose_reserve_reply_was_lost_frees_its_hold(
         _wait_until_back(ledger)
     assert direct.snapshot(scope.key).held_micros == 0
     assert direct.client.hget("costspan:{ledger}:r:lost", "st") == b"R"
+    ledger.close()
+    direct.close()
+
+
+def test_a_store_that_refuses_settlements_is_logged_once_per_error_not_per_call(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis answers but rejects the settlement script (here: a key of the wrong type): each
+    settlement is kept for the outbox, and the log gets one traceback per kind of error, not one
+    per call."""
+    redis_server.flushed()
+    scope = ScopeLimit("user:wrongtype", cap_micros=1_000_000)
+    ledger = FailSafeLedger(RedisLedger(redis_server.url), "closed")
+    direct = RedisLedger(redis_server.url)
+    for i in range(3):
+        assert ledger.reserve(f"w{i}", [scope], 1_000, 0, 60).granted
+        direct.client.delete(f"costspan:{{ledger}}:r:w{i}")
+        direct.client.rpush(f"costspan:{{ledger}}:r:w{i}", "not a hash")  # WRONGTYPE
+    with caplog.at_level(logging.DEBUG, logger="costspan"):
+        for i in range(3):
+            ledger.commit(f"w{i}", 900, 0, [scope])
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    assert errors[0].exc_info is not None
+    assert "rejected a settlement" in errors[0].getMessage()
+    assert ledger.queued == 3  # kept, not dropped
     ledger.close()
     direct.close()

@@ -106,6 +106,7 @@ class FailSafeLedger:
         self._seen: OrderedDict[str, ScopeState] = OrderedDict()
         self._prober: threading.Thread | None = None
         self.outages = 0
+        self._rejections: set[str] = set()  # error types already logged with a traceback
         _live.add(self)
         if outbox is not None:
             try:
@@ -276,9 +277,9 @@ class FailSafeLedger:
                 return _send(pending, self.engine)
             except LedgerUnavailable as exc:
                 self._trip(exc)
-            except Exception:
+            except Exception as exc:
                 # Not unreachable, but not written either: keep it, never drop spend.
-                _logger.exception("costspan: the ledger rejected a settlement; it is kept")
+                self._rejected(exc)
         return self._queue(pending)
 
     async def _asend(self, pending: Entry | None) -> CommitCode:
@@ -289,9 +290,21 @@ class FailSafeLedger:
                 return await _asend(pending, self.engine)
             except LedgerUnavailable as exc:
                 self._trip(exc)
-            except Exception:
-                _logger.exception("costspan: the ledger rejected a settlement; it is kept")
+            except Exception as exc:
+                self._rejected(exc)
         return self._queue(pending)
+
+    def _rejected(self, exc: Exception) -> None:
+        """Log a settlement the store refused: with a traceback the first time for each kind of
+        error, at debug level after that (a store refusing every write must not flood the log)."""
+        kind = type(exc).__name__
+        with self._lock:
+            first = kind not in self._rejections
+            self._rejections.add(kind)
+        if first:
+            _logger.error("costspan: the ledger rejected a settlement; it is kept", exc_info=exc)
+        else:
+            _logger.debug("costspan: the ledger rejected a settlement (%s); it is kept", kind)
 
     def _settle_locally(
         self,
