@@ -128,3 +128,20 @@ def test_the_sqlite_ledger_file_is_the_default_store(client: openai.OpenAI, tmp_
     assert store is not None
     assert [r.request_model for r in store.read()] == ["gpt-4o-mini"]
     assert store.path == ledger.resolve()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"plain text, not a database " * 8, b"SQLite format 3\x00" + b"\xff" * 200],
+    ids=["text", "truncated-sqlite"],
+)
+def test_a_store_that_is_not_a_records_database_is_one_clear_error(
+    tmp_path: Path, content: bytes
+) -> None:
+    """report() over a file that is not a readable SQLite store raises a ValueError naming the
+    file, not sqlite3's DatabaseError."""
+    store = tmp_path / "spend.db"
+    store.write_bytes(content)
+    costspan.configure(records=str(store))
+    with pytest.raises(ValueError, match=r"cannot read spend records from .*spend\.db"):
+        costspan.report()

@@ -291,14 +291,19 @@ class Store:
         self.flush()
         if not self.path.exists():
             return []
-        conn = _connect(self.path)
         try:
-            rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM spend WHERE time_ns >= ? ORDER BY time_ns",
-                (since_ns or 0,),
-            ).fetchall()
-        finally:
-            conn.close()
+            conn = _connect(self.path)
+            try:
+                rows = conn.execute(
+                    f"SELECT {_COLUMNS} FROM spend WHERE time_ns >= ? ORDER BY time_ns",
+                    (since_ns or 0,),
+                ).fetchall()
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            # A file that is not ours (or not SQLite at all): one line naming it, no traceback
+            # from deep inside sqlite3.
+            raise ValueError(f"cannot read spend records from {self.path}: {exc}") from None
         return [_record(row) for row in rows]
 
 
