@@ -383,4 +383,5 @@ def budget(
 
 def local_budgets(ctx: context.Context | None = None) -> tuple[Budget, ...]:
     """The budgets entered in this process, outermost first."""
-    return cast("tuple[Budget, ...]", context.get_value(_LOCAL_KEY, ctx) or ())
+    found: tuple[Budget, ...] = context.get_value(_LOCAL_KEY, ctx) or ()  # pyright: ignore
+    return found

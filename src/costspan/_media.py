@@ -68,12 +68,18 @@ _RULES: Final[tuple[tuple[re.Pattern[str], Tiles | Patches], ...]] = (
 _OPENAI_DEFAULT: Final = Tiles(85, 170)
 
 
+_rules: dict[str, Tiles | Patches | None] = {}
+
+
 def _rule(model: str) -> Tiles | Patches | None:
+    if model in _rules:  # memoised: every image of a resent history asks again
+        return _rules[model]
     name = model.lower().rpartition("/")[2]  # "openai/gpt-4o" (gateways) is gpt-4o
-    for pattern, rule in _RULES:
-        if pattern.match(name):
-            return rule
-    return None
+    found = next((rule for pattern, rule in _RULES if pattern.match(name)), None)
+    if len(_rules) >= 4096:  # a bound against model names that never repeat
+        _rules.clear()
+    _rules[model] = found
+    return found
 
 
 def _tiles(width: int, height: int) -> int:

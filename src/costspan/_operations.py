@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 from opentelemetry.util.types import AttributeValue
 
@@ -33,7 +33,25 @@ def _set(attrs: Attributes, key: str, value: AttributeValue | None) -> None:
         attrs[key] = value
 
 
+_SAMPLING_KEYS: Final = frozenset(
+    {
+        "temperature",
+        "top_p",
+        "frequency_penalty",
+        "presence_penalty",
+        "seed",
+        "stop",
+        "n",
+        "service_tier",
+        "stream",
+    }
+)
+
+
 def _common_sampling(attrs: Attributes, kwargs: Mapping[str, Any]) -> None:
+    # Most requests set none of these: look only at the keys the request has.
+    if not (kwargs.keys() & _SAMPLING_KEYS):
+        return
     _set(attrs, A.GEN_AI_REQUEST_TEMPERATURE, number(given(kwargs, "temperature")))
     _set(attrs, A.GEN_AI_REQUEST_TOP_P, number(given(kwargs, "top_p")))
     _set(attrs, A.GEN_AI_REQUEST_FREQUENCY_PENALTY, number(given(kwargs, "frequency_penalty")))
@@ -65,11 +83,19 @@ def _output_type(response_format: object) -> str | None:
     return None
 
 
+_RESPONSE_FIELDS: Final = (
+    (A.GEN_AI_RESPONSE_ID, "id"),
+    (A.GEN_AI_RESPONSE_MODEL, "model"),
+    (A.OPENAI_RESPONSE_SERVICE_TIER, "service_tier"),
+    (A.OPENAI_RESPONSE_SYSTEM_FINGERPRINT, "system_fingerprint"),
+)
+
+
 def _common_response(attrs: Attributes, response: object) -> None:
-    _set(attrs, A.GEN_AI_RESPONSE_ID, text(field(response, "id")))
-    _set(attrs, A.GEN_AI_RESPONSE_MODEL, text(field(response, "model")))
-    _set(attrs, A.OPENAI_RESPONSE_SERVICE_TIER, text(field(response, "service_tier")))
-    _set(attrs, A.OPENAI_RESPONSE_SYSTEM_FINGERPRINT, text(field(response, "system_fingerprint")))
+    for key, name in _RESPONSE_FIELDS:
+        value = field(response, name)
+        if value and type(value) is str:
+            attrs[key] = value
 
 
 @dataclass(slots=True)
@@ -116,34 +142,51 @@ class Accumulator:
 
 
 class _ChoicesAccumulator(Accumulator):
-    """Chat and legacy-completion chunks: ``choices[i].delta.content`` or ``choices[i].text``."""
+    """Chat chunks: ``choices[i].delta.content`` (legacy completions: ``choices[i].text``)."""
 
-    __slots__ = ("finish_reasons",)
+    __slots__ = ("finish_reasons", "model")
+
+    # Where a choice carries its text; chat chunks carry none of legacy completions' `text`.
+    TEXT_IN_DELTA: ClassVar[bool] = True
 
     def __init__(self, *, hide_usage_chunk: bool) -> None:
         super().__init__(hide_usage_chunk=hide_usage_chunk)
         self.finish_reasons: dict[int, str] = {}
+        self.model: object = None
 
     def feed(self, chunk: object) -> bool:
+        # Runs for every chunk of every stream: each field is read once, and only those a
+        # chunk of this API has.
         self.chunks += 1
         if self.chunks == 1:
             _common_response(self.attributes, chunk)
+            self.model = self.attributes.get(A.GEN_AI_RESPONSE_MODEL)
         else:
-            _set(self.attributes, A.GEN_AI_RESPONSE_MODEL, text(field(chunk, "model")))
+            model = field(chunk, "model")
+            if model != self.model and isinstance(model, str) and model:
+                self.model = self.attributes[A.GEN_AI_RESPONSE_MODEL] = model
         choices = field(chunk, "choices")
         for choice in choices or ():
-            index = whole(field(choice, "index")) or 0
-            delta = field(choice, "delta")
-            self._append(index, field(delta, "content") if delta is not None else None)
-            self._append(index, field(choice, "text"))
+            index = field(choice, "index")
+            if type(index) is not int:
+                index = whole(index) or 0
+            if self.TEXT_IN_DELTA:
+                delta = field(choice, "delta")
+                content = field(delta, "content") if delta is not None else None
+            else:
+                content = field(choice, "text")
+            if content:
+                self._append(index, content)
             reason = field(choice, "finish_reason")
-            if isinstance(reason, str):
+            if reason is not None and isinstance(reason, str):
                 self.finish_reasons[index] = reason
-        usage = from_openai(field(chunk, "usage"))
+        usage = field(chunk, "usage")
         if usage is not None:
-            self.usage = usage
-            # The injected usage chunk has no choices; hide it from a caller who didn't ask.
-            return self.hide_usage_chunk and not choices
+            found = from_openai(usage)
+            if found is not None:
+                self.usage = found
+                # The injected usage chunk has no choices; hide it from a caller who didn't ask.
+                return self.hide_usage_chunk and not choices
         return False
 
     def outcome(self, capture: bool) -> Outcome:
@@ -163,6 +206,13 @@ class _ChoicesAccumulator(Accumulator):
                 ]
             )
         return result
+
+
+class _CompletionsAccumulator(_ChoicesAccumulator):
+    """Legacy completion chunks: ``choices[i].text``."""
+
+    __slots__ = ()
+    TEXT_IN_DELTA: ClassVar[bool] = False
 
 
 class _ResponsesAccumulator(Accumulator):
@@ -244,7 +294,11 @@ class Operation:
     def output_cap(self, kwargs: Mapping[str, Any]) -> int | None:
         """The output cap the request sets itself, if any (reasoning included)."""
         for name in _CAP_PARAMS:
-            value = whole(given(kwargs, name))
+            value = kwargs.get(name)
+            if value is None:
+                continue
+            if type(value) is not int:
+                value = whole(value)  # the SDK's "not given" sentinels, bools: no cap
             if value is not None and value >= 0:
                 return value
         return None
@@ -255,7 +309,10 @@ class Operation:
 
     def choices(self, kwargs: Mapping[str, Any]) -> int:
         """How many answers are billed (``n``): each has its own output."""
-        n = whole(given(kwargs, "n"))
+        n = kwargs.get("n")
+        if n is None:
+            return 1
+        n = whole(n)
         return n if n is not None and n > 1 else 1
 
     def extra_output(self, kwargs: Mapping[str, Any], model: str) -> int:
@@ -282,11 +339,13 @@ class ChatOperation(Operation):
 
     def request_attributes(self, kwargs: Mapping[str, Any]) -> Attributes:
         attrs = super().request_attributes(kwargs)
-        max_tokens = whole(given(kwargs, "max_completion_tokens"))
-        if max_tokens is None:
-            max_tokens = whole(given(kwargs, "max_tokens"))
-        _set(attrs, A.GEN_AI_REQUEST_MAX_TOKENS, max_tokens)
-        _set(attrs, A.GEN_AI_OUTPUT_TYPE, _output_type(given(kwargs, "response_format")))
+        if "max_completion_tokens" in kwargs or "max_tokens" in kwargs:
+            max_tokens = whole(given(kwargs, "max_completion_tokens"))
+            if max_tokens is None:
+                max_tokens = whole(given(kwargs, "max_tokens"))
+            _set(attrs, A.GEN_AI_REQUEST_MAX_TOKENS, max_tokens)
+        if "response_format" in kwargs:
+            _set(attrs, A.GEN_AI_OUTPUT_TYPE, _output_type(given(kwargs, "response_format")))
         return attrs
 
     def input_content(self, kwargs: Mapping[str, Any]) -> Attributes:
@@ -299,6 +358,8 @@ class ChatOperation(Operation):
 
     def extra_output(self, kwargs: Mapping[str, Any], model: str) -> int:
         # Predicted outputs: the prediction's rejected tokens are billed as output.
+        if "prediction" not in kwargs:
+            return 0
         content = field(given(kwargs, "prediction"), "content")
         if isinstance(content, str):
             return _tokens.count_text(content, model)
@@ -339,6 +400,9 @@ class ChatOperation(Operation):
 class CompletionsOperation(Operation):
     name = A.OP_TEXT_COMPLETION
     stream_usage_option = True
+
+    def accumulator(self, *, hide_usage_chunk: bool) -> Accumulator:
+        return _CompletionsAccumulator(hide_usage_chunk=hide_usage_chunk)
 
     def implicit_cap(self, provider: str) -> int | None:
         # OpenAI's legacy Completions API answers with at most 16 tokens unless told otherwise.

@@ -14,10 +14,14 @@ records. On an event loop, writes to a ledger that waits on I/O run as tasks of 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
+import secrets
+import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.util.types import AttributeValue
 
@@ -29,7 +33,42 @@ from costspan.ledgers import Ledger, ScopeLimit, ScopeState
 from costspan.ledgers._protocol import InlineAsync
 from costspan.ledgers._renewer import Renewer
 
+if TYPE_CHECKING:
+    from costspan._budget import Budget
+
 _logger = logging.getLogger(__name__)
+
+
+class _Ids:
+    """Reservation ids: unique across processes (a random 64-bit prefix per process, drawn again
+    in a forked child) and within one (a counter): as unique as 96 random bits per id, without a
+    system call per reservation."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._renew()
+
+    def _renew(self) -> None:
+        self.prefix = secrets.token_hex(8)
+        self.counter = itertools.count()
+
+    def next(self) -> str:
+        n = next(self.counter)  # atomic: a C iterator under the GIL
+        if n >= 0xFFFFFFFF:
+            with self._lock:
+                if n >= 0xFFFFFFFF:
+                    self._renew()
+                n = next(self.counter)
+        return f"{self.prefix}{n:08x}"
+
+
+_ids = _Ids()
+os.register_at_fork(after_in_child=_ids._renew)  # pyright: ignore[reportPrivateUsage]
+
+
+def reservation_id() -> str:
+    """A new reservation id (24 hex digits)."""
+    return _ids.next()
 
 
 def blocks(ledger: Ledger) -> bool:
@@ -200,43 +239,52 @@ class Admission:
     def _after(self, spent: int, tokens: int) -> Settlement:
         """Remaining budget and thresholds, projected from the ledger's answer at the grant
         (no second round trip): that state, less this call's hold, plus what it spent."""
-        remaining: list[int] = []
+        least: int | None = None
         crossed: list[Crossing] = []
+        held_micros = self.held_micros
+        warned = self.warned
         for scope in self.scopes:
             before = self.states.get(scope.key)
             if before is None:
                 continue
-            warned = scope in self.warned
-            state = before._replace(
-                spent_micros=before.spent_micros + spent,
-                held_micros=max(before.held_micros - (0 if warned else self.held_micros), 0),
-                spent_tokens=before.spent_tokens + tokens,
-                held_tokens=max(before.held_tokens - (0 if warned else self.estimate.tokens), 0),
-                calls=before.calls + 1,
-            )
-            if state.cap_micros is not None:
-                remaining.append(state.cap_micros - state.spent_micros - state.held_micros)
-            if scope.budget is not None and scope.budget.warn_at:
-                crossed.extend(_crossings(scope, state))
-        held = self.held()
+            holds = not warned or scope not in warned
+            spent_micros = before.spent_micros + spent
+            cap = before.cap_micros
+            if cap is not None:
+                held_now = max(before.held_micros - (held_micros if holds else 0), 0)
+                left = cap - spent_micros - held_now
+                least = left if least is None or left < least else least
+            budget = scope.budget
+            if budget is not None and budget.warn_at:
+                spent_tokens = before.spent_tokens + tokens
+                crossed.extend(_crossings(budget, spent_micros, spent_tokens, before))
+        if least is None and not crossed:
+            return Settlement(overrun_micros=self._overrun(spent))
         return Settlement(
             # A display value: the ledger keeps the exact integer micro-dollars.
-            remaining_usd=display(max(min(remaining), 0)) if remaining else None,
+            remaining_usd=None if least is None else display(max(least, 0)),
             crossed=tuple(crossed),
-            overrun_micros=max(spent - self.held_micros, 0) if held else 0,
+            overrun_micros=self._overrun(spent),
         )
 
+    def _overrun(self, spent: int) -> int:
+        if spent <= self.held_micros:
+            return 0
+        return spent - self.held_micros if self.held() else 0
 
-def _crossings(scope: Scope, state: ScopeState) -> list[Crossing]:
-    budget = scope.budget
-    assert budget is not None
-    fractions: list[float] = []
+
+def _crossings(
+    budget: Budget, spent_micros: int, spent_tokens: int, state: ScopeState
+) -> list[Crossing]:
+    """The soft thresholds of ``budget`` that this call passed (each reported once)."""
+    used = 0.0
     if state.cap_micros:
-        fractions.append(state.spent_micros / state.cap_micros)
+        used = spent_micros / state.cap_micros
     if state.cap_tokens:
-        fractions.append(state.spent_tokens / state.cap_tokens)
-    used = max(fractions, default=0.0)
-    spent = display(usd(state.spent_micros))
+        used = max(used, spent_tokens / state.cap_tokens)
+    if used < budget.warn_at[0]:
+        return []  # the usual case: below every threshold, nothing else to work out
+    spent = display(usd(spent_micros))
     return [
         Crossing(budget.label, threshold, spent)
         for threshold in budget.warn_at

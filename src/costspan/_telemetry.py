@@ -9,10 +9,22 @@ user named in ``COSTSPAN_METRIC_TAGS``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+import weakref
+from collections.abc import Iterable, Mapping
+from typing import Final
 
 from opentelemetry import trace
-from opentelemetry.metrics import Counter, Histogram, Meter, MeterProvider, get_meter
+from opentelemetry.metrics import (
+    CallbackOptions,
+    Counter,
+    Histogram,
+    Meter,
+    MeterProvider,
+    NoOpMeter,
+    Observation,
+    get_meter,
+)
 from opentelemetry.trace import Tracer, TracerProvider
 from opentelemetry.util.types import AttributeValue
 
@@ -27,25 +39,112 @@ SCHEMA_URL = "https://opentelemetry.io/schemas/1.41.0"
 Dimensions = Mapping[str, AttributeValue]
 
 
+class Tally:
+    """A monotonic sum per attribute set, kept in this process and exported through an
+    observable counter: adding to it is a dict update under a lock, not an SDK measurement (the
+    SDK validates, copies and hashes a measurement's attributes on every ``add``). The exported
+    data is the SDK's own ``Sum`` (monotonic; cumulative or delta as the reader asks), read when
+    a reader collects. Attribute sets are bounded like the SDK's (2,000, then an overflow set)."""
+
+    __slots__ = ("_attributes", "_lock", "_sums")
+
+    def __init__(self) -> None:
+        self._sums: dict[frozenset[tuple[str, AttributeValue]], float] = {}
+        self._attributes: dict[
+            frozenset[tuple[str, AttributeValue]], dict[str, AttributeValue]
+        ] = {}
+        self._lock = threading.Lock()
+
+    def add(self, amount: float, dims: Dimensions) -> None:
+        key = frozenset(dims.items())
+        with self._lock:
+            total = self._sums.get(key)
+            if total is not None:
+                self._sums[key] = total + amount
+                return
+            if len(self._sums) >= CARDINALITY_LIMIT:
+                key = _OVERFLOW_KEY
+                dims = _OVERFLOW
+            self._sums[key] = self._sums.get(key, 0) + amount
+            self._attributes[key] = dict(dims)
+
+    def observe(self, _options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            sums = list(self._sums.items())
+        return [Observation(total, self._attributes[key]) for key, total in sums]
+
+    def value(self, dims: Dimensions) -> float:
+        """The sum for one attribute set (0 if none was added)."""
+        return self._sums.get(frozenset(dims.items()), 0)
+
+
+CARDINALITY_LIMIT: Final = 2000
+_OVERFLOW: Final[dict[str, AttributeValue]] = {"otel.metric.overflow": True}
+_OVERFLOW_KEY: Final = frozenset(_OVERFLOW.items())
+
+
+class _CostTallies:
+    """The cost, token and unpriced-call sums of one meter, and their observable counters."""
+
+    __slots__ = ("cost", "tokens", "unpriced")
+
+    def __init__(self, meter: Meter) -> None:
+        self.cost = Tally()
+        self.tokens = Tally()
+        self.unpriced = Tally()
+        if isinstance(meter, NoOpMeter):
+            return  # nothing would ever read them
+        meter.create_observable_counter(
+            A.METRIC_COST,
+            callbacks=[self.cost.observe],
+            unit="USD",
+            description="Cost of GenAI calls in US dollars",
+        )
+        meter.create_observable_counter(
+            A.METRIC_TOKENS,
+            callbacks=[self.tokens.observe],
+            unit="{token}",
+            description="Cached-input, cache-write and reasoning tokens of GenAI calls",
+        )
+        meter.create_observable_counter(
+            A.METRIC_UNPRICED_CALLS,
+            callbacks=[self.unpriced.observe],
+            unit="{call}",
+            description="GenAI calls whose model has no known price",
+        )
+
+
+# One set of sums per meter: the SDK registers an instrument name once per meter and ignores
+# the callbacks of a second registration, so every CostMeter of a meter must share them.
+_tallies_lock = threading.Lock()
+_tallies: weakref.WeakKeyDictionary[Meter, _CostTallies] = weakref.WeakKeyDictionary()
+_tallies_by_id: dict[int, tuple[Meter, _CostTallies]] = {}  # meters that take no weak reference
+
+
+def _tallies_of(meter: Meter) -> _CostTallies:
+    with _tallies_lock:
+        try:
+            found = _tallies.get(meter)
+            if found is None:
+                found = _tallies[meter] = _CostTallies(meter)
+            return found
+        except TypeError:
+            kept = _tallies_by_id.get(id(meter))
+            if kept is None:
+                kept = _tallies_by_id[id(meter)] = (meter, _CostTallies(meter))
+            return kept[1]
+
+
 class CostMeter:
     """The cost, token and unpriced-call counters of one meter."""
 
     __slots__ = ("cost", "tokens", "unpriced")
 
     def __init__(self, meter: Meter) -> None:
-        self.cost: Counter = meter.create_counter(
-            A.METRIC_COST, unit="USD", description="Cost of GenAI calls in US dollars"
-        )
-        self.tokens: Counter = meter.create_counter(
-            A.METRIC_TOKENS,
-            unit="{token}",
-            description="Cached-input, cache-write and reasoning tokens of GenAI calls",
-        )
-        self.unpriced: Counter = meter.create_counter(
-            A.METRIC_UNPRICED_CALLS,
-            unit="{call}",
-            description="GenAI calls whose model has no known price",
-        )
+        tallies = _tallies_of(meter)
+        self.cost = tallies.cost
+        self.tokens = tallies.tokens
+        self.unpriced = tallies.unpriced
 
     def record(self, usage: TokenUsage, cost: Cost | None, dims: Dimensions) -> None:
         """Count one priced (or unpriceable) call."""
@@ -55,13 +154,14 @@ class CostMeter:
             self.cost.add(display(cost.total), dims)
         # Input and output totals are in gen_ai.client.token.usage; this counter breaks out the
         # subsets that histogram cannot show.
-        for kind, count in (
-            ("cached_input", usage.cache_read_tokens),
-            ("cache_write", usage.cache_write_tokens),
-            ("reasoning", usage.reasoning_tokens),
-        ):
-            if count:
-                self.tokens.add(count, {**dims, A.COSTSPAN_TOKEN_TYPE: kind})
+        if usage.cache_read_tokens or usage.cache_write_tokens or usage.reasoning_tokens:
+            for kind, count in (
+                ("cached_input", usage.cache_read_tokens),
+                ("cache_write", usage.cache_write_tokens),
+                ("reasoning", usage.reasoning_tokens),
+            ):
+                if count:
+                    self.tokens.add(count, {**dims, A.COSTSPAN_TOKEN_TYPE: kind})
 
 
 class BudgetMeter:
