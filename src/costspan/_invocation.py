@@ -213,7 +213,8 @@ class Invocation:
             ttfc = self.first_chunk_at - self.started_at
             # Written with the outcome's attributes (one pass through the SDK, not two).
             self.pending[A.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = ttfc
-            self.telemetry.time_to_first_chunk.record(ttfc, self.metric_attributes)
+            telemetry = self.telemetry
+            telemetry.record(telemetry.time_to_first_chunk, ttfc, self.metric_attributes)
 
     # -- endings -----------------------------------------------------------------------------
     def _claim_end(self) -> bool:

@@ -9,12 +9,15 @@ user named in ``COSTSPAN_METRIC_TAGS``.
 
 from __future__ import annotations
 
+import logging
 import threading
 import weakref
+from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Final
 
 from opentelemetry import trace
+from opentelemetry.context import Context, get_current
 from opentelemetry.metrics import (
     CallbackOptions,
     Counter,
@@ -33,6 +36,8 @@ from costspan._money import display
 from costspan._pricing import Cost
 from costspan._usage import TokenUsage
 from costspan._version import __version__
+
+_logger = logging.getLogger(__name__)
 
 SCHEMA_URL = "https://opentelemetry.io/schemas/1.41.0"
 
@@ -83,20 +88,73 @@ _OVERFLOW: Final[dict[str, AttributeValue]] = {"otel.metric.overflow": True}
 _OVERFLOW_KEY: Final = frozenset(_OVERFLOW.items())
 
 
-class _CostTallies:
-    """The cost, token and unpriced-call sums of one meter, and their observable counters."""
+class Deferred:
+    """Histogram measurements waiting to be recorded, in batches.
 
-    __slots__ = ("cost", "tokens", "unpriced")
+    A call's semantic-convention histograms (duration, input and output tokens, time to first
+    chunk) stay real SDK histograms, recorded with the call's attributes and context (so
+    exemplars link to the same spans). They are recorded in batches rather than one by one on the
+    caller's path: every :data:`BATCH` calls by the call that fills the batch, and before every
+    collection (a reader sees every call that finished before it collected). Recorded in a row,
+    the SDK's code and data stay in the CPU's caches, where the same records made one per call,
+    between an HTTP client's work, run cold: the batch costs about half the CPU time."""
+
+    __slots__ = ("_drain_lock", "_queue")
+
+    def __init__(self) -> None:
+        self._queue: deque[tuple[Histogram, float, Dimensions, Context]] = deque()
+        self._drain_lock = threading.Lock()
+
+    def add(self, instrument: Histogram, amount: float, dims: Dimensions, ctx: Context) -> None:
+        queue = self._queue
+        queue.append((instrument, amount, dims, ctx))
+        if len(queue) >= BATCH * 3:
+            self.drain()
+
+    def drain(self, *, wait: bool = False) -> None:
+        """Record everything waiting (never raises). One drainer at a time: a call that finds
+        another draining goes on (that one takes its measurements too); a collection waits."""
+        if not self._drain_lock.acquire(blocking=wait):
+            return
+        try:
+            pop = self._queue.popleft
+            while True:
+                try:
+                    instrument, amount, dims, ctx = pop()
+                except IndexError:
+                    return
+                try:
+                    instrument.record(amount, dims, ctx)
+                except Exception:
+                    _logger.exception("costspan could not record a metric")
+        finally:
+            self._drain_lock.release()
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+
+BATCH: Final = 32
+"""Calls whose histogram measurements wait to be recorded together (at most)."""
+
+
+class _CostTallies:
+    """The cost, token and unpriced-call sums of one meter, their observable counters, and the
+    meter's deferred histogram measurements (recorded before each collection)."""
+
+    __slots__ = ("cost", "deferred", "tokens", "unpriced")
 
     def __init__(self, meter: Meter) -> None:
         self.cost = Tally()
         self.tokens = Tally()
         self.unpriced = Tally()
+        self.deferred: Deferred | None = None
         if isinstance(meter, NoOpMeter):
             return  # nothing would ever read them
+        self.deferred = Deferred()
         meter.create_observable_counter(
             A.METRIC_COST,
-            callbacks=[self.cost.observe],
+            callbacks=[self._observe_cost],
             unit="USD",
             description="Cost of GenAI calls in US dollars",
         )
@@ -112,6 +170,13 @@ class _CostTallies:
             unit="{call}",
             description="GenAI calls whose model has no known price",
         )
+
+    def _observe_cost(self, options: CallbackOptions) -> Iterable[Observation]:
+        # A reader is collecting: the deferred histogram measurements go in first (every
+        # observable callback runs before the SDK reads its aggregations).
+        if self.deferred is not None:
+            self.deferred.drain(wait=True)
+        return self.cost.observe(options)
 
 
 # One set of sums per meter: the SDK registers an instrument name once per meter and ignores
@@ -201,6 +266,7 @@ class Telemetry:
     __slots__ = (
         "budgets",
         "costs",
+        "deferred",
         "duration",
         "meter",
         "time_to_first_chunk",
@@ -239,6 +305,20 @@ class Telemetry:
         )
         self.costs = CostMeter(self.meter)
         self.budgets = BudgetMeter(self.meter)
+        self.deferred = _tallies_of(self.meter).deferred
+
+    def record(self, instrument: Histogram, amount: float, dims: Dimensions) -> None:
+        """Record a histogram measurement, in the next batch (see :class:`Deferred`)."""
+        deferred = self.deferred
+        if deferred is None:
+            instrument.record(amount, dims)
+        else:
+            deferred.add(instrument, amount, dims, get_current())
+
+    def flush(self) -> None:
+        """Record the measurements waiting in the batch now."""
+        if self.deferred is not None:
+            self.deferred.drain()
 
     def record_call(
         self,
@@ -248,9 +328,24 @@ class Telemetry:
     ) -> None:
         """The semantic-convention metrics of one call (``dims`` include ``error.type`` for a
         failed one)."""
-        self.duration.record(duration_s, dims)
+        deferred = self.deferred
+        if deferred is None:
+            self._record_now(dims, duration_s, usage)
+            return
+        ctx = get_current()
+        add = deferred.add
+        add(self.duration, duration_s, dims, ctx)
         # The conventions allow recording counted (not reported) usage when offline counting
         # is on, as it is here; the span says which it was.
+        if usage is None:
+            return
+        if usage.input_tokens is not None:
+            add(self.token_usage, usage.input_tokens, {**dims, A.GEN_AI_TOKEN_TYPE: "input"}, ctx)
+        if usage.output_tokens is not None:
+            add(self.token_usage, usage.output_tokens, {**dims, A.GEN_AI_TOKEN_TYPE: "output"}, ctx)
+
+    def _record_now(self, dims: Dimensions, duration_s: float, usage: TokenUsage | None) -> None:
+        self.duration.record(duration_s, dims)
         if usage is None:
             return
         if usage.input_tokens is not None:
