@@ -371,7 +371,7 @@ class Invocation:
         estimate = admission.estimate
         if usage.estimated or usage.input_tokens is None or not estimate.counted_input_tokens:
             return
-        runtime().calibration.observe(
+        self.runtime.calibration.observe(
             self.provider, estimate.model, estimate.counted_input_tokens, usage.input_tokens
         )
 

@@ -214,21 +214,22 @@ class Admission:
         if self.settled:
             return Settlement()
         self.settled = True
-        self._stop_renewing()
+        if self.renewer is not None:
+            self.renewer.forget(self.rid)
         ledger = self.ledger
-        blocking = blocks(ledger)
         writes: list[tuple[str, list[ScopeLimit]]] = []
         held = self.held()
         if held:
             writes.append((self.rid, held))
         if self.warned:
             writes.append((self.rid + ":over", [w.limit for w in self.warned]))
-        for rid, scopes in writes:
-            if blocking:
+        if blocks(ledger):
+            for rid, scopes in writes:
                 self._track(
                     _write(ledger.commit, ledger.acommit, rid, spent_micros, tokens, scopes)
                 )
-            else:
+        else:
+            for rid, scopes in writes:
                 ledger.commit(rid, spent_micros, tokens, scopes)
         return self._after(spent_micros, tokens)
 
@@ -256,8 +257,13 @@ class Admission:
                 least = left if least is None or left < least else least
             budget = scope.budget
             if budget is not None and budget.warn_at:
-                spent_tokens = before.spent_tokens + tokens
-                crossed.extend(_crossings(budget, spent_micros, spent_tokens, before))
+                # The share of the cap used (the larger of USD and tokens); a threshold is
+                # passed at most once, so nothing more is worked out below the lowest.
+                used = spent_micros / cap if cap else 0.0
+                if before.cap_tokens:
+                    used = max(used, (before.spent_tokens + tokens) / before.cap_tokens)
+                if used >= budget.warn_at[0]:
+                    crossed.extend(_crossings(budget, used, spent_micros))
         if least is None and not crossed:
             return Settlement(overrun_micros=self._overrun(spent))
         return Settlement(
@@ -273,17 +279,9 @@ class Admission:
         return spent - self.held_micros if self.held() else 0
 
 
-def _crossings(
-    budget: Budget, spent_micros: int, spent_tokens: int, state: ScopeState
-) -> list[Crossing]:
-    """The soft thresholds of ``budget`` that this call passed (each reported once)."""
-    used = 0.0
-    if state.cap_micros:
-        used = spent_micros / state.cap_micros
-    if state.cap_tokens:
-        used = max(used, spent_tokens / state.cap_tokens)
-    if used < budget.warn_at[0]:
-        return []  # the usual case: below every threshold, nothing else to work out
+def _crossings(budget: Budget, used: float, spent_micros: int) -> list[Crossing]:
+    """The soft thresholds of ``budget`` that this call passed, having used ``used`` of its cap
+    (each reported once)."""
     spent = display(usd(spent_micros))
     return [
         Crossing(budget.label, threshold, spent)

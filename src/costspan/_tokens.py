@@ -260,9 +260,18 @@ def counts(name: str) -> Counts:
     return found
 
 
+_model_counts: dict[str, Counts] = {}
+
+
 def counter(model: str) -> Counts:
     """The memoised counter of a model's vocabulary."""
-    return counts(encoding_name(model))
+    found = _model_counts.get(model)
+    if found is None:
+        found = counts(encoding_name(model))
+        if len(_model_counts) >= 4096:  # a bound against model names that never repeat
+            _model_counts.clear()
+        _model_counts[model] = found
+    return found
 
 
 def count_text(text: str, model: str) -> int:

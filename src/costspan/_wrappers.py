@@ -155,13 +155,15 @@ class Call:
         model = str(model)
         invocation = self.invocation
         self.kwargs = dict(self.kwargs)  # actions rewrite the request; never the caller's dict
+        # The call's trace names its per-request windows: only configured limits have those.
+        limited = invocation.runtime.settings.limits.rules
         return Request(
             self.operation,
             self.kwargs,
             model,
             invocation.provider,
             invocation.start_ns,
-            invocation.span.get_span_context().trace_id,
+            invocation.span.get_span_context().trace_id if limited else 0,
         )
 
     def admit(self) -> None:

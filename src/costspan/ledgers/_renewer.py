@@ -15,7 +15,7 @@ import os
 import threading
 import weakref
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from costspan.ledgers._protocol import Ledger, ScopeLimit
 
@@ -28,6 +28,12 @@ class _Live(NamedTuple):
     lease_s: float
 
 
+IDLE_S: Final = 60.0
+"""How long the thread waits with nothing to renew before it stops. Calls come and go: a thread
+that stopped whenever the table emptied would be started again for the next call, and starting
+a thread costs a call more than all the rest of its budget check."""
+
+
 class Renewer:
     """The process's live holds and the one thread that renews them."""
 
@@ -36,6 +42,7 @@ class Renewer:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._idle = False
         _renewers.add(self)
 
     def watch(self, rid: str, ledger: Ledger, scopes: Sequence[ScopeLimit], lease_s: float) -> None:
@@ -50,6 +57,9 @@ class Renewer:
                     target=self._run, name="costspan-lease-renewer", daemon=True
                 )
                 self._thread.start()
+            elif self._idle:  # waiting with nothing to renew: it must time this hold now
+                self._idle = False
+                self._wake.set()
 
     def forget(self, rid: str) -> None:
         # One dict operation (atomic): the thread reads the table under the lock.
@@ -57,7 +67,9 @@ class Renewer:
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()
+        self._wake = threading.Event()
         self._thread = None  # not copied into the child: the next watch() starts one
+        self._idle = False
 
     def __len__(self) -> int:
         return len(self._live)
@@ -66,10 +78,17 @@ class Renewer:
         try:
             while True:
                 with self._lock:
+                    self._wake.clear()
                     live = dict(self._live)
                     if not live:
-                        self._thread = None
-                        return
+                        if self._idle:  # a whole IDLE_S with nothing to renew: stop
+                            self._idle = False
+                            self._thread = None
+                            return
+                        self._idle = True
+                if not live:
+                    self._wake.wait(IDLE_S)
+                    continue
                 interval = max(min(entry.lease_s for entry in live.values()) / 3, 0.05)
                 self._wake.wait(interval)
                 self.renew_now()
@@ -77,6 +96,7 @@ class Renewer:
             with self._lock:
                 if self._thread is threading.current_thread():
                     self._thread = None  # it stopped unexpectedly: the next watch() restarts it
+                    self._idle = False
 
     def renew_now(self) -> None:
         """Extend every live hold once (the thread does this every third of a lease)."""
