@@ -36,7 +36,6 @@ from costspan._runtime import Runtime, once, runtime
 from costspan._scopes import Scope, active_scopes
 from costspan._usage import TokenUsage
 from costspan.ledgers import (
-    FailSafeLedger,
     Ledger,
     LedgerUnavailable,
     Reservation,
@@ -479,6 +478,8 @@ def _log(exc: Exception, mode: str) -> None:
 def _mode(ledger: Ledger, current: Runtime) -> str:
     """The fail mode in force: a shared ledger's own (it was opened with it), else the
     setting's."""
+    from costspan.ledgers import FailSafeLedger  # a failure path: the engine is loaded by now
+
     if isinstance(ledger, FailSafeLedger):
         return ledger.fail_mode
     return current.settings.fail_mode
@@ -532,6 +533,8 @@ def _admit_locally(admitter: Admitter, rejected: list[str]) -> Admitted:
     admission = Admission(scopes, reservation_id(), ledger, estimate, degraded="local")
     admission.warned.extend(scope for scope in scopes if scope.action == "warn")
     held = admission.held()
+    from costspan.ledgers import FailSafeLedger
+
     if isinstance(ledger, FailSafeLedger):
         result = ledger.reserve_locally(
             admission.rid, held, amount, estimate.tokens, admitter.lease_s

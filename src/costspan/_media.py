@@ -24,12 +24,9 @@ common bitrate (so ``bytes / 100`` tokens).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 import math
 import re
-import wave
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
@@ -121,6 +118,9 @@ _DATA_URL: Final = re.compile(r"^data:[^,;]*(?:;[^,]*)?,", re.ASCII)
 
 
 def _decode(text: str) -> bytes:
+    import base64  # (images and audio in a request are rare: imported when one comes)
+    import binascii
+
     try:
         return base64.b64decode(text + "=" * (-len(text) % 4), validate=False)
     except (binascii.Error, ValueError):
@@ -150,6 +150,8 @@ def data_url_size(url: str) -> tuple[int, int] | None:
 
 def audio_tokens(data: str, fmt: str | None) -> int:
     """Tokens of base64 audio: a WAV's length from its header, else bounded by its size."""
+    import wave
+
     raw = _decode(data)
     if fmt in (None, "wav"):
         try:

@@ -13,11 +13,9 @@ records. On an event loop, writes to a ledger that waits on I/O run as tasks of 
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import os
-import secrets
 import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -34,6 +32,8 @@ from costspan.ledgers._protocol import InlineAsync
 from costspan.ledgers._renewer import Renewer
 
 if TYPE_CHECKING:
+    import asyncio  # imported by the engines whose writes run as tasks
+
     from costspan._budget import Budget
 
 _logger = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class _Ids:
         self._renew()
 
     def _renew(self) -> None:
-        self.prefix = secrets.token_hex(8)
+        self.prefix = os.urandom(8).hex()
         self.counter = itertools.count()
 
     def next(self) -> str:
@@ -86,6 +86,8 @@ def _write(
     task (returned, so the caller's coroutine can await it). A task the loop cancels (it is
     shutting down) is finished synchronously: the write is idempotent, so one that had already
     reached the ledger is not counted twice."""
+    import asyncio  # (already loaded: only engines that wait on I/O write through here)
+
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
@@ -115,8 +117,14 @@ async def await_writes(admission: Admission | None) -> None:
     own spend after the call returns). Shielded: cancelling the caller never cancels a write."""
     if admission is None or not admission.writes:
         return
+    import asyncio
+
     writes, admission.writes = admission.writes, []
     await asyncio.shield(asyncio.gather(*writes, return_exceptions=True))
+
+
+def _no_tasks() -> list[asyncio.Task[object]]:
+    return []
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +174,7 @@ class Admission:
     settled: bool = False
     renewer: Renewer | None = None
     """Renews the hold while the call runs (set once it holds)."""
-    writes: list[asyncio.Task[object]] = field(default_factory=list[asyncio.Task[object]])
+    writes: list[asyncio.Task[object]] = field(default_factory=_no_tasks)
     """Ledger writes running as tasks of the caller's event loop."""
 
     def attributes(self) -> dict[str, AttributeValue]:

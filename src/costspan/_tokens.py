@@ -14,15 +14,11 @@ formula exists; the same constants give a lower bound that settlement corrects a
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import logging
 import os
 import re
-import tempfile
 import threading
 from collections.abc import Callable
-from importlib.resources import files
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -76,12 +72,19 @@ def _cache_dir() -> Path:
         path.mkdir(parents=True, exist_ok=True)
         return path
     except OSError:
+        import tempfile
+
         fallback = Path(tempfile.gettempdir()) / f"costspan-tiktoken-{os.getuid()}"
         fallback.mkdir(parents=True, exist_ok=True)
         return fallback
 
 
 def _seed(cache_dir: Path, name: str) -> None:
+    # (Imported here: only the first load of a vocabulary in a fresh cache needs them.)
+    import gzip
+    import hashlib
+    from importlib.resources import files
+
     url, sha256 = _VOCABULARIES[name]
     target = cache_dir / hashlib.sha1(url.encode()).hexdigest()
     if target.exists():
