@@ -57,6 +57,10 @@ PROVIDER_IDS: Final[Mapping[str, str]] = {
 
 PriceSource = Literal["genai-prices", "override", "provider"]
 
+WARM_MODELS: Final = ("gpt-4o-mini",)
+"""Priced at start-up, in the background: loading genai-prices' tables is what the first priced
+call would otherwise wait for (the rates of each model are probed on its first call)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Rates:
@@ -296,6 +300,16 @@ class Pricer:
             when_ns=when_ns,
         )
         return None if cost is None else cost.total
+
+    def warm(self, models: tuple[str, ...] = WARM_MODELS, provider: str = "openai") -> None:
+        """Load genai-prices' tables and the rates of ``models`` now (costspan does it in the
+        background at start-up, so the first call does not). Never raises."""
+        now = time.time_ns()
+        for model in models:
+            try:
+                self.price(TokenUsage(1, 1), models=(model,), provider=provider, when_ns=now)
+            except Exception:
+                _logger.debug("could not warm the price of %s", model, exc_info=True)
 
     def context_window(self, model: str, provider: str) -> int | None:
         """The model's context window (input and output together), as genai-prices records it;
