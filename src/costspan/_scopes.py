@@ -22,7 +22,7 @@ from typing import Any
 from opentelemetry import baggage
 
 from costspan._baggage import BUDGETS_KEY, InboundBudget, inbound_budgets
-from costspan._budget import Budget, local_budgets
+from costspan._budget import Budget, local_budgets, local_entries
 from costspan._limits import Applied
 from costspan._money import micros
 from costspan._runtime import settings
@@ -121,7 +121,8 @@ def active_scopes(trace_id: int = 0) -> tuple[list[Scope], list[str]]:
         return list(last[3]), list(last[4])
     scopes = [Scope.of_budget(b) for b in local]
     rejected: list[str] = []
-    if inbound_value is not None:
+    # A value written by this process's budgets alone holds no inbound budget: not parsed.
+    if inbound_value is not None and inbound_value is not local_entries():
         inbound = inbound_budgets(reject=rejected.append, local_ids={b.id for b in local})
         scopes.extend(Scope.of_inbound(b) for b in inbound)
     if limited:
