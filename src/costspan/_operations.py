@@ -49,26 +49,37 @@ _SAMPLING_KEYS: Final = frozenset(
 
 
 def _common_sampling(attrs: Attributes, kwargs: Mapping[str, Any]) -> None:
-    # Most requests set none of these: look only at the keys the request has.
-    if not (kwargs.keys() & _SAMPLING_KEYS):
+    # Most requests set none or one of these: look only at the keys the request has.
+    present = kwargs.keys() & _SAMPLING_KEYS
+    if not present:
         return
-    _set(attrs, A.GEN_AI_REQUEST_TEMPERATURE, number(given(kwargs, "temperature")))
-    _set(attrs, A.GEN_AI_REQUEST_TOP_P, number(given(kwargs, "top_p")))
-    _set(attrs, A.GEN_AI_REQUEST_FREQUENCY_PENALTY, number(given(kwargs, "frequency_penalty")))
-    _set(attrs, A.GEN_AI_REQUEST_PRESENCE_PENALTY, number(given(kwargs, "presence_penalty")))
-    _set(attrs, A.GEN_AI_REQUEST_SEED, whole(given(kwargs, "seed")))
-    stop = given(kwargs, "stop")
-    if isinstance(stop, str):
-        attrs[A.GEN_AI_REQUEST_STOP_SEQUENCES] = [stop]
-    elif isinstance(stop, Sequence) and all(isinstance(s, str) for s in stop):  # pyright: ignore[reportUnknownVariableType]
-        attrs[A.GEN_AI_REQUEST_STOP_SEQUENCES] = [str(s) for s in stop]  # pyright: ignore[reportUnknownVariableType,reportUnknownArgumentType]
-    n = whole(given(kwargs, "n"))
-    if n is not None and n != 1:
-        attrs[A.GEN_AI_REQUEST_CHOICE_COUNT] = n
-    tier = given(kwargs, "service_tier")
-    if isinstance(tier, str) and tier != "auto":
-        attrs[A.OPENAI_REQUEST_SERVICE_TIER] = tier
-    if given(kwargs, "stream") is True:
+    if "temperature" in present:
+        _set(attrs, A.GEN_AI_REQUEST_TEMPERATURE, number(given(kwargs, "temperature")))
+    if "top_p" in present:
+        _set(attrs, A.GEN_AI_REQUEST_TOP_P, number(given(kwargs, "top_p")))
+    if "frequency_penalty" in present:
+        value = number(given(kwargs, "frequency_penalty"))
+        _set(attrs, A.GEN_AI_REQUEST_FREQUENCY_PENALTY, value)
+    if "presence_penalty" in present:
+        value = number(given(kwargs, "presence_penalty"))
+        _set(attrs, A.GEN_AI_REQUEST_PRESENCE_PENALTY, value)
+    if "seed" in present:
+        _set(attrs, A.GEN_AI_REQUEST_SEED, whole(given(kwargs, "seed")))
+    if "stop" in present:
+        stop = given(kwargs, "stop")
+        if isinstance(stop, str):
+            attrs[A.GEN_AI_REQUEST_STOP_SEQUENCES] = [stop]
+        elif isinstance(stop, Sequence) and all(isinstance(s, str) for s in stop):  # pyright: ignore[reportUnknownVariableType]
+            attrs[A.GEN_AI_REQUEST_STOP_SEQUENCES] = [str(s) for s in stop]  # pyright: ignore[reportUnknownVariableType,reportUnknownArgumentType]
+    if "n" in present:
+        n = whole(given(kwargs, "n"))
+        if n is not None and n != 1:
+            attrs[A.GEN_AI_REQUEST_CHOICE_COUNT] = n
+    if "service_tier" in present:
+        tier = given(kwargs, "service_tier")
+        if isinstance(tier, str) and tier != "auto":
+            attrs[A.OPENAI_REQUEST_SERVICE_TIER] = tier
+    if "stream" in present and given(kwargs, "stream") is True:
         attrs[A.GEN_AI_REQUEST_STREAM] = True
 
 
@@ -156,31 +167,42 @@ class _ChoicesAccumulator(Accumulator):
 
     def feed(self, chunk: object) -> bool:
         # Runs for every chunk of every stream: each field is read once, and only those a
-        # chunk of this API has.
+        # chunk of this API has; a typed chunk is read from its fields directly.
         self.chunks += 1
         if self.chunks == 1:
             _common_response(self.attributes, chunk)
             self.model = self.attributes.get(A.GEN_AI_RESPONSE_MODEL)
-        else:
-            model = field(chunk, "model")
-            if model != self.model and isinstance(model, str) and model:
-                self.model = self.attributes[A.GEN_AI_RESPONSE_MODEL] = model
-        choices = field(chunk, "choices")
+        found_fields: object = getattr(chunk, "__dict__", None)
+        if type(found_fields) is not dict or not self.TEXT_IN_DELTA:
+            return self._feed(chunk)
+        fields: dict[str, Any] = found_fields  # pyright: ignore[reportUnknownVariableType]
+        if "choices" not in fields:
+            return self._feed(chunk)
+        model = fields.get("model")
+        if model != self.model and type(model) is str and model:
+            self.model = self.attributes[A.GEN_AI_RESPONSE_MODEL] = model
+        choices = fields["choices"]
         for choice in choices or ():
-            index = field(choice, "index")
+            found_read: object = getattr(choice, "__dict__", None)
+            if type(found_read) is not dict:
+                self._choice(choice)
+                continue
+            read: dict[str, Any] = found_read  # pyright: ignore[reportUnknownVariableType]
+            index = read.get("index")
             if type(index) is not int:
                 index = whole(index) or 0
-            if self.TEXT_IN_DELTA:
-                delta = field(choice, "delta")
-                content = field(delta, "content") if delta is not None else None
-            else:
-                content = field(choice, "text")
-            if content:
-                self._append(index, content)
-            reason = field(choice, "finish_reason")
+            delta = read.get("delta")
+            content = field(delta, "content") if delta is not None else None
+            if content and type(content) is str:
+                parts = self.texts.get(index)
+                if parts is None:
+                    self.texts[index] = [content]
+                else:
+                    parts.append(content)
+            reason = read.get("finish_reason")
             if reason is not None and isinstance(reason, str):
                 self.finish_reasons[index] = reason
-        usage = field(chunk, "usage")
+        usage = fields.get("usage")
         if usage is not None:
             found = from_openai(usage)
             if found is not None:
@@ -188,6 +210,38 @@ class _ChoicesAccumulator(Accumulator):
                 # The injected usage chunk has no choices; hide it from a caller who didn't ask.
                 return self.hide_usage_chunk and not choices
         return False
+
+    def _feed(self, chunk: object) -> bool:
+        """Any chunk (a dict, an object of another client): read through :func:`field`."""
+        if self.chunks > 1:
+            model = field(chunk, "model")
+            if model != self.model and isinstance(model, str) and model:
+                self.model = self.attributes[A.GEN_AI_RESPONSE_MODEL] = model
+        choices = field(chunk, "choices")
+        for choice in choices or ():
+            self._choice(choice)
+        usage = field(chunk, "usage")
+        if usage is not None:
+            found = from_openai(usage)
+            if found is not None:
+                self.usage = found
+                return self.hide_usage_chunk and not choices
+        return False
+
+    def _choice(self, choice: object) -> None:
+        index = field(choice, "index")
+        if type(index) is not int:
+            index = whole(index) or 0
+        if self.TEXT_IN_DELTA:
+            delta = field(choice, "delta")
+            content = field(delta, "content") if delta is not None else None
+        else:
+            content = field(choice, "text")
+        if content:
+            self._append(index, content)
+        reason = field(choice, "finish_reason")
+        if reason is not None and isinstance(reason, str):
+            self.finish_reasons[index] = reason
 
     def outcome(self, capture: bool) -> Outcome:
         result = super().outcome(capture)
