@@ -155,7 +155,7 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
-def _plain(client: openai.OpenAI) -> None:
+def plain(client: openai.OpenAI) -> None:
     client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
 
 
@@ -166,11 +166,12 @@ def _stream(client: openai.OpenAI) -> None:
         _ = chunk.choices[0].delta.content
 
 
-MODES: dict[str, Callable[[openai.OpenAI], None]] = {"plain": _plain, "stream": _stream}
+MODES: dict[str, Callable[[openai.OpenAI], None]] = {"plain": plain, "stream": _stream}
 
 
 def measure(rounds: int, calls: int, seed: int = 1) -> dict[str, dict[str, float]]:
-    """Median µs per call for every (variant, mode), all measured interleaved."""
+    """Median µs per call for every (variant, mode), all measured interleaved; and the mean, as
+    ``"<mode> mean"`` (work done in batches, every few calls, shows in the mean only)."""
     client = make_client()
     providers = Providers()
     samples: dict[tuple[str, str], list[float]] = {(v, m): [] for v in VARIANTS for m in MODES}
@@ -194,9 +195,17 @@ def measure(rounds: int, calls: int, seed: int = 1) -> dict[str, dict[str, float
                         call(client)
                         bucket.append((time.perf_counter_ns() - start) / 1000)
     return {
-        name: {mode: statistics.median(samples[(name, mode)]) for mode in MODES}
+        name: {
+            **{mode: statistics.median(samples[(name, mode)]) for mode in MODES},
+            **{f"{mode} mean": statistics.fmean(samples[(name, mode)]) for mode in MODES},
+        }
         for name in VARIANTS
     }
+
+
+TARGET = 0.6
+"""What costspan with an active budget may add, as a share of what the official
+instrumentation adds (issue 16)."""
 
 
 def table(medians: dict[str, dict[str, float]]) -> str:
@@ -218,12 +227,24 @@ def table(medians: dict[str, dict[str, float]]) -> str:
     off = medians["official genai-openai"]
     lines.append("")
     for variant in ("costspan", "costspan + budget"):
+        target = TARGET if variant == "costspan + budget" else 1.0
         for mode in MODES:
             ours, theirs = medians[variant][mode] - base[mode], off[mode] - base[mode]
-            verdict = "meets" if ours <= theirs else "MISSES"
             ratio = ours / theirs if theirs > 0 else float("nan")
+            verdict = "meets" if ratio <= target else "MISSES"
             lines.append(
                 f"{mode}: {variant} adds {ours:.1f} µs, the official instrumentation "
-                f"{theirs:.1f} µs (ratio {ratio:.2f}): {verdict} the target"
+                f"{theirs:.1f} µs (ratio {ratio:.2f}): {verdict} the {target:g}x target"
             )
+    means = [
+        f"{mode} {(medians[v][f'{mode} mean'] - base[f'{mode} mean']) / theirs:.2f}x"
+        for v in ("costspan", "costspan + budget")
+        for mode in MODES
+        if (theirs := off[f"{mode} mean"] - base[f"{mode} mean"]) > 0
+    ]
+    if means:
+        lines.append(
+            "the same ratios from mean times (costspan, then costspan + budget; plain, stream): "
+            + ", ".join(means)
+        )
     return "\n".join(lines)

@@ -12,11 +12,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import history
 import ledger
 import overhead
 import pricing
 import redis_fleet
 import shared_ledgers
+import startup
 
 
 def main() -> int:
@@ -26,6 +28,16 @@ def main() -> int:
     rounds, calls = (1, 5) if args.quick else (40, 60)
     print(f"instrumentation overhead per chat.completions.create ({rounds} rounds x {calls} calls)")
     print(overhead.table(overhead.measure(rounds, calls)))
+    print()
+    history_rounds, history_calls = (1, 3) if args.quick else (12, 20)
+    print(f"budget cost vs history ({history_rounds} rounds x {history_calls} calls per cell)")
+    print(history.table(history.measure(history_rounds, history_calls)))
+    print()
+    print("start-up and memory (fresh interpreters)")
+    if args.quick:
+        print(startup.table(startup.measure(imports=2, firsts=1, calls=500, budgets=200)))
+    else:
+        print(startup.table(startup.measure()))
     print()
     price_rounds, price_calls = (1, 20) if args.quick else (20, 500)
     print(f"pricing ({price_rounds} rounds x {price_calls} usages x {len(pricing.MODELS)} models)")

@@ -49,6 +49,7 @@ _SLOW_MODULES = frozenset(
         "test_concurrency",
         "test_crash",
         "test_enforcement",
+        "test_import",
     }
 )
 

@@ -26,6 +26,13 @@ def test_quick_benchmark_prints_its_table() -> None:
     assert "costspan cached" in result.stdout
     assert "the 5 µs target" in result.stdout
     assert "costspan + budget adds" in result.stdout
+    assert "the 0.6x target" in result.stdout
+    assert "budget cost per call at 200k tokens of history" in result.stdout
+    for row in ("0.5k", "50k", "200k"):
+        assert row in result.stdout
+    assert "import costspan:" in result.stdout
+    assert "first budgeted call after start-up" in result.stdout
+    assert "per-request budgets (one call each)" in result.stdout
     assert "the 20 µs target" in result.stdout
     for row in ("memory, 1 thread(s)", "sqlite, 8 thread(s)", "redis, 1 thread(s)"):
         assert row in result.stdout

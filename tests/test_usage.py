@@ -50,3 +50,53 @@ def test_nonsense_values_are_ignored() -> None:
 def test_absent_usage_is_none() -> None:
     """No usage object means no usage, not zero."""
     assert from_openai(None) is None
+
+
+def test_field_reads_pydantic_fields_extras_and_properties_and_none_for_the_rest() -> None:
+    """field() reads a typed openai object without raising for what it lacks: declared fields,
+    fields a server added (pydantic extras), properties (Responses' output_text), and None for
+    anything else; classes themselves (a response_format model) are read like any object."""
+    from openai.types.chat import ChatCompletionChunk
+    from openai.types.responses import Response
+
+    from costspan._usage import field
+
+    chunk = ChatCompletionChunk.model_validate(
+        {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}],
+            "provider_extra": {"cost": 3},
+        }
+    )
+    choice = chunk.choices[0]
+    assert field(choice, "delta").content == "hi"
+    assert field(choice, "text") is None  # a chat chunk has no legacy `text`
+    assert field(chunk, "provider_extra") == {"cost": 3}
+    assert field(chunk, "no_such_field") is None
+    response = Response.model_validate(
+        {
+            "id": "r",
+            "object": "response",
+            "created_at": 1,
+            "model": "m",
+            "output": [
+                {
+                    "type": "message",
+                    "id": "m1",
+                    "role": "assistant",
+                    "status": "completed",
+                    "content": [{"type": "output_text", "text": "hello", "annotations": []}],
+                }
+            ],
+            "parallel_tool_calls": False,
+            "tool_choice": "auto",
+            "tools": [],
+        }
+    )
+    assert field(response, "output_text") == "hello"  # a property, not a field
+    assert field(Response, "model_fields") is not None  # a class: read as an object
+    assert field({"a": 1}, "a") == 1
+    assert field(None, "a") is None

@@ -16,6 +16,8 @@ Under ``opentelemetry-instrument`` no code change is needed: costspan registers 
 ``costspan_openai`` instrumentor entry point.
 """
 
+import typing as _typing
+
 from costspan._api import configure, dropped_records, instrument, uninstrument
 from costspan._baggage import tags
 from costspan._budget import Budget, budget
@@ -26,11 +28,29 @@ from costspan._errors import (
     UnpricedModelWarning,
 )
 from costspan._estimate import Estimate, estimate
-from costspan._instrumentor import OpenAIInstrumentor
 from costspan._processor import CostSpanProcessor
 from costspan._records import SpendRecord
 from costspan._report import Report, ReportRow, report
 from costspan._version import __version__
+
+if _typing.TYPE_CHECKING:
+    from costspan._instrumentor import OpenAIInstrumentor
+
+
+def __getattr__(name: str) -> _typing.Any:
+    # The instrumentor is loaded when asked for (instrument() loads it too): it brings wrapt,
+    # opentelemetry-instrumentation and packaging, which `import costspan` need not pay for.
+    if name == "OpenAIInstrumentor":
+        from costspan._instrumentor import OpenAIInstrumentor
+
+        globals()[name] = OpenAIInstrumentor
+        return OpenAIInstrumentor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "OpenAIInstrumentor"})
+
 
 __all__ = [
     "Budget",

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-import secrets
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -32,12 +31,11 @@ from costspan._errors import BudgetExceeded, BudgetUnavailable, UnpricedModelErr
 from costspan._estimate import NO_ESTIMATE, Estimate, fallback_bound, project
 from costspan._money import display, micros, usd
 from costspan._operations import Operation
-from costspan._reservation import Admission, blocks
+from costspan._reservation import Admission, blocks, reservation_id
 from costspan._runtime import Runtime, once, runtime
 from costspan._scopes import Scope, active_scopes
 from costspan._usage import TokenUsage
 from costspan.ledgers import (
-    FailSafeLedger,
     Ledger,
     LedgerUnavailable,
     Reservation,
@@ -158,15 +156,18 @@ class Admitter:
 
     def run(self) -> Generator[_Ask, Reservation, Admission]:
         for scope in self.scopes:
-            if scope.budget is not None and scope.budget.retired:
-                scope.budget.revive(self.ledger)  # a call still running in a left budget
-        admission = Admission(self.scopes, secrets.token_hex(12), self.ledger, NO_ESTIMATE)
+            budget = scope.budget
+            if budget is not None and budget.retired:
+                budget.revive(self.ledger)  # a call still running in a left budget
+        admission = Admission(self.scopes, reservation_id(), self.ledger, NO_ESTIMATE)
         self._bound_output()
         estimate = self.estimate()
         for _ in range(len(self.scopes) + 4):
             amount = 0 if estimate.usd is None else micros(estimate.usd)
             result = yield (admission.rid, admission.held(), amount, estimate.tokens)
-            admission.states.update((state.key, state) for state in result.states)
+            states = admission.states
+            for state in result.states:
+                states[state.key] = state
             if result.degraded is not None:
                 admission.degraded = self.degraded = result.degraded
             if result.granted:
@@ -185,26 +186,32 @@ class Admitter:
         largest answer is reserved instead (see :func:`costspan._estimate.output_bound`)."""
         r = self.request
         operation = r.operation
-        settings = self.runtime.settings
+        kwargs = r.kwargs
         if (
             operation.name == A.OP_EMBEDDINGS
-            or operation.output_cap(self.kwargs) is not None
+            or operation.output_cap(kwargs) is not None
             or operation.implicit_cap(r.provider) is not None
-            or all(scope.action == "warn" for scope in self.scopes)
         ):
             return
+        for scope in self.scopes:
+            if scope.action != "warn":
+                break
+        else:
+            return  # warn only: nothing enforces a cap
+        settings = self.runtime.settings
         if settings.uncapped_output == "reserve" and (
             self.runtime.pricer.context_window(r.model, r.provider) is not None
         ):
             return  # the model's largest answer is reserved instead (output_bound)
         cap = settings.default_max_output_tokens
-        self.kwargs[operation.cap_param(self.kwargs, r.provider)] = cap
+        kwargs[operation.cap_param(kwargs, r.provider)] = cap
         self.changes[A.COSTSPAN_BUDGET_OUTPUT_CAP_SET] = cap
 
     def estimate(self) -> Estimate:
         r = self.request
-        estimate = project(r.operation, self.kwargs, r.model, r.provider, r.when_ns)
-        if estimate.usd is None and self.runtime.settings.on_unpriced == "raise":
+        current = self.runtime
+        estimate = project(r.operation, r.kwargs, r.model, r.provider, r.when_ns, current=current)
+        if estimate.usd is None and current.settings.on_unpriced == "raise":
             raise UnpricedModelError(r.model, r.provider)
         return estimate
 
@@ -348,10 +355,12 @@ def admit(request: Request) -> Admitted:
     if admitter is None:
         return Admitted(None, rejected=rejected)
     loop = admitter.run()
+    reserve = admitter.ledger.reserve
+    lease_s = admitter.lease_s
     try:
         ask = next(loop)
         while True:
-            ask = loop.send(admitter.ledger.reserve(*ask, admitter.lease_s))
+            ask = loop.send(reserve(*ask, lease_s))
     except StopIteration as done:
         return _admitted(admitter, done.value, rejected)
     except (Refusal, LedgerUnavailable) as exc:
@@ -393,7 +402,10 @@ async def aadmit(request: Request) -> Admitted:
 
 def _admitted(admitter: Admitter, admission: Admission, rejected: list[str]) -> Admitted:
     admission.hold_while_running(admitter.runtime.renewer, admitter.lease_s)
-    return Admitted(admission, {**admission.attributes(), **admitter.changes}, rejected=rejected)
+    attributes = admission.attributes()
+    if admitter.changes:
+        attributes.update(admitter.changes)
+    return Admitted(admission, attributes, None, rejected)
 
 
 def _refused(
@@ -466,6 +478,8 @@ def _log(exc: Exception, mode: str) -> None:
 def _mode(ledger: Ledger, current: Runtime) -> str:
     """The fail mode in force: a shared ledger's own (it was opened with it), else the
     setting's."""
+    from costspan.ledgers import FailSafeLedger  # a failure path: the engine is loaded by now
+
     if isinstance(ledger, FailSafeLedger):
         return ledger.fail_mode
     return current.settings.fail_mode
@@ -516,9 +530,11 @@ def _admit_locally(admitter: Admitter, rejected: list[str]) -> Admitted:
             r.operation, r.kwargs, r.model, r.provider, r.when_ns, admitter.runtime.pricer
         )
     amount = 0 if estimate.usd is None else micros(estimate.usd)
-    admission = Admission(scopes, secrets.token_hex(12), ledger, estimate, degraded="local")
+    admission = Admission(scopes, reservation_id(), ledger, estimate, degraded="local")
     admission.warned.extend(scope for scope in scopes if scope.action == "warn")
     held = admission.held()
+    from costspan.ledgers import FailSafeLedger
+
     if isinstance(ledger, FailSafeLedger):
         result = ledger.reserve_locally(
             admission.rid, held, amount, estimate.tokens, admitter.lease_s

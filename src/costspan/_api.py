@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Any
 
@@ -10,7 +11,6 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from costspan import _runtime
-from costspan._instrumentor import OpenAIInstrumentor
 from costspan._processor import CostSpanProcessor, install
 
 _lock = threading.Lock()
@@ -64,6 +64,8 @@ def instrument(
             tracer_provider or trace.get_tracer_provider(),
             CostSpanProcessor(meter_provider=meter_provider),
         )
+        from costspan._instrumentor import OpenAIInstrumentor  # (wrapt, instrumentation)
+
         instrumentor = OpenAIInstrumentor()
         if not instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
@@ -72,6 +74,10 @@ def instrument(
 def uninstrument() -> None:
     """Restore the original openai methods; idempotent."""
     with _lock:
+        if "costspan._instrumentor" not in sys.modules:
+            return  # never loaded, so never instrumented
+        from costspan._instrumentor import OpenAIInstrumentor
+
         instrumentor = OpenAIInstrumentor()
         if instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.uninstrument()

@@ -42,6 +42,7 @@ DEFAULT_WARN_AT: Final = (0.8,)
 OnExceed = Action | Callable[..., Mapping[str, Any] | None]
 
 _LOCAL_KEY: Final = context.create_key("costspan.local-budgets")
+_LOCAL_ENTRIES_KEY: Final = context.create_key("costspan.local-budget-entries")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -248,7 +249,10 @@ class Budget(ContextEntry):
     def _derive(self, ctx: context.Context) -> context.Context:
         local = cast("tuple[Budget, ...]", context.get_value(_LOCAL_KEY, ctx) or ())
         ctx = context.set_value(_LOCAL_KEY, (*local, self), ctx)
-        entries = [e for e in budget_entries(baggage.get_baggage(BUDGETS_KEY, ctx)) if e]
+        previous = baggage.get_baggage(BUDGETS_KEY, ctx)
+        # Whether every entry was written by budgets of this process (none arrived inbound).
+        local_only = previous is None or previous is local_entries(ctx)
+        entries = [e for e in budget_entries(previous) if e]
         entries.append(self.baggage_entry())
         if len(entries) > MAX_BUDGETS:
             _logger.warning(
@@ -256,7 +260,11 @@ class Budget(ContextEntry):
                 MAX_BUDGETS,
             )
             entries = entries[-MAX_BUDGETS:]
-        return in_front(ctx, {BUDGETS_KEY: ",".join(entries)})
+        value = ",".join(entries)
+        ctx = in_front(ctx, {BUDGETS_KEY: value})
+        if local_only:
+            ctx = context.set_value(_LOCAL_ENTRIES_KEY, value, ctx)
+        return ctx
 
     def baggage_entry(self) -> str:
         usd = "-" if self.usd is None else format(self.usd.normalize(), "f")
@@ -382,6 +390,14 @@ def budget(
     )
 
 
+def local_entries(ctx: context.Context | None = None) -> object:
+    """The baggage value of ``costspan.budgets`` as this process's budgets wrote it, when every
+    entry in it is theirs (compared by identity: a value that came from anywhere else is another
+    object, and is read as inbound)."""
+    return context.get_value(_LOCAL_ENTRIES_KEY, ctx)
+
+
 def local_budgets(ctx: context.Context | None = None) -> tuple[Budget, ...]:
     """The budgets entered in this process, outermost first."""
-    return cast("tuple[Budget, ...]", context.get_value(_LOCAL_KEY, ctx) or ())
+    found: tuple[Budget, ...] = context.get_value(_LOCAL_KEY, ctx) or ()  # pyright: ignore
+    return found

@@ -38,6 +38,9 @@ FOREIGN_FACTOR: Final = 1.5
 """The starting factor for providers whose tokenizer costspan does not ship: Claude's, Llama's,
 Gemini's, DeepSeek's... count up to about a third more tokens than o200k for the same text (more
 for code and CJK); 1.5 covers that until calls have been seen."""
+REFRESH: Final = 16
+"""Observations after which a kept factor is worked out again even if none exceeded it (so that
+it comes down when a provider's ratios do)."""
 OPENAI_FACTOR: Final = 1.0
 """The starting factor for OpenAI and Azure OpenAI, whose tokenizers costspan ships."""
 _OWN_TOKENIZER: Final = frozenset({"openai", "azure.ai.openai"})
@@ -57,6 +60,11 @@ class Calibration:
     def __init__(self) -> None:
         self._ratios: _Table = OrderedDict()
         self._sizes: _Table = OrderedDict()
+        # The factor of each (provider, model) and how many observations it has outlived: worked
+        # out again when a new ratio exceeds it, else every REFRESH observations, instead of
+        # sorting the window on every call. A ratio at or below the factor can only lower the
+        # quantile, so the kept factor stays an upper bound meanwhile.
+        self._factors: dict[tuple[str, str], tuple[float, int]] = {}
         self._lock = threading.Lock()
         self._seen = 0
 
@@ -76,9 +84,17 @@ class Calibration:
         ``billed``."""
         if billed < 0 or counted <= 0:
             return
+        key = (provider, model)
+        ratio = billed / counted
         with self._lock:
-            self._add(self._ratios, (provider, model), billed / counted)
-            self._add(self._sizes, (provider, model), float(billed))
+            self._add(self._ratios, key, ratio)
+            self._add(self._sizes, key, float(billed))
+            kept = self._factors.get(key)
+            if kept is not None:
+                if ratio > kept[0] or kept[1] >= REFRESH:
+                    del self._factors[key]
+                else:
+                    self._factors[key] = (kept[0], kept[1] + 1)
 
     def wants(self, provider: str, model: str) -> bool:
         """Whether a call made outside any budget is worth counting to learn from: every call
@@ -101,14 +117,22 @@ class Calibration:
         below 1: a provider that bills less is reserved its count), else the starting factor:
         1.0 for OpenAI's models (on OpenAI, Azure OpenAI, or a server that serves them by their
         name), :data:`FOREIGN_FACTOR` for any other model."""
-        window = self._ratios.get((provider, model))
-        if not window:
-            own = provider == "azure.ai.openai" or (
-                provider in _OWN_TOKENIZER and is_openai_model(model)
-            )
-            return OPENAI_FACTOR if own else FOREIGN_FACTOR
+        key = (provider, model)
+        kept = self._factors.get(key)
+        if kept is not None:
+            return kept[0]
         with self._lock:
-            return max(1.0, _quantile(window))
+            window = self._ratios.get(key)
+            if not window:
+                own = provider == "azure.ai.openai" or (
+                    provider in _OWN_TOKENIZER and is_openai_model(model)
+                )
+                return OPENAI_FACTOR if own else FOREIGN_FACTOR
+            factor = max(1.0, _quantile(window))
+            if len(self._factors) >= MAX_KEYS:
+                self._factors.clear()
+            self._factors[key] = (factor, 0)
+            return factor
 
     def recent_input(self, provider: str, model: str) -> int | None:
         """A high quantile of the input recent calls of this model were billed, if any."""

@@ -23,10 +23,8 @@ from typing import Any, Final, Literal, cast
 
 from costspan._limits import LimitTable
 from costspan._pricing import PriceOverride, parse_overrides
-from costspan.ledgers._failsafe import FAIL_MODES, FailMode
 from costspan.ledgers._open import LedgerSpec, parse_ledger_url
-from costspan.ledgers._outbox import default_path as default_outbox
-from costspan.ledgers._protocol import Ledger
+from costspan.ledgers._protocol import FAIL_MODES, FailMode, Ledger
 
 _logger = logging.getLogger(__name__)
 
@@ -287,7 +285,11 @@ def outbox_path(settings: Settings) -> Path | None:
     """Where a shared ledger keeps settlements it could not write yet (None: in memory)."""
     if settings.outbox is None:
         return None
-    return Path(settings.outbox) if settings.outbox else default_outbox()
+    if settings.outbox:
+        return Path(settings.outbox)
+    from costspan.ledgers._outbox import default_path  # (sqlite3: imported when needed)
+
+    return default_path()
 
 
 def records_path(settings: Settings) -> str | None:

@@ -18,9 +18,8 @@ from opentelemetry.util.types import AttributeValue
 
 from costspan import _attributes as A
 from costspan._errors import UnpricedModelWarning
-from costspan._money import display
 from costspan._pricing import Cost
-from costspan._runtime import once, runtime
+from costspan._runtime import Runtime, once, runtime
 from costspan._usage import TokenUsage
 
 Attributes = dict[str, AttributeValue]
@@ -69,29 +68,30 @@ def warn_unpriced(provider: str, model: str) -> None:
         _logger.warning("no price for model %r of provider %r", model, provider)
 
 
-def cost_attributes(cost: Cost) -> Attributes:
+def cost_attributes(cost: Cost, current: Runtime | None = None) -> Attributes:
+    total = float(cost.total)  # display(): the double a span attribute holds
     attrs: Attributes = {
-        A.GEN_AI_USAGE_COST_AMOUNT: display(cost.total),
+        A.GEN_AI_USAGE_COST_AMOUNT: total,
         A.GEN_AI_USAGE_COST_CURRENCY: "USD",
         A.GEN_AI_USAGE_COST_SOURCE: "provider" if cost.source == "provider" else "local",
         A.COSTSPAN_PRICE_SOURCE: cost.source,
     }
     if cost.source != "provider":
-        attrs[A.COSTSPAN_COST_INPUT] = display(cost.input)
-        attrs[A.COSTSPAN_COST_OUTPUT] = display(cost.output)
+        attrs[A.COSTSPAN_COST_INPUT] = float(cost.input)
+        attrs[A.COSTSPAN_COST_OUTPUT] = float(cost.output)
         # The parts most calls don't have are left out rather than written as 0.
         if cost.cached_input:
-            attrs[A.COSTSPAN_COST_CACHED_INPUT] = display(cost.cached_input)
+            attrs[A.COSTSPAN_COST_CACHED_INPUT] = float(cost.cached_input)
         if cost.cache_write:
-            attrs[A.COSTSPAN_COST_CACHE_WRITE] = display(cost.cache_write)
+            attrs[A.COSTSPAN_COST_CACHE_WRITE] = float(cost.cache_write)
         if cost.reasoning:
-            attrs[A.COSTSPAN_COST_REASONING] = display(cost.reasoning)
+            attrs[A.COSTSPAN_COST_REASONING] = float(cost.reasoning)
     if cost.provider:
         attrs[A.COSTSPAN_PRICE_PROVIDER] = cost.provider
     if cost.model:
         attrs[A.COSTSPAN_PRICE_MODEL] = cost.model
-    if runtime().settings.openlit_cost_attribute:
-        attrs[A.OPENLIT_USAGE_COST] = display(cost.total)
+    if (current or runtime()).settings.openlit_cost_attribute:
+        attrs[A.OPENLIT_USAGE_COST] = total
     return attrs
 
 
@@ -102,17 +102,19 @@ def price_usage(
     provider: str,
     when_ns: int,
     service_tier: str | None,
+    current: Runtime | None = None,
 ) -> tuple[Cost | None, Attributes]:
-    """The cost of ``usage`` (None: no price known) and the span attributes that say so."""
-    cost = runtime().pricer.price(
+    """The cost of ``usage`` (None: no price known) and the span attributes that say so.
+    ``current``: the runtime to price with (the one in force by default)."""
+    current = current or runtime()
+    cost = current.pricer.price(
         usage, models=models, provider=provider, when_ns=when_ns, service_tier=service_tier
     )
-    attrs: Attributes = {}
-    if usage.estimated:
-        attrs[A.COSTSPAN_USAGE_ESTIMATED] = True
     if cost is None:
-        attrs[A.COSTSPAN_UNPRICED] = True
+        attrs: Attributes = {A.COSTSPAN_UNPRICED: True}
         warn_unpriced(provider, next((m for m in models if m), "unknown"))
     else:
-        attrs.update(cost_attributes(cost))
+        attrs = cost_attributes(cost, current)
+    if usage.estimated:
+        attrs[A.COSTSPAN_USAGE_ESTIMATED] = True
     return cost, attrs

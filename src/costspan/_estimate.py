@@ -24,7 +24,7 @@ from costspan import _attributes as A
 from costspan import _operations as ops
 from costspan._operations import Operation
 from costspan._pricing import Pricer
-from costspan._runtime import runtime
+from costspan._runtime import Runtime, runtime
 from costspan._usage import TokenUsage
 
 DEFAULT_OUTPUT_TOKENS: Final = 4096
@@ -60,10 +60,14 @@ NO_ESTIMATE: Final = Estimate("", 0, 0, None)
 
 
 def input_bound(
-    operation: Operation, kwargs: Mapping[str, Any], model: str, provider: str
+    operation: Operation,
+    kwargs: Mapping[str, Any],
+    model: str,
+    provider: str,
+    current: Runtime | None = None,
 ) -> tuple[int, int, tuple[str, ...]]:
     """(input the provider can bill at most, costspan's count, what could not be counted)."""
-    current = runtime()
+    current = current or runtime()
     counted = operation.count_input(kwargs, model)
     bound = current.calibration.calibrated(provider, model, counted.tokens)
     if counted.unknown:
@@ -73,7 +77,12 @@ def input_bound(
 
 
 def output_bound(
-    operation: Operation, kwargs: Mapping[str, Any], model: str, provider: str, input_tokens: int
+    operation: Operation,
+    kwargs: Mapping[str, Any],
+    model: str,
+    provider: str,
+    input_tokens: int,
+    current: Runtime | None = None,
 ) -> int:
     """The output the provider can bill at most: the request's cap (or the provider's own for an
     uncapped request, or, uncapped, what the settings say) times the answers, plus predicted
@@ -84,7 +93,7 @@ def output_bound(
     if cap is None:
         cap = operation.implicit_cap(provider)
     if cap is None:
-        current = runtime()
+        current = current or runtime()
         cap = current.settings.default_max_output_tokens
         if current.settings.uncapped_output == "reserve":
             window = current.pricer.context_window(model, provider)
@@ -100,14 +109,17 @@ def project(
     provider: str,
     when_ns: int,
     pricer: Pricer | None = None,
+    current: Runtime | None = None,
 ) -> Estimate:
-    """The worst case of a request: every input part, the output cap, no cache hits."""
-    input_tokens, counted, uncounted = input_bound(operation, kwargs, model, provider)
-    output = output_bound(operation, kwargs, model, provider, input_tokens)
-    cost = (pricer or runtime().pricer).price(
-        TokenUsage(input_tokens, output), models=(model,), provider=provider, when_ns=when_ns
+    """The worst case of a request: every input part, the output cap, no cache hits.
+    ``current``: the runtime to read settings, calibration and prices from (the one in force
+    by default)."""
+    current = current or runtime()
+    input_tokens, counted, uncounted = input_bound(operation, kwargs, model, provider, current)
+    output = output_bound(operation, kwargs, model, provider, input_tokens, current)
+    total = (pricer or current.pricer).total(
+        input_tokens, output, model=model, provider=provider, when_ns=when_ns
     )
-    total = None if cost is None else cost.total
     return Estimate(model, input_tokens, output, total, counted, uncounted)
 
 

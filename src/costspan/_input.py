@@ -25,14 +25,16 @@ request is marked ``unknown``; admission then bounds its input by the model's co
 
 from __future__ import annotations
 
+import contextlib
 import json
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from costspan._coerce import given
 from costspan._media import audio_tokens, data_url_size, image_tokens
-from costspan._tokens import count_text
+from costspan._tokens import counter
 from costspan._usage import field, items
 
 TOKENS_PER_MESSAGE: Final = 3
@@ -59,16 +61,17 @@ class Counted:
 class _Counter:
     """Accumulates one request's tokens for one model."""
 
-    __slots__ = ("model", "tokens", "unknown")
+    __slots__ = ("count", "model", "tokens", "unknown")
 
     def __init__(self, model: str) -> None:
         self.model = model
+        self.count = counter(model)  # memoised per text: resent history is not counted again
         self.tokens = 0
         self.unknown: list[str] = []
 
     def text(self, value: object) -> None:
         if isinstance(value, str) and value:
-            self.tokens += count_text(value, self.model)
+            self.tokens += self.count(value)
 
     def json(self, value: object) -> None:
         # Spaced JSON (", ", ": "): providers render schemas with more separators than the
@@ -76,6 +79,8 @@ class _Counter:
         self.text(json.dumps(value, default=str, ensure_ascii=False))
 
     def result(self) -> Counted:
+        if not self.unknown:
+            return Counted(self.tokens)
         return Counted(self.tokens, tuple(dict.fromkeys(self.unknown)))
 
     # -- content parts ---------------------------------------------------------------------
@@ -116,6 +121,20 @@ class _Counter:
 
     # -- chat ------------------------------------------------------------------------------
     def message(self, message: object) -> None:
+        kind = type(message)  # (not narrowed: the general case below reads any object)
+        if kind is dict:
+            # The usual message, {"role": ..., "content": "..."}: what the general case below
+            # counts for it, without looking for the keys it does not have.
+            plain: dict[str, object] = message  # pyright: ignore[reportAssignmentType]
+            role, content = plain.get("role"), plain.get("content")
+            if len(plain) == 2 and type(role) is str and type(content) is str:
+                count = self.count
+                self.tokens += TOKENS_PER_MESSAGE
+                if role:
+                    self.tokens += count(role)
+                if content:
+                    self.tokens += count(content)
+                return
         self.tokens += TOKENS_PER_MESSAGE
         self.text(field(message, "role"))
         self.content(field(message, "content"))
@@ -155,10 +174,10 @@ class _Counter:
     def schema(self, response_format: object) -> None:
         if response_format is None or isinstance(response_format, type):
             if isinstance(response_format, type):  # a pydantic model given to .parse()
-                schema = getattr(response_format, "model_json_schema", None)
-                if callable(schema):
+                rendered = _class_schema(response_format)
+                if rendered is not None:
                     self.tokens += SCHEMA_OVERHEAD
-                    self.json(schema())
+                    self.text(rendered)
             return
         if field(response_format, "type") in ("json_schema", "json_object"):
             self.tokens += SCHEMA_OVERHEAD
@@ -203,14 +222,40 @@ class _Counter:
             self.json(item)
 
 
+_schemas: weakref.WeakKeyDictionary[type, str | None] = weakref.WeakKeyDictionary()
+
+
+def _class_schema(model: type) -> str | None:
+    """The JSON schema text of a pydantic model class given to ``.parse()`` (None: not one),
+    rendered once per class: building a schema costs far more than counting it."""
+    try:
+        return _schemas[model]
+    except (KeyError, TypeError):
+        pass
+    schema = getattr(model, "model_json_schema", None)
+    rendered = json.dumps(schema(), default=str, ensure_ascii=False) if callable(schema) else None
+    with contextlib.suppress(TypeError):  # a class without weak references: rendered each time
+        _schemas[model] = rendered
+    return rendered
+
+
 def chat(kwargs: Mapping[str, Any], model: str) -> Counted:
     """Chat Completions: messages, tools, schema."""
     counter = _Counter(model)
     counter.tokens += REPLY_PRIMING_TOKENS
-    for message in items(given(kwargs, "messages")):
-        counter.message(message)
-    counter.tools(given(kwargs, "tools"), given(kwargs, "functions"), _choice(kwargs))
-    counter.schema(given(kwargs, "response_format"))
+    message = counter.message
+    for each in items(kwargs.get("messages")):
+        message(each)
+    # (Most requests have neither: the `in` checks spare the lookups of what is not there.)
+    if (
+        "tools" in kwargs
+        or "functions" in kwargs
+        or "tool_choice" in kwargs
+        or ("function_call" in kwargs)
+    ):
+        counter.tools(given(kwargs, "tools"), given(kwargs, "functions"), _choice(kwargs))
+    if "response_format" in kwargs:
+        counter.schema(given(kwargs, "response_format"))
     return counter.result()
 
 

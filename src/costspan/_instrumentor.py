@@ -19,7 +19,7 @@ from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
 from costspan import _operations as ops
-from costspan._runtime import add_enforcer, remove_enforcer
+from costspan._runtime import add_enforcer, remove_enforcer, warm_up
 from costspan._telemetry import Telemetry
 from costspan._wrappers import traced_async, traced_sync
 
@@ -107,6 +107,10 @@ class OpenAIInstrumentor(BaseInstrumentor):
                 module, f"{target.cls}.{target.method}", factory(telemetry, target.operation)
             )
             self._wrapped.append((cls, target.method))
+        # instrument() and opentelemetry-instrument both come here: the tokenizer and the price
+        # tables load in the background while the application starts (started last, so that
+        # instrumenting itself does not share the interpreter with it).
+        warm_up()
 
     def _uninstrument(self, **kwargs: Any) -> None:
         remove_enforcer(self)

@@ -37,7 +37,7 @@ from costspan._operations import Attributes, Outcome
 from costspan._pricing import Cost
 from costspan._records import spend_record
 from costspan._reservation import Admission, Settlement
-from costspan._runtime import once, runtime
+from costspan._runtime import Runtime, once, runtime
 from costspan._telemetry import Telemetry
 from costspan._usage import TokenUsage
 
@@ -56,16 +56,21 @@ _METRIC_KEYS = (
 def usage_attributes(usage: TokenUsage) -> Attributes:
     """The ``gen_ai.usage.*`` attributes of a usage; unreported counts are left out."""
     attrs: Attributes = {}
-    for key, value in (
-        (A.GEN_AI_USAGE_INPUT_TOKENS, usage.input_tokens),
-        (A.GEN_AI_USAGE_OUTPUT_TOKENS, usage.output_tokens),
-        (A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, usage.cache_read_tokens),
-        (A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, usage.cache_write_tokens),
-        (A.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, usage.reasoning_tokens),
-    ):
-        if value is not None:
-            attrs[key] = value
+    _usage_attributes(attrs, usage)
     return attrs
+
+
+def _usage_attributes(attrs: Attributes, usage: TokenUsage) -> None:
+    if usage.input_tokens is not None:
+        attrs[A.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
+    if usage.output_tokens is not None:
+        attrs[A.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
+    if usage.cache_read_tokens is not None:
+        attrs[A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cache_read_tokens
+    if usage.cache_write_tokens is not None:
+        attrs[A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = usage.cache_write_tokens
+    if usage.reasoning_tokens is not None:
+        attrs[A.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = usage.reasoning_tokens
 
 
 def error_type_of(exc: BaseException) -> str:
@@ -85,8 +90,11 @@ class Invocation:
         "estimate",
         "first_chunk_at",
         "metric_attributes",
+        "model",
         "pending",
+        "provider",
         "request_tier",
+        "runtime",
         "span",
         "start_ns",
         "started_at",
@@ -101,22 +109,33 @@ class Invocation:
         start_attributes: Attributes,
         estimate: Callable[[str | None], TokenUsage] | None = None,
         counter: Callable[[], int] | None = None,
+        current: Runtime | None = None,
     ) -> None:
         self.telemetry = telemetry
         self.estimate = estimate
         self.counter = counter  # costspan's count of the request's input, for calibration
         self.admission: Admission | None = None
+        # The runtime the call started under (read once: settings, pricer, recorder).
+        self.runtime = current = current or runtime()
         # Attributes decided before the call (budget decisions), written with the outcome's in
         # one go: each separate set_attributes() costs a pass through the SDK's validation.
         self.pending: Attributes = {}
         self.span = telemetry.tracer.start_span(
             name, kind=SpanKind.CLIENT, attributes=start_attributes
         )
-        self.metric_attributes: dict[str, AttributeValue] = {
+        metric: dict[str, AttributeValue] = {
             k: start_attributes[k] for k in _METRIC_KEYS if k in start_attributes
         }
-        self.metric_attributes.update(metric_tags())
-        self.tags = attribution()  # for the spend record: the baggage of the call's caller
+        settings = current.settings
+        if settings.metric_tags:
+            metric.update(metric_tags())
+        self.metric_attributes = metric
+        provider = metric.get(A.GEN_AI_PROVIDER_NAME)
+        self.provider: str = provider if isinstance(provider, str) else "openai"
+        model = metric.get(A.GEN_AI_REQUEST_MODEL)
+        self.model: str | None = model if isinstance(model, str) and model else None
+        # For the spend record: the baggage of the call's caller.
+        self.tags = attribution() if settings.attribution_keys else {}
         self.request_tier = text(start_attributes.get(A.OPENAI_REQUEST_SERVICE_TIER))
         self.start_ns = time.time_ns()  # the request time: it selects historic prices
         self.started_at = timeit.default_timer()
@@ -141,13 +160,19 @@ class Invocation:
     def admitted(self, result: Admitted) -> BudgetExceeded | None:
         """Take what admission decided: its span attributes and metrics, the reservation to
         settle later; returns the refusal to raise (the span has then ended)."""
-        self.pending.update(result.attributes)
-        cap = result.attributes.get(A.COSTSPAN_BUDGET_CLAMPED_MAX_TOKENS)
+        attributes = result.attributes
+        self.pending.update(attributes)
+        cap = attributes.get(A.COSTSPAN_BUDGET_CLAMPED_MAX_TOKENS)
         if cap is None:
-            cap = result.attributes.get(A.COSTSPAN_BUDGET_OUTPUT_CAP_SET)
+            cap = attributes.get(A.COSTSPAN_BUDGET_OUTPUT_CAP_SET)
         if cap is not None:  # the span describes the request that was sent
             self.pending[A.GEN_AI_REQUEST_MAX_TOKENS] = cap
-        self._step(self._budget_metrics, result)
+        if (
+            result.rejected
+            or attributes.get(A.COSTSPAN_BUDGET_DECISION, "allow") != "allow"
+            or A.COSTSPAN_LEDGER_FAIL_MODE in attributes
+        ):
+            self._step(self._budget_metrics, result)
         if result.refusal is not None:
             refusal = result.refusal
             self.fail(type(refusal).__qualname__, str(refusal), exception=refusal)
@@ -179,14 +204,17 @@ class Invocation:
         self.span.update_name(f"{operation} {model}")
         self.pending[A.GEN_AI_REQUEST_MODEL] = model
         self.metric_attributes[A.GEN_AI_REQUEST_MODEL] = model
+        self.model = model
 
     # -- progress ----------------------------------------------------------------------------
     def mark_first_chunk(self) -> None:
         if self.first_chunk_at is None:
             self.first_chunk_at = timeit.default_timer()
             ttfc = self.first_chunk_at - self.started_at
-            self.span.set_attribute(A.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, ttfc)
-            self.telemetry.time_to_first_chunk.record(ttfc, self.metric_attributes)
+            # Written with the outcome's attributes (one pass through the SDK, not two).
+            self.pending[A.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = ttfc
+            telemetry = self.telemetry
+            telemetry.record(telemetry.time_to_first_chunk, ttfc, self.metric_attributes)
 
     # -- endings -----------------------------------------------------------------------------
     def _claim_end(self) -> bool:
@@ -205,10 +233,18 @@ class Invocation:
         if not self._claim_end():
             return
         try:
-            attrs: Attributes = {**self.pending, **outcome.attributes}
+            attrs = outcome.attributes
+            if self.pending:
+                attrs = {**self.pending, **attrs}
             usage = self._account(attrs, outcome)
-            self._step(self._write, attrs)
-            self._step(self._record_metrics, attrs, usage, None)
+            try:
+                self._write(attrs)
+            except Exception:
+                _logger.exception("costspan: write failed; the call goes on")
+            try:
+                self._record_metrics(attrs, usage, None)
+            except Exception:
+                _logger.exception("costspan: record_metrics failed; the call goes on")
         finally:
             self.span.end()
 
@@ -262,44 +298,51 @@ class Invocation:
         cost: Cost | None = None
         priced = False
         if usage is not None:
-            attrs.update(usage_attributes(usage))
-            found = self._step(self._price, usage, attrs)
-            if found is not None:
-                cost, cost_attrs = found
+            _usage_attributes(attrs, usage)
+            try:
+                cost, cost_attrs = self._price(usage, attrs)
+            except Exception:
+                _logger.exception("costspan: price failed; the call goes on")
+            else:
                 attrs.update(cost_attrs)
                 priced = True
-                self._step(self._cost_metrics, usage, cost, attrs)
-        if self.admission is None and usage is not None:
-            self._step(self._learn, usage)
-        settlement = self._step(self._settle, usage, cost, priced)
-        if isinstance(settlement, Settlement):
-            attrs.update(settlement.attributes())
-            self._step(self._thresholds, settlement)
-            if settlement.overrun_micros:
-                self._step(self._overrun, settlement.overrun_micros)
+                try:
+                    self.telemetry.costs.record(usage, cost, self._cost_dimensions(attrs))
+                except Exception:
+                    _logger.exception("costspan: cost_metrics failed; the call goes on")
+        if self.admission is None:
+            if usage is not None and self.counter is not None:
+                self._step(self._learn, usage)
+        else:
+            settlement = self._step(self._settle, usage, cost, priced)
+            if isinstance(settlement, Settlement):
+                if settlement.remaining_usd is not None or settlement.overrun_micros:
+                    attrs.update(settlement.attributes())
+                if settlement.crossed:
+                    self._step(self._thresholds, settlement)
+                if settlement.overrun_micros:
+                    self._step(self._overrun, settlement.overrun_micros)
         if usage is not None:
             self._step(self._record, attrs, usage, cost)
         return usage
 
     def _price(self, usage: TokenUsage, attrs: Attributes) -> tuple[Cost | None, Attributes]:
-        cost, cost_attrs = price_usage(
+        response_model = attrs.get(A.GEN_AI_RESPONSE_MODEL)
+        tier = attrs.get(A.OPENAI_RESPONSE_SERVICE_TIER)
+        return price_usage(
             usage,
             models=(
-                text(attrs.get(A.GEN_AI_RESPONSE_MODEL)),
-                text(self.metric_attributes.get(A.GEN_AI_REQUEST_MODEL)),
+                response_model if type(response_model) is str and response_model else None,
+                self.model,
             ),
             provider=self.provider,
             when_ns=self.start_ns,
-            service_tier=text(attrs.get(A.OPENAI_RESPONSE_SERVICE_TIER)) or self.request_tier,
+            service_tier=tier if type(tier) is str and tier else self.request_tier,
+            current=self.runtime,
         )
-        return cost, cost_attrs
 
     def _cost_metrics(self, usage: TokenUsage, cost: Cost | None, attrs: Attributes) -> None:
         self.telemetry.costs.record(usage, cost, self._cost_dimensions(attrs))
-
-    @property
-    def provider(self) -> str:
-        return str(self.metric_attributes.get(A.GEN_AI_PROVIDER_NAME, "openai"))
 
     def _settle(self, usage: TokenUsage | None, cost: Cost | None, priced: bool) -> Settlement:
         """Commit the call's reservation. Without a price (pricing failed) or usage (nothing
@@ -328,7 +371,7 @@ class Invocation:
         estimate = admission.estimate
         if usage.estimated or usage.input_tokens is None or not estimate.counted_input_tokens:
             return
-        runtime().calibration.observe(
+        self.runtime.calibration.observe(
             self.provider, estimate.model, estimate.counted_input_tokens, usage.input_tokens
         )
 

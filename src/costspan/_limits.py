@@ -26,7 +26,6 @@ Baggage supplies only the scope *values*; caps come only from here, so a client 
 from __future__ import annotations
 
 import calendar
-import hashlib
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -115,6 +114,8 @@ def scope_value(value: str) -> str:
     A long value is stored as ``#`` and its SHA-256: escaping turns every ``#`` of a raw value
     into ``%23``, so no raw value, however chosen, can name a hashed one's counter."""
     if len(value) > MAX_VALUE:
+        import hashlib  # (OpenSSL: loaded for the first over-long value only)
+
         return "#" + hashlib.sha256(value.encode()).hexdigest()
     return quote(value, safe="@+-._~")
 

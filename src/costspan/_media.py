@@ -24,12 +24,9 @@ common bitrate (so ``bytes / 100`` tokens).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 import math
 import re
-import wave
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
@@ -68,12 +65,18 @@ _RULES: Final[tuple[tuple[re.Pattern[str], Tiles | Patches], ...]] = (
 _OPENAI_DEFAULT: Final = Tiles(85, 170)
 
 
+_rules: dict[str, Tiles | Patches | None] = {}
+
+
 def _rule(model: str) -> Tiles | Patches | None:
+    if model in _rules:  # memoised: every image of a resent history asks again
+        return _rules[model]
     name = model.lower().rpartition("/")[2]  # "openai/gpt-4o" (gateways) is gpt-4o
-    for pattern, rule in _RULES:
-        if pattern.match(name):
-            return rule
-    return None
+    found = next((rule for pattern, rule in _RULES if pattern.match(name)), None)
+    if len(_rules) >= 4096:  # a bound against model names that never repeat
+        _rules.clear()
+    _rules[model] = found
+    return found
 
 
 def _tiles(width: int, height: int) -> int:
@@ -115,6 +118,9 @@ _DATA_URL: Final = re.compile(r"^data:[^,;]*(?:;[^,]*)?,", re.ASCII)
 
 
 def _decode(text: str) -> bytes:
+    import base64  # (images and audio in a request are rare: imported when one comes)
+    import binascii
+
     try:
         return base64.b64decode(text + "=" * (-len(text) % 4), validate=False)
     except (binascii.Error, ValueError):
@@ -144,6 +150,8 @@ def data_url_size(url: str) -> tuple[int, int] | None:
 
 def audio_tokens(data: str, fmt: str | None) -> int:
     """Tokens of base64 audio: a WAV's length from its header, else bounded by its size."""
+    import wave
+
     raw = _decode(data)
     if fmt in (None, "wav"):
         try:

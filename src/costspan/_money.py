@@ -69,6 +69,8 @@ def usd_amount(value: object, name: str) -> Decimal:
 def reported_usd(value: object) -> Decimal | None:
     """A non-negative finite USD amount a server reported (a number or numeric string); else
     None. Unlike :func:`usd_amount` it never raises: a server's odd value is no cost."""
+    if value is None:  # the usual case: no exception raised and caught on every call
+        return None
     try:
         return usd_amount(value, "cost")
     except ValueError:

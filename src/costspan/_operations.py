@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 from opentelemetry.util.types import AttributeValue
 
@@ -33,24 +33,53 @@ def _set(attrs: Attributes, key: str, value: AttributeValue | None) -> None:
         attrs[key] = value
 
 
+_SAMPLING_KEYS: Final = frozenset(
+    {
+        "temperature",
+        "top_p",
+        "frequency_penalty",
+        "presence_penalty",
+        "seed",
+        "stop",
+        "n",
+        "service_tier",
+        "stream",
+    }
+)
+
+
 def _common_sampling(attrs: Attributes, kwargs: Mapping[str, Any]) -> None:
-    _set(attrs, A.GEN_AI_REQUEST_TEMPERATURE, number(given(kwargs, "temperature")))
-    _set(attrs, A.GEN_AI_REQUEST_TOP_P, number(given(kwargs, "top_p")))
-    _set(attrs, A.GEN_AI_REQUEST_FREQUENCY_PENALTY, number(given(kwargs, "frequency_penalty")))
-    _set(attrs, A.GEN_AI_REQUEST_PRESENCE_PENALTY, number(given(kwargs, "presence_penalty")))
-    _set(attrs, A.GEN_AI_REQUEST_SEED, whole(given(kwargs, "seed")))
-    stop = given(kwargs, "stop")
-    if isinstance(stop, str):
-        attrs[A.GEN_AI_REQUEST_STOP_SEQUENCES] = [stop]
-    elif isinstance(stop, Sequence) and all(isinstance(s, str) for s in stop):  # pyright: ignore[reportUnknownVariableType]
-        attrs[A.GEN_AI_REQUEST_STOP_SEQUENCES] = [str(s) for s in stop]  # pyright: ignore[reportUnknownVariableType,reportUnknownArgumentType]
-    n = whole(given(kwargs, "n"))
-    if n is not None and n != 1:
-        attrs[A.GEN_AI_REQUEST_CHOICE_COUNT] = n
-    tier = given(kwargs, "service_tier")
-    if isinstance(tier, str) and tier != "auto":
-        attrs[A.OPENAI_REQUEST_SERVICE_TIER] = tier
-    if given(kwargs, "stream") is True:
+    # Most requests set none or one of these: look only at the keys the request has.
+    present = kwargs.keys() & _SAMPLING_KEYS
+    if not present:
+        return
+    if "temperature" in present:
+        _set(attrs, A.GEN_AI_REQUEST_TEMPERATURE, number(given(kwargs, "temperature")))
+    if "top_p" in present:
+        _set(attrs, A.GEN_AI_REQUEST_TOP_P, number(given(kwargs, "top_p")))
+    if "frequency_penalty" in present:
+        value = number(given(kwargs, "frequency_penalty"))
+        _set(attrs, A.GEN_AI_REQUEST_FREQUENCY_PENALTY, value)
+    if "presence_penalty" in present:
+        value = number(given(kwargs, "presence_penalty"))
+        _set(attrs, A.GEN_AI_REQUEST_PRESENCE_PENALTY, value)
+    if "seed" in present:
+        _set(attrs, A.GEN_AI_REQUEST_SEED, whole(given(kwargs, "seed")))
+    if "stop" in present:
+        stop = given(kwargs, "stop")
+        if isinstance(stop, str):
+            attrs[A.GEN_AI_REQUEST_STOP_SEQUENCES] = [stop]
+        elif isinstance(stop, Sequence) and all(isinstance(s, str) for s in stop):  # pyright: ignore[reportUnknownVariableType]
+            attrs[A.GEN_AI_REQUEST_STOP_SEQUENCES] = [str(s) for s in stop]  # pyright: ignore[reportUnknownVariableType,reportUnknownArgumentType]
+    if "n" in present:
+        n = whole(given(kwargs, "n"))
+        if n is not None and n != 1:
+            attrs[A.GEN_AI_REQUEST_CHOICE_COUNT] = n
+    if "service_tier" in present:
+        tier = given(kwargs, "service_tier")
+        if isinstance(tier, str) and tier != "auto":
+            attrs[A.OPENAI_REQUEST_SERVICE_TIER] = tier
+    if "stream" in present and given(kwargs, "stream") is True:
         attrs[A.GEN_AI_REQUEST_STREAM] = True
 
 
@@ -65,11 +94,19 @@ def _output_type(response_format: object) -> str | None:
     return None
 
 
+_RESPONSE_FIELDS: Final = (
+    (A.GEN_AI_RESPONSE_ID, "id"),
+    (A.GEN_AI_RESPONSE_MODEL, "model"),
+    (A.OPENAI_RESPONSE_SERVICE_TIER, "service_tier"),
+    (A.OPENAI_RESPONSE_SYSTEM_FINGERPRINT, "system_fingerprint"),
+)
+
+
 def _common_response(attrs: Attributes, response: object) -> None:
-    _set(attrs, A.GEN_AI_RESPONSE_ID, text(field(response, "id")))
-    _set(attrs, A.GEN_AI_RESPONSE_MODEL, text(field(response, "model")))
-    _set(attrs, A.OPENAI_RESPONSE_SERVICE_TIER, text(field(response, "service_tier")))
-    _set(attrs, A.OPENAI_RESPONSE_SYSTEM_FINGERPRINT, text(field(response, "system_fingerprint")))
+    for key, name in _RESPONSE_FIELDS:
+        value = field(response, name)
+        if value and type(value) is str:
+            attrs[key] = value
 
 
 @dataclass(slots=True)
@@ -116,35 +153,95 @@ class Accumulator:
 
 
 class _ChoicesAccumulator(Accumulator):
-    """Chat and legacy-completion chunks: ``choices[i].delta.content`` or ``choices[i].text``."""
+    """Chat chunks: ``choices[i].delta.content`` (legacy completions: ``choices[i].text``)."""
 
-    __slots__ = ("finish_reasons",)
+    __slots__ = ("finish_reasons", "model")
+
+    # Where a choice carries its text; chat chunks carry none of legacy completions' `text`.
+    TEXT_IN_DELTA: ClassVar[bool] = True
 
     def __init__(self, *, hide_usage_chunk: bool) -> None:
         super().__init__(hide_usage_chunk=hide_usage_chunk)
         self.finish_reasons: dict[int, str] = {}
+        self.model: object = None
 
     def feed(self, chunk: object) -> bool:
+        # Runs for every chunk of every stream: each field is read once, and only those a
+        # chunk of this API has; a typed chunk is read from its fields directly.
         self.chunks += 1
         if self.chunks == 1:
             _common_response(self.attributes, chunk)
-        else:
-            _set(self.attributes, A.GEN_AI_RESPONSE_MODEL, text(field(chunk, "model")))
+            self.model = self.attributes.get(A.GEN_AI_RESPONSE_MODEL)
+        found_fields: object = getattr(chunk, "__dict__", None)
+        if type(found_fields) is not dict or not self.TEXT_IN_DELTA:
+            return self._feed(chunk)
+        fields: dict[str, Any] = found_fields  # pyright: ignore[reportUnknownVariableType]
+        if "choices" not in fields:
+            return self._feed(chunk)
+        model = fields.get("model")
+        if model != self.model and type(model) is str and model:
+            self.model = self.attributes[A.GEN_AI_RESPONSE_MODEL] = model
+        choices = fields["choices"]
+        for choice in choices or ():
+            found_read: object = getattr(choice, "__dict__", None)
+            if type(found_read) is not dict:
+                self._choice(choice)
+                continue
+            read: dict[str, Any] = found_read  # pyright: ignore[reportUnknownVariableType]
+            index = read.get("index")
+            if type(index) is not int:
+                index = whole(index) or 0
+            delta = read.get("delta")
+            content = field(delta, "content") if delta is not None else None
+            if content and type(content) is str:
+                parts = self.texts.get(index)
+                if parts is None:
+                    self.texts[index] = [content]
+                else:
+                    parts.append(content)
+            reason = read.get("finish_reason")
+            if reason is not None and isinstance(reason, str):
+                self.finish_reasons[index] = reason
+        usage = fields.get("usage")
+        if usage is not None:
+            found = from_openai(usage)
+            if found is not None:
+                self.usage = found
+                # The injected usage chunk has no choices; hide it from a caller who didn't ask.
+                return self.hide_usage_chunk and not choices
+        return False
+
+    def _feed(self, chunk: object) -> bool:
+        """Any chunk (a dict, an object of another client): read through :func:`field`."""
+        if self.chunks > 1:
+            model = field(chunk, "model")
+            if model != self.model and isinstance(model, str) and model:
+                self.model = self.attributes[A.GEN_AI_RESPONSE_MODEL] = model
         choices = field(chunk, "choices")
         for choice in choices or ():
-            index = whole(field(choice, "index")) or 0
-            delta = field(choice, "delta")
-            self._append(index, field(delta, "content") if delta is not None else None)
-            self._append(index, field(choice, "text"))
-            reason = field(choice, "finish_reason")
-            if isinstance(reason, str):
-                self.finish_reasons[index] = reason
-        usage = from_openai(field(chunk, "usage"))
+            self._choice(choice)
+        usage = field(chunk, "usage")
         if usage is not None:
-            self.usage = usage
-            # The injected usage chunk has no choices; hide it from a caller who didn't ask.
-            return self.hide_usage_chunk and not choices
+            found = from_openai(usage)
+            if found is not None:
+                self.usage = found
+                return self.hide_usage_chunk and not choices
         return False
+
+    def _choice(self, choice: object) -> None:
+        index = field(choice, "index")
+        if type(index) is not int:
+            index = whole(index) or 0
+        if self.TEXT_IN_DELTA:
+            delta = field(choice, "delta")
+            content = field(delta, "content") if delta is not None else None
+        else:
+            content = field(choice, "text")
+        if content:
+            self._append(index, content)
+        reason = field(choice, "finish_reason")
+        if reason is not None and isinstance(reason, str):
+            self.finish_reasons[index] = reason
 
     def outcome(self, capture: bool) -> Outcome:
         result = super().outcome(capture)
@@ -163,6 +260,13 @@ class _ChoicesAccumulator(Accumulator):
                 ]
             )
         return result
+
+
+class _CompletionsAccumulator(_ChoicesAccumulator):
+    """Legacy completion chunks: ``choices[i].text``."""
+
+    __slots__ = ()
+    TEXT_IN_DELTA: ClassVar[bool] = False
 
 
 class _ResponsesAccumulator(Accumulator):
@@ -244,7 +348,11 @@ class Operation:
     def output_cap(self, kwargs: Mapping[str, Any]) -> int | None:
         """The output cap the request sets itself, if any (reasoning included)."""
         for name in _CAP_PARAMS:
-            value = whole(given(kwargs, name))
+            value = kwargs.get(name)
+            if value is None:
+                continue
+            if type(value) is not int:
+                value = whole(value)  # the SDK's "not given" sentinels, bools: no cap
             if value is not None and value >= 0:
                 return value
         return None
@@ -255,7 +363,10 @@ class Operation:
 
     def choices(self, kwargs: Mapping[str, Any]) -> int:
         """How many answers are billed (``n``): each has its own output."""
-        n = whole(given(kwargs, "n"))
+        n = kwargs.get("n")
+        if n is None:
+            return 1
+        n = whole(n)
         return n if n is not None and n > 1 else 1
 
     def extra_output(self, kwargs: Mapping[str, Any], model: str) -> int:
@@ -282,11 +393,13 @@ class ChatOperation(Operation):
 
     def request_attributes(self, kwargs: Mapping[str, Any]) -> Attributes:
         attrs = super().request_attributes(kwargs)
-        max_tokens = whole(given(kwargs, "max_completion_tokens"))
-        if max_tokens is None:
-            max_tokens = whole(given(kwargs, "max_tokens"))
-        _set(attrs, A.GEN_AI_REQUEST_MAX_TOKENS, max_tokens)
-        _set(attrs, A.GEN_AI_OUTPUT_TYPE, _output_type(given(kwargs, "response_format")))
+        if "max_completion_tokens" in kwargs or "max_tokens" in kwargs:
+            max_tokens = whole(given(kwargs, "max_completion_tokens"))
+            if max_tokens is None:
+                max_tokens = whole(given(kwargs, "max_tokens"))
+            _set(attrs, A.GEN_AI_REQUEST_MAX_TOKENS, max_tokens)
+        if "response_format" in kwargs:
+            _set(attrs, A.GEN_AI_OUTPUT_TYPE, _output_type(given(kwargs, "response_format")))
         return attrs
 
     def input_content(self, kwargs: Mapping[str, Any]) -> Attributes:
@@ -299,6 +412,8 @@ class ChatOperation(Operation):
 
     def extra_output(self, kwargs: Mapping[str, Any], model: str) -> int:
         # Predicted outputs: the prediction's rejected tokens are billed as output.
+        if "prediction" not in kwargs:
+            return 0
         content = field(given(kwargs, "prediction"), "content")
         if isinstance(content, str):
             return _tokens.count_text(content, model)
@@ -339,6 +454,9 @@ class ChatOperation(Operation):
 class CompletionsOperation(Operation):
     name = A.OP_TEXT_COMPLETION
     stream_usage_option = True
+
+    def accumulator(self, *, hide_usage_chunk: bool) -> Accumulator:
+        return _CompletionsAccumulator(hide_usage_chunk=hide_usage_chunk)
 
     def implicit_cap(self, provider: str) -> int | None:
         # OpenAI's legacy Completions API answers with at most 16 tokens unless told otherwise.

@@ -58,6 +58,10 @@ PROVIDER_IDS: Final[Mapping[str, str]] = {
 
 PriceSource = Literal["genai-prices", "override", "provider"]
 
+WARM_MODELS: Final = ("gpt-4o-mini",)
+"""Priced at start-up, in the background: loading genai-prices' tables is what the first priced
+call would otherwise wait for (the rates of each model are probed on its first call)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Rates:
@@ -156,6 +160,17 @@ def _counts(usage: TokenUsage) -> tuple[int, int, int, int, int]:
     return total_in, cache_read, cache_write, total_out, min(usage.reasoning_tokens or 0, total_out)
 
 
+def total_from_rates(rates: Rates, input_tokens: int, output_tokens: int) -> Decimal:
+    """What :func:`cost_from_rates` totals for a usage with no cache and no reasoning, without
+    building the usage or the cost (a budget's estimate, on every call): the same operations,
+    so the same Decimal."""
+    uncached = rates.input * input_tokens
+    cached = rates.cache_read * 0
+    written = rates.cache_write * 0
+    output = rates.output * output_tokens + rates.reasoning * 0
+    return uncached + cached + written + output
+
+
 def cost_from_rates(rates: Rates, usage: TokenUsage) -> Cost:
     """Price a usage with linear rates."""
     total_in, cache_read, cache_write, total_out, reasoning = _counts(usage)
@@ -252,6 +267,50 @@ class Pricer:
             if cost is not None:
                 return cost
         return None
+
+    def total(
+        self, input_tokens: int, output_tokens: int, *, model: str, provider: str, when_ns: int
+    ) -> Decimal | None:
+        """``price(TokenUsage(input_tokens, output_tokens), models=(model,), ...).total`` (None:
+        no price), without the objects: a budget prices its estimate on every call."""
+        if input_tokens < 0 or output_tokens < 0:  # what _counts() would clamp: the slow way
+            cost = self.price(
+                TokenUsage(input_tokens, output_tokens),
+                models=(model,),
+                provider=provider,
+                when_ns=when_ns,
+            )
+            return None if cost is None else cost.total
+        if self.overrides and model:
+            override = self.overrides.get(model.lower())
+            if override is not None:
+                return total_from_rates(override.rates(model), input_tokens, output_tokens)
+        if not model:
+            return None
+        base_key = (provider, model, None, when_ns // _NS_PER_MINUTE)
+        starts = self._tiers.get(base_key)
+        if starts is not None:
+            bucket = sum(1 for start in starts if input_tokens > start) if starts else 0
+            entry = self._entries.get((*base_key, bucket))
+            if isinstance(entry, Rates):
+                return total_from_rates(entry, input_tokens, output_tokens)
+        cost = self.price(
+            TokenUsage(input_tokens, output_tokens),
+            models=(model,),
+            provider=provider,
+            when_ns=when_ns,
+        )
+        return None if cost is None else cost.total
+
+    def warm(self, models: tuple[str, ...] = WARM_MODELS, provider: str = "openai") -> None:
+        """Load genai-prices' tables and the rates of ``models`` now (costspan does it in the
+        background at start-up, so the first call does not). Never raises."""
+        now = time.time_ns()
+        for model in models:
+            try:
+                self.price(TokenUsage(1, 1), models=(model,), provider=provider, when_ns=now)
+            except Exception:
+                _logger.debug("could not warm the price of %s", model, exc_info=True)
 
     def context_window(self, model: str, provider: str) -> int | None:
         """The model's context window (input and output together), as genai-prices records it;

@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import queue
-import sqlite3
 import threading
 from collections import deque
 from collections.abc import Generator, Iterable, Mapping
@@ -29,11 +28,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from costspan._pricing import Cost
 from costspan._usage import TokenUsage
-from costspan.ledgers._sqlite import connect
+
+if TYPE_CHECKING:
+    import sqlite3  # imported by the store's writer, when a store is configured
 
 _logger = logging.getLogger(__name__)
 
@@ -232,6 +233,8 @@ def _record(row: tuple[Any, ...]) -> SpendRecord:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
+    from costspan.ledgers._sqlite import connect  # (asyncio, sqlite3: when a store is used)
+
     return connect(path, 5.0, _SCHEMA)
 
 
@@ -257,6 +260,8 @@ class Store:
         self._queue.put(record)
 
     def _write(self) -> None:
+        import sqlite3
+
         conn: sqlite3.Connection | None = None
         while True:
             batch = [self._queue.get()]
@@ -288,6 +293,8 @@ class Store:
             self._idle.wait_for(lambda: self._pending == 0, timeout=timeout_s)
 
     def read(self, since_ns: int | None = None) -> list[SpendRecord]:
+        import sqlite3
+
         self.flush()
         if not self.path.exists():
             return []

@@ -10,7 +10,6 @@ group that mixes both has the priced calls' sum next to its count of unpriced ca
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import re
@@ -158,6 +157,8 @@ class Report(Sequence[ReportRow]):
 
     def to_csv(self) -> str:
         out = io.StringIO()
+        import csv
+
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow([*self.group_by, *sorted(_ROW_FIELDS, key=_FIELD_ORDER.index)])
         for row in self.rows:

@@ -13,11 +13,13 @@ records. On an event loop, writes to a ledger that waits on I/O run as tasks of 
 
 from __future__ import annotations
 
-import asyncio
+import itertools
 import logging
+import os
+import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.util.types import AttributeValue
 
@@ -29,7 +31,44 @@ from costspan.ledgers import Ledger, ScopeLimit, ScopeState
 from costspan.ledgers._protocol import InlineAsync
 from costspan.ledgers._renewer import Renewer
 
+if TYPE_CHECKING:
+    import asyncio  # imported by the engines whose writes run as tasks
+
+    from costspan._budget import Budget
+
 _logger = logging.getLogger(__name__)
+
+
+class _Ids:
+    """Reservation ids: unique across processes (a random 64-bit prefix per process, drawn again
+    in a forked child) and within one (a counter): as unique as 96 random bits per id, without a
+    system call per reservation."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._renew()
+
+    def _renew(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self.counter = itertools.count()
+
+    def next(self) -> str:
+        n = next(self.counter)  # atomic: a C iterator under the GIL
+        if n >= 0xFFFFFFFF:
+            with self._lock:
+                if n >= 0xFFFFFFFF:
+                    self._renew()
+                n = next(self.counter)
+        return f"{self.prefix}{n:08x}"
+
+
+_ids = _Ids()
+os.register_at_fork(after_in_child=_ids._renew)  # pyright: ignore[reportPrivateUsage]
+
+
+def reservation_id() -> str:
+    """A new reservation id (24 hex digits)."""
+    return _ids.next()
 
 
 def blocks(ledger: Ledger) -> bool:
@@ -47,6 +86,8 @@ def _write(
     task (returned, so the caller's coroutine can await it). A task the loop cancels (it is
     shutting down) is finished synchronously: the write is idempotent, so one that had already
     reached the ledger is not counted twice."""
+    import asyncio  # (already loaded: only engines that wait on I/O write through here)
+
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
@@ -76,8 +117,14 @@ async def await_writes(admission: Admission | None) -> None:
     own spend after the call returns). Shielded: cancelling the caller never cancels a write."""
     if admission is None or not admission.writes:
         return
+    import asyncio
+
     writes, admission.writes = admission.writes, []
     await asyncio.shield(asyncio.gather(*writes, return_exceptions=True))
+
+
+def _no_tasks() -> list[asyncio.Task[object]]:
+    return []
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +174,7 @@ class Admission:
     settled: bool = False
     renewer: Renewer | None = None
     """Renews the hold while the call runs (set once it holds)."""
-    writes: list[asyncio.Task[object]] = field(default_factory=list[asyncio.Task[object]])
+    writes: list[asyncio.Task[object]] = field(default_factory=_no_tasks)
     """Ledger writes running as tasks of the caller's event loop."""
     inline: bool = False
     """Write the settlement on the calling thread even inside an event loop (the holds of
@@ -179,21 +226,22 @@ class Admission:
         if self.settled:
             return Settlement()
         self.settled = True
-        self._stop_renewing()
+        if self.renewer is not None:
+            self.renewer.forget(self.rid)
         ledger = self.ledger
-        blocking = blocks(ledger) and not self.inline
         writes: list[tuple[str, list[ScopeLimit]]] = []
         held = self.held()
         if held:
             writes.append((self.rid, held))
         if self.warned:
             writes.append((self.rid + ":over", [w.limit for w in self.warned]))
-        for rid, scopes in writes:
-            if blocking:
+        if blocks(ledger) and not self.inline:
+            for rid, scopes in writes:
                 self._track(
                     _write(ledger.commit, ledger.acommit, rid, spent_micros, tokens, scopes)
                 )
-            else:
+        else:
+            for rid, scopes in writes:
                 ledger.commit(rid, spent_micros, tokens, scopes)
         return self._after(spent_micros, tokens)
 
@@ -204,43 +252,49 @@ class Admission:
     def _after(self, spent: int, tokens: int) -> Settlement:
         """Remaining budget and thresholds, projected from the ledger's answer at the grant
         (no second round trip): that state, less this call's hold, plus what it spent."""
-        remaining: list[int] = []
+        least: int | None = None
         crossed: list[Crossing] = []
+        held_micros = self.held_micros
+        warned = self.warned
         for scope in self.scopes:
             before = self.states.get(scope.key)
             if before is None:
                 continue
-            warned = scope in self.warned
-            state = before._replace(
-                spent_micros=before.spent_micros + spent,
-                held_micros=max(before.held_micros - (0 if warned else self.held_micros), 0),
-                spent_tokens=before.spent_tokens + tokens,
-                held_tokens=max(before.held_tokens - (0 if warned else self.estimate.tokens), 0),
-                calls=before.calls + 1,
-            )
-            if state.cap_micros is not None:
-                remaining.append(state.cap_micros - state.spent_micros - state.held_micros)
-            if scope.budget is not None and scope.budget.warn_at:
-                crossed.extend(_crossings(scope, state))
-        held = self.held()
+            holds = not warned or scope not in warned
+            spent_micros = before.spent_micros + spent
+            cap = before.cap_micros
+            if cap is not None:
+                held_now = max(before.held_micros - (held_micros if holds else 0), 0)
+                left = cap - spent_micros - held_now
+                least = left if least is None or left < least else least
+            budget = scope.budget
+            if budget is not None and budget.warn_at:
+                # The share of the cap used (the larger of USD and tokens); a threshold is
+                # passed at most once, so nothing more is worked out below the lowest.
+                used = spent_micros / cap if cap else 0.0
+                if before.cap_tokens:
+                    used = max(used, (before.spent_tokens + tokens) / before.cap_tokens)
+                if used >= budget.warn_at[0]:
+                    crossed.extend(_crossings(budget, used, spent_micros))
+        if least is None and not crossed:
+            return Settlement(overrun_micros=self._overrun(spent))
         return Settlement(
             # A display value: the ledger keeps the exact integer micro-dollars.
-            remaining_usd=display(max(min(remaining), 0)) if remaining else None,
+            remaining_usd=None if least is None else display(max(least, 0)),
             crossed=tuple(crossed),
-            overrun_micros=max(spent - self.held_micros, 0) if held else 0,
+            overrun_micros=self._overrun(spent),
         )
 
+    def _overrun(self, spent: int) -> int:
+        if spent <= self.held_micros:
+            return 0
+        return spent - self.held_micros if self.held() else 0
 
-def _crossings(scope: Scope, state: ScopeState) -> list[Crossing]:
-    budget = scope.budget
-    assert budget is not None
-    fractions: list[float] = []
-    if state.cap_micros:
-        fractions.append(state.spent_micros / state.cap_micros)
-    if state.cap_tokens:
-        fractions.append(state.spent_tokens / state.cap_tokens)
-    used = max(fractions, default=0.0)
-    spent = display(usd(state.spent_micros))
+
+def _crossings(budget: Budget, used: float, spent_micros: int) -> list[Crossing]:
+    """The soft thresholds of ``budget`` that this call passed, having used ``used`` of its cap
+    (each reported once)."""
+    spent = display(usd(spent_micros))
     return [
         Crossing(budget.label, threshold, spent)
         for threshold in budget.warn_at

@@ -22,7 +22,7 @@ from typing import Any
 from opentelemetry import baggage
 
 from costspan._baggage import BUDGETS_KEY, InboundBudget, inbound_budgets
-from costspan._budget import Budget, local_budgets
+from costspan._budget import Budget, local_budgets, local_entries
 from costspan._limits import Applied
 from costspan._money import micros
 from costspan._runtime import settings
@@ -89,23 +89,51 @@ def possibly_limited() -> bool:
     current = settings()
     return bool(
         local_budgets()
-        or current.limits
+        or current.limits.rules
         or (current.trust_inbound_budgets and baggage.get_baggage(BUDGETS_KEY) is not None)
     )
+
+
+# The scopes of the last context asked about, when no configured limit applies: calls made one
+# after another in one budget (an agent loop, a request handler) ask about the same context.
+# A context is immutable, so the same budgets tuple, baggage value and settings object give the
+# same scopes. One slot, replaced whole (atomic): threads at most miss it.
+_last: tuple[object, object, object, list[Scope], tuple[str, ...]] | None = None
 
 
 def active_scopes(trace_id: int = 0) -> tuple[list[Scope], list[str]]:
     """Every budget and configured limit on a call in this context, block actions first, and
     the reasons inbound budget entries were rejected for. ``trace_id``: the call's trace, which
     names its per-request windows."""
+    global _last
     local = local_budgets()
+    current = settings()
+    inbound_value = baggage.get_baggage(BUDGETS_KEY) if current.trust_inbound_budgets else None
+    limited = bool(current.limits.rules)
+    last = _last
+    if (
+        not limited
+        and last is not None
+        and last[0] is local
+        and last[1] is current
+        and last[2] == inbound_value
+    ):
+        return list(last[3]), list(last[4])
     scopes = [Scope.of_budget(b) for b in local]
     rejected: list[str] = []
-    current = settings()
-    if current.trust_inbound_budgets:
+    # A value written by this process's budgets alone holds no inbound budget: not parsed.
+    if inbound_value is not None and inbound_value is not local_entries():
         inbound = inbound_budgets(reject=rejected.append, local_ids={b.id for b in local})
         scopes.extend(Scope.of_inbound(b) for b in inbound)
-    if current.limits:
+    if limited:
         scopes.extend(Scope.of_rule(applied) for applied in current.limits.applied(trace_id))
-    scopes.sort(key=lambda scope: scope.action != "block")
+    if len(scopes) > 1:
+        scopes.sort(key=_not_a_block)
+    if not limited:
+        _last = (local, current, inbound_value, scopes, tuple(rejected))
+        return list(scopes), rejected
     return scopes, rejected
+
+
+def _not_a_block(scope: Scope) -> bool:
+    return scope.action != "block"

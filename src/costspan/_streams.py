@@ -39,7 +39,9 @@ class StreamState:
     def feed(self, chunk: object) -> bool:
         """Record a chunk; True when it must be hidden from the caller. Never raises."""
         try:
-            self.invocation.mark_first_chunk()
+            invocation = self.invocation
+            if invocation.first_chunk_at is None:
+                invocation.mark_first_chunk()
             return self.accumulator.feed(chunk)
         except Exception:
             _logger.exception("costspan could not read a stream chunk; the stream goes on")

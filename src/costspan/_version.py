@@ -1,8 +1,4 @@
-"""The installed distribution's version."""
+"""The package's version: the one place it is written (the build reads it from here, see
+``[tool.hatch.version]`` in pyproject.toml), so importing costspan needs no metadata lookup."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("costspan")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
+__version__ = "0.1.0"

@@ -44,6 +44,12 @@ _DEFAULT_PORTS = {"https": 443, "http": 80}
 def _server_and_provider(instance: object, hosts: HostMap) -> Attributes:
     client = getattr(instance, "_client", None)
     url = getattr(client, "base_url", None)
+    # A client keeps its base URL object: its attributes are worked out once per URL object
+    # (and host map: configure() may name providers anew), not on every call.
+    key: tuple[int, type, int] = (id(url), type(client), id(hosts))  # pyright: ignore
+    cached = _servers.get(key)
+    if cached is not None and cached[0] is url and cached[1] is hosts:
+        return cached[2]
     host = getattr(url, "host", None)
     attrs: Attributes = {}
     if isinstance(host, str) and host:
@@ -56,7 +62,14 @@ def _server_and_provider(instance: object, hosts: HostMap) -> Attributes:
     if type(client).__name__.startswith("Azure") and provider == "openai":
         provider = "azure.ai.openai"
     attrs[A.GEN_AI_PROVIDER_NAME] = provider
+    if url is not None:
+        if len(_servers) >= 256:  # a bound against clients made per call
+            _servers.clear()
+        _servers[key] = (url, hosts, attrs)
     return attrs
+
+
+_servers: dict[tuple[int, type, int], tuple[object, HostMap, Attributes]] = {}
 
 
 class Call:
@@ -142,17 +155,21 @@ class Call:
         model = str(model)
         invocation = self.invocation
         self.kwargs = dict(self.kwargs)  # actions rewrite the request; never the caller's dict
+        # The call's trace names its per-request windows: only configured limits have those.
+        limited = invocation.runtime.settings.limits.rules
         return Request(
             self.operation,
             self.kwargs,
             model,
             invocation.provider,
             invocation.start_ns,
-            invocation.span.get_span_context().trace_id,
+            invocation.span.get_span_context().trace_id if limited else 0,
         )
 
     def admit(self) -> None:
         """Reserve the call in every active budget; raise BudgetExceeded if one refuses."""
+        if not possibly_limited():
+            return  # no budget, limit or inbound budget: nothing to admit it to
         request = self._request()
         if request is None:
             return
@@ -166,6 +183,8 @@ class Call:
 
     async def aadmit(self) -> None:
         """:meth:`admit` for async calls: never blocks the event loop on a shared ledger."""
+        if not possibly_limited():
+            return
         request = self._request()
         if request is None:
             return

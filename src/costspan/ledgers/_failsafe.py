@@ -29,13 +29,15 @@ import time
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Sequence
-from typing import Final, Literal, Protocol
+from typing import Final, Protocol
 
 from costspan._money import usd
 from costspan.ledgers._memory import MemoryLedger
 from costspan.ledgers._outbox import Entry, Outbox
 from costspan.ledgers._protocol import (
+    FAIL_MODES,
     CommitCode,
+    FailMode,
     Ledger,
     LedgerUnavailable,
     Reservation,
@@ -45,8 +47,6 @@ from costspan.ledgers._protocol import (
 
 _logger = logging.getLogger(__name__)
 
-FailMode = Literal["closed", "open", "local"]
-FAIL_MODES: Final = ("closed", "open", "local")
 _SEEN_SCOPES: Final = 10_000  # scopes whose last shared state is remembered for the fallback
 
 

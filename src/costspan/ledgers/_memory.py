@@ -146,7 +146,8 @@ class MemoryLedger(InlineAsync):
         check_amounts(usd_micros, tokens)
         with self._lock:
             now = self._clock()
-            self._maybe_purge(now)
+            if now >= self._next_purge:
+                self._maybe_purge(now)
             counters = [self._counter(limit.key, now) for limit in scopes]
             if rid in self._records or rid in self._settled:
                 states = (c.state(limit.key) for limit, c in zip(scopes, counters, strict=True))
@@ -155,7 +156,12 @@ class MemoryLedger(InlineAsync):
             failed: _Counter | None = None
             for limit, counter in zip(scopes, counters, strict=True):
                 counter.retiring = None  # in use again (a re-entered budget): it stays
-                counter.tighten(limit)
+                if (
+                    limit.cap_micros != counter.cap_micros
+                    or limit.cap_tokens != counter.cap_tokens
+                    or limit.expires_at is not None
+                ):
+                    counter.tighten(limit)
                 if counter.holds:
                     counter.sweep(now)
                 if failed is None and not counter.fits(usd_micros, tokens):
@@ -164,16 +170,16 @@ class MemoryLedger(InlineAsync):
                 states = [c.state(limit.key) for limit, c in zip(scopes, counters, strict=True)]
                 return refusal(states[counters.index(failed)], states)
             expiry = now + lease_s
+            hold = (usd_micros, tokens, expiry)
             for counter in counters:
                 counter.held_micros += usd_micros
                 counter.held_tokens += tokens
-                counter.holds[rid] = (usd_micros, tokens, expiry)
-            self._records[rid] = _Record(
-                tuple(limit.key for limit in scopes), "held", expiry + 3600
-            )
+                counter.holds[rid] = hold
+            keys = tuple([limit.key for limit in scopes])
+            self._records[rid] = _Record(keys, "held", expiry + 3600)
             return Reservation(
-                granted=True,
-                states=tuple(c.state(limit.key) for limit, c in zip(scopes, counters, strict=True)),
+                True,
+                states=tuple([c.state(key) for key, c in zip(keys, counters, strict=True)]),
             )
 
     def commit(
@@ -310,7 +316,11 @@ class MemoryLedger(InlineAsync):
                 counter.spent_micros += usd_micros
                 counter.spent_tokens += tokens
                 counter.calls += 1
-        self._settled[rid] = _Record(keys, state, now)
+        if record is None:
+            record = _Record(keys, state, now)
+        else:  # the hold's own record, now settled (its time kept in `expires`)
+            record.state, record.expires = state, now
+        self._settled[rid] = record
         while len(self._settled) > self._settled_kept:
             self._settled.popitem(last=False)
         for key in keys:

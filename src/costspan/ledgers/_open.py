@@ -21,15 +21,13 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit
 
-from costspan.ledgers._failsafe import FailMode, FailSafeLedger
-from costspan.ledgers._memory import MemoryLedger
-from costspan.ledgers._outbox import Outbox
-from costspan.ledgers._protocol import Ledger, LedgerUnavailable
+# The engines (SQLite, Redis, the fail-safe wrapper and its outbox) are imported when a ledger
+# is opened, not when a URL is checked: `import costspan` stays light.
+from costspan.ledgers._protocol import FailMode, Ledger, LedgerUnavailable
 from costspan.ledgers._redis_errors import redacted
 from costspan.ledgers._redis_url import OPTIONS as REDIS_OPTIONS
 from costspan.ledgers._redis_url import SCHEMES as _REDIS_SCHEMES
-from costspan.ledgers._redis_url import open_redis, redis_target
-from costspan.ledgers._sqlite import SQLiteLedger
+from costspan.ledgers._redis_url import redis_target
 
 _INT: Final = re.compile(r"^[0-9]{1,9}$")
 _FLOAT: Final = re.compile(r"^[0-9]{1,6}(?:\.[0-9]{1,9})?$")
@@ -74,12 +72,21 @@ class LedgerSpec:
         keeps unacknowledged settlements in the ``outbox`` file (None: in memory only)."""
         options = dict(self.options)
         if self.engine == "memory":
+            from costspan.ledgers._memory import MemoryLedger
+
             return MemoryLedger()
+        from costspan.ledgers._failsafe import FailSafeLedger
+        from costspan.ledgers._outbox import Outbox
+
         box = Outbox(outbox, self.identity) if outbox is not None else None
         if self.engine == "sqlite":
+            from costspan.ledgers._sqlite import SQLiteLedger
+
             busy = float(options.get("busy_timeout", 2.0))
             engine = SQLiteLedger(self.target, busy_timeout_s=busy)
             return FailSafeLedger(engine, fail_mode, outbox=box)
+        from costspan.ledgers._redis_url import open_redis
+
         return FailSafeLedger(open_redis(self.target, options), fail_mode, outbox=box)
 
 
@@ -150,9 +157,13 @@ def check_ledger(spec: LedgerSpec) -> str | None:
         return None
     options = dict(spec.options)
     if spec.engine == "sqlite":
+        from costspan.ledgers._sqlite import SQLiteLedger
+
         busy = float(options.get("busy_timeout", 2.0))
         engine: Any = SQLiteLedger(spec.target, busy_timeout_s=busy)
     else:
+        from costspan.ledgers._redis_url import open_redis
+
         engine = open_redis(spec.target, options)
     try:
         check = getattr(engine, "check", None) or engine.ping

@@ -33,9 +33,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Final, Literal, NamedTuple, Protocol, runtime_checkable
 
 from costspan._money import MAX_MICROS, MAX_TOKENS
+
+FailMode = Literal["closed", "open", "local"]
+"""What a budget check does while a shared ledger is unreachable (see ``_failsafe``)."""
+FAIL_MODES: Final = ("closed", "open", "local")
 
 
 class LedgerUnavailable(Exception):

@@ -11,20 +11,27 @@ crashed process renews nothing, so its holds still expire within one lease.
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import Final, NamedTuple
 
 from costspan.ledgers._protocol import Ledger, ScopeLimit
 
 _logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class _Live:
+class _Live(NamedTuple):
     ledger: Ledger
     scopes: tuple[ScopeLimit, ...]
     lease_s: float
+
+
+IDLE_S: Final = 60.0
+"""How long the thread waits with nothing to renew before it stops. Calls come and go: a thread
+that stopped whenever the table emptied would be started again for the next call, and starting
+a thread costs a call more than all the rest of its budget check."""
 
 
 class Renewer:
@@ -35,34 +42,61 @@ class Renewer:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._idle = False
+        _renewers.add(self)
 
     def watch(self, rid: str, ledger: Ledger, scopes: Sequence[ScopeLimit], lease_s: float) -> None:
         """Keep ``rid``'s holds alive until :meth:`forget`."""
+        live = _Live(ledger, tuple(scopes), lease_s)
         with self._lock:
-            self._live[rid] = _Live(ledger, tuple(scopes), lease_s)
-            if self._thread is None or not self._thread.is_alive():
+            self._live[rid] = live
+            # The thread clears this when it stops (and a forked child starts without it), so
+            # there is no need to ask the thread whether it lives on every call.
+            if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="costspan-lease-renewer", daemon=True
                 )
                 self._thread.start()
+            elif self._idle:  # waiting with nothing to renew: it must time this hold now
+                self._idle = False
+                self._wake.set()
 
     def forget(self, rid: str) -> None:
-        with self._lock:
-            self._live.pop(rid, None)
+        # One dict operation (atomic): the thread reads the table under the lock.
+        self._live.pop(rid, None)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread = None  # not copied into the child: the next watch() starts one
+        self._idle = False
 
     def __len__(self) -> int:
         return len(self._live)
 
     def _run(self) -> None:
-        while True:
-            with self._lock:
-                live = dict(self._live)
+        try:
+            while True:
+                with self._lock:
+                    self._wake.clear()
+                    live = dict(self._live)
+                    if not live:
+                        if self._idle:  # a whole IDLE_S with nothing to renew: stop
+                            self._idle = False
+                            self._thread = None
+                            return
+                        self._idle = True
                 if not live:
-                    self._thread = None
-                    return
-            interval = max(min(entry.lease_s for entry in live.values()) / 3, 0.05)
-            self._wake.wait(interval)
-            self.renew_now()
+                    self._wake.wait(IDLE_S)
+                    continue
+                interval = max(min(entry.lease_s for entry in live.values()) / 3, 0.05)
+                self._wake.wait(interval)
+                self.renew_now()
+        finally:
+            with self._lock:
+                if self._thread is threading.current_thread():
+                    self._thread = None  # it stopped unexpectedly: the next watch() restarts it
+                    self._idle = False
 
     def renew_now(self) -> None:
         """Extend every live hold once (the thread does this every third of a lease)."""
@@ -76,3 +110,14 @@ class Renewer:
                 entry.ledger.extend(rid, entry.scopes, entry.lease_s)
             except Exception:
                 _logger.exception("costspan could not renew a budget hold")
+
+
+_renewers: weakref.WeakSet[Renewer] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for renewer in list(_renewers):
+        renewer._after_fork()  # pyright: ignore[reportPrivateUsage]
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,143 @@
+"""costspan's metrics: its own counters summed in-process and read by the SDK at collection; the
+semantic-convention histograms recorded in batches, complete at every collection."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import openai
+import pytest
+from openai.types.chat import ChatCompletionMessageParam
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint, Sum
+from opentelemetry.sdk.trace import TracerProvider
+
+from costspan import _telemetry
+from costspan._pricing import Cost
+from costspan._telemetry import BATCH, CARDINALITY_LIMIT, CostMeter, Telemetry
+from costspan._usage import TokenUsage
+from tests.conftest import counter_points, histogram_points
+
+USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello there"}]
+
+pytestmark = pytest.mark.usefixtures("instrumented")
+
+
+def _metric(reader: InMemoryMetricReader, name: str) -> object:
+    data = reader.get_metrics_data()
+    assert data is not None
+    (metric,) = [
+        m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+        if m.name == name
+    ]  # fmt: skip
+    return metric.data
+
+
+def test_the_cost_counter_is_a_monotonic_sum_read_at_collection(
+    client: openai.OpenAI, metric_reader: InMemoryMetricReader
+) -> None:
+    """costspan.cost is exported as the SDK's monotonic cumulative Sum: a second collection
+    after more calls reports the running total, not the calls since the last one."""
+    client.chat.completions.create(model="gpt-4o-mini", messages=USER)
+    (first,) = counter_points(metric_reader, "costspan.cost")
+    client.chat.completions.create(model="gpt-4o-mini", messages=USER)
+    data = _metric(metric_reader, "costspan.cost")
+    assert isinstance(data, Sum)
+    assert data.is_monotonic
+    (second,) = data.data_points
+    assert isinstance(second, NumberDataPoint)
+    assert second.value == pytest.approx(2 * first.value, rel=1e-9)
+
+
+def test_attribute_sets_beyond_the_limit_go_to_the_overflow_set() -> None:
+    """Like the SDK's own instruments: past 2,000 attribute sets, new ones are summed under
+    otel.metric.overflow=true; nothing is lost from the total."""
+    tally = _telemetry.Tally()
+    for i in range(CARDINALITY_LIMIT + 50):
+        tally.add(1.0, {"gen_ai.request.model": f"model-{i}"})
+    tally.add(1.0, {"gen_ai.request.model": "model-0"})  # a known set still adds to itself
+    observed = list(tally.observe(None))  # pyright: ignore[reportArgumentType]
+    assert len(observed) == CARDINALITY_LIMIT + 1
+    assert sum(o.value for o in observed) == CARDINALITY_LIMIT + 51
+    (overflow,) = [o for o in observed if o.attributes == {"otel.metric.overflow": True}]
+    assert overflow.value == 50
+    assert tally.value({"gen_ai.request.model": "model-0"}) == 2
+
+
+def test_every_instrumentation_of_one_meter_shares_its_counters(
+    metric_reader: InMemoryMetricReader, meter_provider: MeterProvider
+) -> None:
+    """The SDK registers an instrument name once per meter and ignores a second registration's
+    callbacks: two CostMeters of one meter add to the same sums, so nothing goes unreported."""
+    meter = meter_provider.get_meter("costspan-test")
+    one, two = CostMeter(meter), CostMeter(meter)
+    usage = TokenUsage(10, 5)
+    one.record(usage, Cost(total=Decimal("0.5")), {"k": "v"})
+    two.record(usage, Cost(total=Decimal("0.25")), {"k": "v"})
+    two.record(usage, None, {"k": "v"})
+    points = counter_points(metric_reader, "costspan.cost")
+    assert [p.value for p in points] == [0.75]
+    (unpriced,) = counter_points(metric_reader, "costspan.calls.unpriced")
+    assert unpriced.value == 1
+
+
+def test_histograms_are_complete_at_every_collection(
+    client: openai.OpenAI, metric_reader: InMemoryMetricReader
+) -> None:
+    """Calls fewer than a batch wait to be recorded; a collection records them first, so a
+    reader sees every call that ended before it collected."""
+    for _ in range(3):
+        client.chat.completions.create(model="gpt-4o-mini", messages=USER)
+    (duration,) = histogram_points(metric_reader, "gen_ai.client.operation.duration")
+    assert duration.count == 3
+    tokens = histogram_points(metric_reader, "gen_ai.client.token.usage")
+    assert sorted(p.count for p in tokens) == [3, 3]
+    client.chat.completions.create(model="gpt-4o-mini", messages=USER)
+    (duration,) = histogram_points(metric_reader, "gen_ai.client.operation.duration")
+    assert duration.count == 4
+
+
+def test_a_full_batch_is_recorded_without_waiting_for_a_collection(
+    meter_provider: MeterProvider, tracer_provider: TracerProvider
+) -> None:
+    """What waits is bounded: the call that fills a batch records it."""
+    telemetry = Telemetry(tracer_provider, meter_provider)
+    deferred = telemetry.deferred
+    assert deferred is not None
+    for i in range(BATCH * 5):
+        telemetry.record_call({"gen_ai.operation.name": "chat"}, 0.1, TokenUsage(i, i))
+        assert len(deferred) < BATCH * 3
+
+
+def test_histograms_keep_the_calls_trace_for_exemplars(
+    client: openai.OpenAI, metric_reader: InMemoryMetricReader, tracer_provider: TracerProvider
+) -> None:
+    """A measurement recorded later carries the context of the call it measured: exemplars
+    still point at the span the call was made in."""
+    tracer = tracer_provider.get_tracer("app")
+    with tracer.start_as_current_span("handler") as handler:
+        client.chat.completions.create(model="gpt-4o-mini", messages=USER)
+    (duration,) = histogram_points(metric_reader, "gen_ai.client.operation.duration")
+    assert duration.exemplars
+    assert {e.trace_id for e in duration.exemplars} == {handler.get_span_context().trace_id}
+
+
+def test_a_failing_measurement_is_logged_and_the_others_recorded(
+    meter_provider: MeterProvider,
+    tracer_provider: TracerProvider,
+    metric_reader: InMemoryMetricReader,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A measurement the SDK rejects with an exception costs only itself."""
+    telemetry = Telemetry(tracer_provider, meter_provider)
+
+    class Broken:
+        def record(self, *args: object, **kwargs: object) -> None:
+            raise RuntimeError("broken instrument")
+
+    assert telemetry.deferred is not None
+    telemetry.deferred.add(Broken(), 1.0, {}, None)  # pyright: ignore[reportArgumentType]
+    telemetry.record_call({"gen_ai.operation.name": "chat"}, 0.2, None)
+    (duration,) = histogram_points(metric_reader, "gen_ai.client.operation.duration")
+    assert duration.count == 1
+    assert any("broken instrument" in str(r.exc_info) for r in caplog.records if r.exc_info)
