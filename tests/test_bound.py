@@ -256,6 +256,28 @@ SHAPES = [
         headers={"x-costspan-test-output-tokens": "200"},
     ),
     Shape(
+        "an output cap overridden by extra_body",
+        "0.05",
+        lambda: {
+            "model": "gpt-4o",
+            "messages": _user("Write at length."),
+            "max_completion_tokens": 10,
+            "extra_body": {"max_completion_tokens": 3000},
+        },
+        headers={"x-costspan-test-output-tokens": "3000"},
+    ),
+    Shape(
+        "messages replaced by extra_body",
+        "0.01",
+        lambda: {
+            "model": "gpt-4o",
+            "messages": _user("hi"),
+            "max_completion_tokens": 100,
+            "extra_body": {"messages": _fresh(1500)},
+        },
+        headers={"x-costspan-test-output-tokens": "100"},
+    ),
+    Shape(
         "a tokenizer counting 36% more, after warm-up",
         "0.05",
         lambda: {"model": "gpt-4o", "messages": _fresh(1500), "max_completion_tokens": 100},

@@ -209,6 +209,48 @@ def test_clamp_lowers_a_callers_max_tokens_in_place(
     assert sent["max_tokens"] < 900
 
 
+def test_clamp_lowers_a_cap_set_in_extra_body_where_the_client_reads_it(
+    client: openai.OpenAI, server: OpenAICompatibleServer, span_exporter: InMemorySpanExporter
+) -> None:
+    """extra_body is merged into the body last: a cap set there is the one that is sent, so it
+    is the one reserved and clamped (the argument of the same name is left as the caller set
+    it, and the caller's extra_body dict is not changed)."""
+    extra = {"max_completion_tokens": 5000}
+    with costspan.budget(usd="0.001", on_exceed="clamp") as b:
+        client.chat.completions.create(
+            model="gpt-4o",
+            messages=USER,
+            max_completion_tokens=10,
+            extra_body=extra,
+            extra_headers={"x-costspan-test-output-tokens": "5000"},
+        )
+    sent = server.requests[-1].body["max_completion_tokens"]
+    assert 90 <= sent < 5000
+    assert extra == {"max_completion_tokens": 5000}
+    (span,) = span_exporter.get_finished_spans()
+    assert attrs(span)["costspan.budget.clamped_max_tokens"] == sent
+    assert b.spent_usd <= Decimal("0.001")
+
+
+def test_a_model_named_in_extra_body_is_the_one_priced_and_downgraded(
+    client: openai.OpenAI, server: OpenAICompatibleServer, span_exporter: InMemorySpanExporter
+) -> None:
+    """A model set in extra_body replaces the argument when sent: it is the model reserved
+    for, and a downgrade rewrites it there."""
+    with costspan.budget(
+        usd="0.002", on_exceed="downgrade", downgrade={"gpt-4o": "gpt-4o-mini"}
+    ):
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=USER,
+            max_completion_tokens=500,
+            extra_body={"model": "gpt-4o"},
+        )
+    assert server.requests[-1].body["model"] == "gpt-4o-mini"
+    (span,) = span_exporter.get_finished_spans()
+    assert attrs(span)["costspan.budget.decision"] == "downgrade"
+
+
 def test_clamp_below_the_minimum_refuses(client: openai.OpenAI) -> None:
     """A budget that affords only a few output tokens refuses rather than send a stub."""
     with (
@@ -601,3 +643,67 @@ def test_budgets_hold_inside_suppressed_instrumentation(
     assert b.calls == 1
     assert b.spent_usd > 0
     assert span_exporter.get_finished_spans() == ()
+
+
+# -- calls whose usage never comes ----------------------------------------------------------------
+def _held(span: Any) -> Decimal:
+    return Decimal(str(attrs(span)["costspan.budget.estimate_usd"]))
+
+
+def test_a_stream_whose_usage_never_comes_is_charged_its_hold(
+    client: openai.OpenAI, span_exporter: InMemorySpanExporter
+) -> None:
+    """A server that ignores include_usage, on a reasoning model: the streamed text shows a
+    fraction of what was billed (the reasoning is invisible), so the budget is charged the
+    call's hold, its worst case, and not the estimate made from the text."""
+    with costspan.budget(usd="1") as b:
+        stream = client.chat.completions.create(
+            model="o4-mini",
+            messages=USER,
+            max_completion_tokens=1000,
+            stream=True,
+            extra_headers={
+                "x-costspan-test-output-tokens": "1000",
+                "x-costspan-test-reasoning-tokens": "950",
+                "x-costspan-test-omit-usage": "1",
+            },
+        )
+        list(stream)
+    (span,) = span_exporter.get_finished_spans()
+    assert attrs(span)["costspan.usage.missing"] is True
+    assert abs(b.spent_usd - _held(span)) <= Decimal("0.000001")
+    assert b.spent_usd > Decimal(str(attrs(span)["gen_ai.usage.cost.amount"])) * 2
+
+
+def test_a_call_that_timed_out_is_charged_its_hold_for_every_attempt(
+    server: OpenAICompatibleServer, span_exporter: InMemorySpanExporter
+) -> None:
+    """A request that timed out was received and may have been billed, once for each attempt
+    the client made (1 + max_retries): the budget is charged that, not released."""
+    client = openai.OpenAI(
+        base_url=server.base_url, api_key="test-key", max_retries=2, timeout=0.3
+    )
+    try:
+        with costspan.budget(usd="1") as b, pytest.raises(openai.APITimeoutError):
+            client.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=USER,
+                max_completion_tokens=1000,
+                extra_headers={"x-costspan-test-delay-ms": "600"},
+            )
+    finally:
+        client.close()
+    (span,) = span_exporter.get_finished_spans()
+    assert attrs(span)["error.type"] == "APITimeoutError"
+    assert attrs(span)["costspan.usage.missing"] is True
+    assert abs(b.spent_usd - 3 * _held(span)) <= Decimal("0.000003")
+
+
+def test_a_call_the_provider_refused_is_not_charged(
+    client: openai.OpenAI, server: OpenAICompatibleServer
+) -> None:
+    """An HTTP error answer was not billed: the hold is released, nothing is charged."""
+    server.fail_next(400)
+    with costspan.budget(usd="1") as b, pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="gpt-4o", messages=USER, max_completion_tokens=100)
+    assert b.spent_usd == 0

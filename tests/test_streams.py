@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gc
+import json
 
+import httpx2
 import openai
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -299,3 +301,50 @@ def test_legacy_completion_stream_gets_usage(
     recorded = attrs(only_span(span_exporter))
     assert recorded["gen_ai.operation.name"] == "text_completion"
     assert recorded["gen_ai.usage.output_tokens"] > 0
+
+
+def _deepseek_reasoner_stream(reasoning: str, answer: str) -> bytes:
+    """A DeepSeek-style stream (its documented chunk shape): the reasoning arrives as
+    ``delta.reasoning_content`` before the answer, and no usage chunk follows."""
+
+    def chunk(delta: dict[str, object], finish: str | None = None) -> str:
+        body = {
+            "id": "6f0c",
+            "object": "chat.completion.chunk",
+            "created": 1_760_000_000,
+            "model": "deepseek-reasoner",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+        return f"data: {json.dumps(body)}\n\n"
+
+    parts = [chunk({"role": "assistant", "content": None, "reasoning_content": ""})]
+    parts += [chunk({"content": None, "reasoning_content": w}) for w in reasoning.split("|")]
+    parts += [chunk({"content": answer, "reasoning_content": None})]
+    parts += [chunk({"content": "", "reasoning_content": None}, "stop"), "data: [DONE]\n\n"]
+    return "".join(parts).encode()
+
+
+def test_reasoning_streamed_as_text_is_counted_when_usage_is_missing(
+    span_exporter: InMemorySpanExporter,
+) -> None:
+    """A server that streams its reasoning in ``delta.reasoning_content`` and sends no usage:
+    the estimate counts the reasoning as output (it is billed as output), not only the answer."""
+    reasoning = "|".join(f"step{i} " for i in range(400))
+    body = _deepseek_reasoner_stream(reasoning, "42")
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+
+    client = openai.OpenAI(
+        base_url="https://api.deepseek.com/v1",
+        api_key="test-key",
+        max_retries=0,
+        http_client=openai.DefaultHttpxClient(transport=httpx2.MockTransport(answer)),
+    )
+    stream = client.chat.completions.create(model="deepseek-reasoner", messages=USER, stream=True)
+    text = "".join(c.choices[0].delta.content or "" for c in stream)
+    assert text == "42"
+    recorded = attrs(only_span(span_exporter))
+    assert recorded["costspan.usage.missing"] is True
+    assert recorded["costspan.stream.output_chars"] == len(reasoning.replace("|", "")) + len(text)
+    assert recorded["gen_ai.usage.output_tokens"] >= 400

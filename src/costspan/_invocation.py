@@ -19,7 +19,7 @@ import threading
 import time
 import timeit
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -73,6 +73,16 @@ def _usage_attributes(attrs: Attributes, usage: TokenUsage) -> None:
         attrs[A.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = usage.reasoning_tokens
 
 
+_UNANSWERED: Final = frozenset({"APITimeoutError", "TimeoutException"})
+
+
+def _maybe_billed(exc: BaseException) -> bool:
+    """Whether a call that raised ``exc`` may still have been billed: it timed out waiting for
+    the answer (openai's ``APITimeoutError``, httpx's timeouts), so the provider may have done
+    the work. (Read by class name: this module does not import openai or httpx.)"""
+    return any(cls.__name__ in _UNANSWERED for cls in type(exc).__mro__)
+
+
 def error_type_of(exc: BaseException) -> str:
     """``error.type`` for an exception: its qualified class name, low in cardinality."""
     return type(exc).__qualname__
@@ -86,6 +96,7 @@ class Invocation:
         "_lock",
         "_token",
         "admission",
+        "attempts",
         "counter",
         "estimate",
         "first_chunk_at",
@@ -115,6 +126,9 @@ class Invocation:
         self.estimate = estimate
         self.counter = counter  # costspan's count of the request's input, for calibration
         self.admission: Admission | None = None
+        # How many times the client may send the request (1 + its retries): a call that timed
+        # out may have been billed for each.
+        self.attempts = 1
         # The runtime the call started under (read once: settings, pricer, recorder).
         self.runtime = current = current or runtime()
         # Attributes decided before the call (budget decisions), written with the outcome's in
@@ -270,6 +284,11 @@ class Invocation:
             usage = None
             if outcome is not None:
                 usage = self._account(attrs, outcome)
+            elif exception is not None and _maybe_billed(exception):
+                # The request went out and no answer came back: the provider may have
+                # processed (and billed) it, once per attempt the client made.
+                attrs[A.COSTSPAN_USAGE_MISSING] = True
+                self._step(self._settle, None, None, False, self.attempts)
             else:
                 self._step(self._release)
             attrs[A.ERROR_TYPE] = error_type
@@ -344,10 +363,13 @@ class Invocation:
     def _cost_metrics(self, usage: TokenUsage, cost: Cost | None, attrs: Attributes) -> None:
         self.telemetry.costs.record(usage, cost, self._cost_dimensions(attrs))
 
-    def _settle(self, usage: TokenUsage | None, cost: Cost | None, priced: bool) -> Settlement:
-        """Commit the call's reservation. Without a price (pricing failed) or usage (nothing
-        could be counted) the call is charged what it held, its worst case: it was sent, so it
-        may have been billed, and spend is never silently lost."""
+    def _settle(
+        self, usage: TokenUsage | None, cost: Cost | None, priced: bool, attempts: int = 1
+    ) -> Settlement:
+        """Commit the call's reservation. Without a price (pricing failed) or the provider's
+        usage (none came, or only costspan's estimate of it) the call is charged at least what
+        it held, its worst case, for each attempt: it was sent, so it may have been billed for
+        more than its text shows (reasoning, a cut stream), and spend is never silently lost."""
         admission = self.admission
         if admission is None:
             return Settlement()
@@ -358,6 +380,9 @@ class Invocation:
         spent = admission.held_micros
         if priced:
             spent = micros(cost.total) if cost is not None else 0
+        if usage is None or usage.estimated:
+            spent = max(spent, admission.held_micros) * attempts
+            tokens = max(tokens, admission.estimate.tokens) * attempts
         try:
             return admission.settle(tokens, spent)
         except Exception:

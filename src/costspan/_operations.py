@@ -122,13 +122,17 @@ class Outcome:
 class Accumulator:
     """Collects what a stream carries, chunk by chunk; subclasses read one API's chunks."""
 
-    __slots__ = ("attributes", "chunks", "hide_usage_chunk", "texts", "usage")
+    __slots__ = ("attributes", "chunks", "hide_usage_chunk", "reasoning", "texts", "usage")
 
     def __init__(self, *, hide_usage_chunk: bool) -> None:
         self.hide_usage_chunk = hide_usage_chunk
         self.attributes: Attributes = {}
         self.usage: TokenUsage | None = None
         self.texts: dict[int, list[str]] = {}
+        # Reasoning streamed as text by OpenAI-compatible servers (``reasoning_content``,
+        # ``reasoning``): billed as output, so counted when usage must be estimated, never
+        # captured as the answer.
+        self.reasoning: list[str] = []
         self.chunks = 0
 
     def feed(self, chunk: object) -> bool:
@@ -148,8 +152,23 @@ class Accumulator:
         attrs = dict(self.attributes)
         attrs[A.COSTSPAN_STREAM_CHUNKS] = self.chunks
         text = self.text
+        if self.reasoning:
+            text += "".join(self.reasoning)
         attrs[A.COSTSPAN_STREAM_OUTPUT_CHARS] = len(text)
         return Outcome(attrs, self.usage, text if self.usage is None else None)
+
+
+_REASONING_FIELDS: Final = ("reasoning_content", "reasoning")
+
+
+def reasoning_text(message: object) -> str:
+    """The reasoning an OpenAI-compatible server sent as text in a message or delta (DeepSeek
+    and vLLM: ``reasoning_content``; others: ``reasoning``), else ``""``."""
+    for name in _REASONING_FIELDS:
+        value = field(message, name)
+        if value and type(value) is str:
+            return value
+    return ""
 
 
 class _ChoicesAccumulator(Accumulator):
@@ -199,6 +218,11 @@ class _ChoicesAccumulator(Accumulator):
                     self.texts[index] = [content]
                 else:
                     parts.append(content)
+            if delta is not None and getattr(delta, "__pydantic_extra__", None):
+                # (Only a delta with extra fields can carry reasoning text: no lookups else.)
+                thought = reasoning_text(delta)
+                if thought:
+                    self.reasoning.append(thought)
             reason = read.get("finish_reason")
             if reason is not None and isinstance(reason, str):
                 self.finish_reasons[index] = reason
@@ -235,6 +259,9 @@ class _ChoicesAccumulator(Accumulator):
         if self.TEXT_IN_DELTA:
             delta = field(choice, "delta")
             content = field(delta, "content") if delta is not None else None
+            thought = reasoning_text(delta) if delta is not None else ""
+            if thought:
+                self.reasoning.append(thought)
         else:
             content = field(choice, "text")
         if content:
@@ -329,6 +356,7 @@ class Operation:
         """The generated text of a response (for estimates when usage is missing)."""
         return "".join(
             str(field(field(c, "message"), "content") or field(c, "text") or "")
+            + reasoning_text(field(c, "message"))
             for c in field(response, "choices") or ()
         )
 

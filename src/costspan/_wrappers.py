@@ -75,7 +75,19 @@ _servers: dict[tuple[int, type, int], tuple[object, HostMap, Attributes]] = {}
 class Call:
     """One call in flight: the (possibly amended) kwargs, its invocation, and result handling."""
 
-    __slots__ = ("capture", "hide_usage_chunk", "invocation", "kwargs", "operation", "stream")
+    __slots__ = (
+        "capture",
+        "hide_usage_chunk",
+        "invocation",
+        "kwargs",
+        "operation",
+        "stream",
+        "view",
+    )
+    kwargs: dict[str, Any]
+    """The arguments the call is sent with."""
+    view: dict[str, Any]
+    """The request as sent (:func:`sent_view`): what estimates and actions read and write."""
 
     def __init__(
         self,
@@ -90,7 +102,11 @@ class Call:
         self.capture = settings.capture_content is ContentCapture.SPAN
         self.stream = given(kwargs, "stream") is True
         self.hide_usage_chunk = False
-        model = given(kwargs, "model")
+        # What the client will send: ``extra_body`` is merged into the body last, so its keys
+        # win over the arguments of the same name. Estimates, attributes and actions read and
+        # write this view; the call is sent with :attr:`kwargs`.
+        view = sent_view(kwargs)
+        model = given(view, "model")
         model = model if isinstance(model, str) else None
 
         # The sampling-relevant attributes first. What describes the request may fail to be
@@ -107,59 +123,67 @@ class Call:
         if operation.api_type is not None:
             attrs[A.OPENAI_API_TYPE] = operation.api_type
         try:
-            attrs.update(operation.request_attributes(kwargs))
+            attrs.update(operation.request_attributes(view))
             if self.capture:
-                attrs.update(operation.input_content(kwargs))
+                attrs.update(operation.input_content(view))
         except Exception:
             _logger.exception("costspan could not read a request's attributes; the call goes on")
 
         if self.stream and operation.stream_usage_option and settings.inject_stream_usage:
-            options = given(kwargs, "stream_options")
+            options = given(view, "stream_options")
             base: Mapping[str, Any] = (
                 cast("Mapping[str, Any]", options) if isinstance(options, Mapping) else {}
             )
             if options is None or (base and not base.get("include_usage")):
-                kwargs = {**kwargs, "stream_options": {**base, "include_usage": True}}
+                kwargs = write_back(kwargs, {"stream_options": {**base, "include_usage": True}})
+                view = sent_view(kwargs)
                 self.hide_usage_chunk = True
                 attrs[A.COSTSPAN_STREAM_USAGE_INJECTED] = True
         self.kwargs = kwargs
+        self.view = view
 
         name = f"{operation.name} {model}" if model else operation.name
         self.invocation = Invocation(
             telemetry, name, attrs, self._estimator(model or ""), self._counter(model or "")
         )
+        self.invocation.attempts = _attempts(instance)
 
     def _estimator(self, model: str) -> Callable[[str | None], TokenUsage]:
         def estimate(text: str | None) -> TokenUsage:
             # Read at settlement: a budget action may have changed the request since.
-            current = self.kwargs.get("model")
+            current = self.view.get("model")
             return self.operation.estimate_usage(
-                self.kwargs, current if isinstance(current, str) else model, text
+                self.view, current if isinstance(current, str) else model, text
             )
 
         return estimate
 
     def _counter(self, model: str) -> Callable[[], int]:
         def count() -> int:
-            current = self.kwargs.get("model")
+            current = self.view.get("model")
             return self.operation.count_input(
-                self.kwargs, current if isinstance(current, str) else model
+                self.view, current if isinstance(current, str) else model
             ).tokens
 
         return count
 
     def _request(self) -> Request | None:
-        model = given(self.kwargs, "model")
+        model = given(self.view, "model")
         if model is None:
             return None  # the client itself refuses a call without a model, before sending
         model = str(model)
         invocation = self.invocation
-        self.kwargs = dict(self.kwargs)  # actions rewrite the request; never the caller's dict
+        # Actions rewrite the request (never the caller's dict): the view, written back into
+        # the arguments the call is sent with once admitted (:meth:`_admitted`).
+        if self.view is self.kwargs:
+            self.kwargs = self.view = dict(self.kwargs)
+        else:
+            self.view = dict(self.view)
         # The call's trace names its per-request windows: only configured limits have those.
         limited = invocation.runtime.settings.limits.rules
         return Request(
             self.operation,
-            self.kwargs,
+            self.view,
             model,
             invocation.provider,
             invocation.start_ns,
@@ -211,7 +235,14 @@ class Call:
         refusal = self.invocation.admitted(result)
         if refusal is not None:
             raise refusal
-        new_model = self.kwargs.get("model")
+        if self.view is not self.kwargs:
+            before = sent_view(self.kwargs)
+            changes = {
+                k: v for k, v in self.view.items() if k not in before or before[k] is not v
+            }
+            if changes:
+                self.kwargs = write_back(self.kwargs, changes)
+        new_model = self.view.get("model")
         if isinstance(new_model, str) and new_model != model:
             self.invocation.rename(new_model, self.operation.name)
 
@@ -331,6 +362,49 @@ class AsyncRawResponseProxy(_RawResponseMixin, ObjectProxy):
 
     def __del__(self) -> None:
         self._self_unread()
+
+
+def _attempts(instance: object) -> int:
+    """How many times the client behind a resource may send one request: 1 + its retries
+    (bounded: a client misconfigured with a huge number must not make one charge absurd)."""
+    retries = getattr(getattr(instance, "_client", None), "max_retries", 0)
+    return 1 + min(retries, 10) if type(retries) is int and retries > 0 else 1
+
+
+def sent_view(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The request as the client sends it: ``kwargs`` with the string keys of ``extra_body``
+    over them (the client merges ``extra_body`` into the body last). ``kwargs`` itself when
+    ``extra_body`` overrides nothing."""
+    extra = kwargs.get("extra_body")
+    if not isinstance(extra, Mapping) or not extra:
+        return kwargs
+    body = cast("Mapping[object, Any]", extra)
+    overrides = {k: v for k, v in body.items() if isinstance(k, str)}
+    if not overrides:
+        return kwargs
+    view = {k: v for k, v in kwargs.items() if k != "extra_body"}
+    view.update(overrides)
+    return view
+
+
+def write_back(kwargs: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``kwargs`` with ``changes`` made where the client reads them: inside
+    ``extra_body`` for the keys it sets (it would override an argument), else as arguments."""
+    out = dict(kwargs)
+    extra = kwargs.get("extra_body")
+    body: dict[object, Any] = (
+        dict(cast("Mapping[object, Any]", extra)) if isinstance(extra, Mapping) else {}
+    )
+    into_body = False
+    for key, value in changes.items():
+        if key in body:
+            body[key] = value
+            into_body = True
+        else:
+            out[key] = value
+    if into_body:
+        out["extra_body"] = body
+    return out
 
 
 _QUIET = Telemetry(NoOpTracerProvider(), NoOpMeterProvider())
