@@ -29,7 +29,7 @@ from opentelemetry.util.types import AttributeValue
 from costspan import _attributes as A
 from costspan._errors import BudgetExceeded, BudgetUnavailable, UnpricedModelError
 from costspan._estimate import NO_ESTIMATE, Estimate, fallback_bound, project
-from costspan._money import display, micros, usd
+from costspan._money import display, held, usd
 from costspan._operations import Operation
 from costspan._reservation import Admission, blocks, reservation_id
 from costspan._runtime import Runtime, once, runtime
@@ -163,8 +163,8 @@ class Admitter:
         self._bound_output()
         estimate = self.estimate()
         for _ in range(len(self.scopes) + 4):
-            amount = 0 if estimate.usd is None else micros(estimate.usd)
-            result = yield (admission.rid, admission.held(), amount, estimate.tokens)
+            amount, tokens = held(estimate.usd, estimate.tokens)
+            result = yield (admission.rid, admission.held(), amount, tokens)
             states = admission.states
             for state in result.states:
                 states[state.key] = state
@@ -529,18 +529,16 @@ def _admit_locally(admitter: Admitter, rejected: list[str]) -> Admitted:
         estimate = fallback_bound(
             r.operation, r.kwargs, r.model, r.provider, r.when_ns, admitter.runtime.pricer
         )
-    amount = 0 if estimate.usd is None else micros(estimate.usd)
+    amount, tokens = held(estimate.usd, estimate.tokens)
     admission = Admission(scopes, reservation_id(), ledger, estimate, degraded="local")
     admission.warned.extend(scope for scope in scopes if scope.action == "warn")
-    held = admission.held()
+    limits = admission.held()
     from costspan.ledgers import FailSafeLedger
 
     if isinstance(ledger, FailSafeLedger):
-        result = ledger.reserve_locally(
-            admission.rid, held, amount, estimate.tokens, admitter.lease_s
-        )
+        result = ledger.reserve_locally(admission.rid, limits, amount, tokens, admitter.lease_s)
     else:
-        result = ledger.reserve(admission.rid, held, amount, estimate.tokens, admitter.lease_s)
+        result = ledger.reserve(admission.rid, limits, amount, tokens, admitter.lease_s)
     admission.states.update((state.key, state) for state in result.states)
     if not result.granted:
         scope = next(x for x in scopes if x.key == result.failed_scope)

@@ -41,12 +41,26 @@ for code and CJK); 1.5 covers that until calls have been seen."""
 REFRESH: Final = 16
 """Observations after which a kept factor is worked out again even if none exceeded it (so that
 it comes down when a provider's ratios do)."""
+MAX_RATIO: Final = 8
+MAX_EXTRA: Final = 32_768
+"""An observation is believed only if the provider billed at most ``counted x MAX_RATIO +
+MAX_EXTRA`` input tokens (room for another tokenizer, and for a gateway's own prompt): more means
+the count missed part of the request, or the usage is wrong (a hostile or broken server). One
+such answer must not make every later call of the model look hundreds of times larger."""
+MAX_BILLED: Final = 10_000_000
+"""No model's context window is larger: a usage reporting more input is not believed."""
 OPENAI_FACTOR: Final = 1.0
 """The starting factor for OpenAI and Azure OpenAI, whose tokenizers costspan ships."""
 _OWN_TOKENIZER: Final = frozenset({"openai", "azure.ai.openai"})
 
 
 _Table = OrderedDict[tuple[str, str], deque[float]]
+
+
+def plausible(counted: int, billed: int) -> bool:
+    """Whether a provider's billed input can be believed against costspan's count of the same
+    request (see :data:`MAX_RATIO`)."""
+    return 0 < counted and 0 <= billed <= min(counted * MAX_RATIO + MAX_EXTRA, MAX_BILLED)
 
 
 def _quantile(values: deque[float]) -> float:
@@ -82,7 +96,7 @@ class Calibration:
     def observe(self, provider: str, model: str, counted: int, billed: int) -> None:
         """A settled call: costspan counted ``counted`` input tokens, the provider billed
         ``billed``."""
-        if billed < 0 or counted <= 0:
+        if not plausible(counted, billed):
             return
         key = (provider, model)
         ratio = billed / counted
@@ -107,7 +121,7 @@ class Calibration:
 
     def observe_size(self, provider: str, model: str, billed: int) -> None:
         """A settled call whose request costspan did not count (another instrumentation's)."""
-        if billed < 0:
+        if not 0 <= billed <= MAX_BILLED:
             return
         with self._lock:
             self._add(self._sizes, (provider, model), float(billed))

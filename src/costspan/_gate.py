@@ -56,7 +56,7 @@ from costspan._admit import exceeded
 from costspan._coerce import count, text
 from costspan._errors import BudgetExceeded, BudgetUnavailable, UnpricedModelError
 from costspan._estimate import NO_ESTIMATE, Estimate
-from costspan._money import display, micros
+from costspan._money import display, held, micros
 from costspan._pricing import Cost
 from costspan._reservation import Admission, Settlement
 from costspan._runtime import Runtime, once, runtime
@@ -441,9 +441,9 @@ def _hold(
     through unheld (it is charged when the span ends); any other action refuses: the request of
     another instrumentation cannot be downgraded, clamped or truncated."""
     admission = Admission(scopes, secrets.token_hex(12), ledger, estimate, inline=True)
-    amount = 0 if estimate.usd is None else micros(estimate.usd)
+    amount, tokens = held(estimate.usd, estimate.tokens)
     for _ in range(len(scopes) + 1):
-        result = reserve(admission.rid, admission.held(), amount, estimate.tokens, lease_s)
+        result = reserve(admission.rid, admission.held(), amount, tokens, lease_s)
         admission.states.update((state.key, state) for state in result.states)
         if result.degraded is not None:
             admission.degraded = result.degraded
@@ -693,8 +693,8 @@ def settle(call: Call, usage: TokenUsage | None, cost: Cost | None, failed: bool
         if failed or call.hold is None:
             release(call)
             return Charged(attrs)
-        held = call.hold.held_micros
-        return Charged(attrs, _settle(call, call.hold, call.hold.estimate.tokens, held))
+        hold = call.hold
+        return Charged(attrs, _settle(call, hold, hold.estimate.tokens, hold.held_micros))
     tokens = (usage.input_tokens or 0) + (usage.output_tokens or 0)
     spent = micros(cost.total) if cost is not None else 0
     hold = call.hold

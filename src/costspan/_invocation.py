@@ -396,6 +396,8 @@ class Invocation:
         estimate = admission.estimate
         if usage.estimated or usage.input_tokens is None or not estimate.counted_input_tokens:
             return
+        if estimate.uncounted:
+            return  # a file or stored history was not counted: the ratio would be meaningless
         self.runtime.calibration.observe(
             self.provider, estimate.model, estimate.counted_input_tokens, usage.input_tokens
         )

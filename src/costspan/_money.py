@@ -38,6 +38,15 @@ def micros(amount: Decimal) -> int:
     return int((amount * _MICROS).to_integral_value(rounding=ROUND_CEILING))
 
 
+def held(amount: Decimal | None, tokens: int) -> tuple[int, int]:
+    """What a ledger is asked to hold or charge for ``amount`` USD and ``tokens``: whole µ$
+    (rounded up), each at most what a ledger stores (:data:`MAX_MICROS`, :data:`MAX_TOKENS`).
+    An absurd usage or estimate (a hostile server's 10**30 tokens) is charged the most a ledger
+    can hold, which no cap admits past: never a ledger error that loses the charge."""
+    spent = 0 if amount is None else min(micros(amount), MAX_MICROS)
+    return spent, max(min(tokens, MAX_TOKENS), 0)
+
+
 def usd(micro_amount: int) -> Decimal:
     """Micro-dollars to USD, exactly."""
     return Decimal(micro_amount) / _MICROS

@@ -25,7 +25,7 @@ from opentelemetry.util.types import AttributeValue
 
 from costspan import _attributes as A
 from costspan._estimate import Estimate
-from costspan._money import display, usd
+from costspan._money import MAX_MICROS, MAX_TOKENS, display, usd
 from costspan._scopes import Scope
 from costspan.ledgers import Ledger, ScopeLimit, ScopeState
 from costspan.ledgers._protocol import InlineAsync
@@ -228,6 +228,9 @@ class Admission:
         self.settled = True
         if self.renewer is not None:
             self.renewer.forget(self.rid)
+        # Never more than a ledger stores (an absurd usage): charged the most, not an error.
+        spent_micros = min(max(spent_micros, 0), MAX_MICROS)
+        tokens = min(max(tokens, 0), MAX_TOKENS)
         ledger = self.ledger
         writes: list[tuple[str, list[ScopeLimit]]] = []
         held = self.held()

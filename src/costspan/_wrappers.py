@@ -161,9 +161,11 @@ class Call:
     def _counter(self, model: str) -> Callable[[], int]:
         def count() -> int:
             current = self.view.get("model")
-            return self.operation.count_input(
+            counted = self.operation.count_input(
                 self.view, current if isinstance(current, str) else model
-            ).tokens
+            )
+            # A request with parts that cannot be counted (files, stored history) teaches nothing.
+            return 0 if counted.unknown else counted.tokens
 
         return count
 
@@ -237,9 +239,7 @@ class Call:
             raise refusal
         if self.view is not self.kwargs:
             before = sent_view(self.kwargs)
-            changes = {
-                k: v for k, v in self.view.items() if k not in before or before[k] is not v
-            }
+            changes = {k: v for k, v in self.view.items() if k not in before or before[k] is not v}
             if changes:
                 self.kwargs = write_back(self.kwargs, changes)
         new_model = self.view.get("model")
