@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Generator, Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
+import httpx2
 import openai
 import pytest
 from opentelemetry.instrumentation.utils import suppress_instrumentation
@@ -237,9 +238,7 @@ def test_a_model_named_in_extra_body_is_the_one_priced_and_downgraded(
 ) -> None:
     """A model set in extra_body replaces the argument when sent: it is the model reserved
     for, and a downgrade rewrites it there."""
-    with costspan.budget(
-        usd="0.002", on_exceed="downgrade", downgrade={"gpt-4o": "gpt-4o-mini"}
-    ):
+    with costspan.budget(usd="0.002", on_exceed="downgrade", downgrade={"gpt-4o": "gpt-4o-mini"}):
         client.chat.completions.create(
             model="gpt-4o-mini",
             messages=USER,
@@ -680,9 +679,7 @@ def test_a_call_that_timed_out_is_charged_its_hold_for_every_attempt(
 ) -> None:
     """A request that timed out was received and may have been billed, once for each attempt
     the client made (1 + max_retries): the budget is charged that, not released."""
-    client = openai.OpenAI(
-        base_url=server.base_url, api_key="test-key", max_retries=2, timeout=0.3
-    )
+    client = openai.OpenAI(base_url=server.base_url, api_key="test-key", max_retries=2, timeout=0.3)
     try:
         with costspan.budget(usd="1") as b, pytest.raises(openai.APITimeoutError):
             client.chat.completions.create(
@@ -707,3 +704,83 @@ def test_a_call_the_provider_refused_is_not_charged(
     with costspan.budget(usd="1") as b, pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="gpt-4o", messages=USER, max_completion_tokens=100)
     assert b.spent_usd == 0
+
+
+# -- the price a call is reserved at ------------------------------------------------------------
+def test_a_request_naming_no_tier_is_reserved_at_the_priority_price(
+    span_exporter: InMemorySpanExporter,
+) -> None:
+    """OpenAI serves a request without ``service_tier`` (or ``auto``) at the project's default
+    tier, which may be ``priority``: such a request is reserved at the dearer price, and one
+    that names ``default`` at the standard price."""
+    with OpenAICompatibleServer(service_tier="priority") as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="test-key", max_retries=0)
+        kwargs: dict[str, Any] = {
+            "model": "gpt-4o-mini",
+            "messages": USER,
+            "max_completion_tokens": 400,
+            "extra_headers": LONG,
+        }
+        with costspan.budget(usd="1"):
+            client.chat.completions.create(**kwargs)
+            client.chat.completions.create(**kwargs, service_tier="auto")
+            client.chat.completions.create(**kwargs, service_tier="default")
+        client.close()
+    unnamed, auto, default = span_exporter.get_finished_spans()
+    for span in (unnamed, auto):
+        assert attrs(span)["openai.response.service_tier"] == "priority"
+        assert _held(span) >= Decimal(str(_cost(span)))
+        assert _held(span) > _held(default)
+    assert attrs(default)["openai.response.service_tier"] == "default"
+    assert _held(default) >= Decimal(str(_cost(default)))
+
+
+def _answered_as(model: str) -> httpx2.MockTransport:
+    """A gateway that routes any requested name to ``model`` (a recorded completion's shape)."""
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(
+            200,
+            json={
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": 1_760_000_000,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "ok"},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 8, "completion_tokens": 400, "total_tokens": 408},
+            },
+        )
+
+    return httpx2.MockTransport(answer)
+
+
+def test_an_unpriced_alias_is_reserved_at_the_model_that_answered_it(
+    span_exporter: InMemorySpanExporter,
+) -> None:
+    """A gateway alias has no price of its own; once the gateway answered it as a priced model,
+    later calls of the alias are reserved at that model's price (and refused when it does not
+    fit) instead of going through unreserved."""
+    client = openai.OpenAI(
+        base_url="https://gateway.example.com/v1",
+        api_key="test-key",
+        max_retries=0,
+        http_client=openai.DefaultHttpxClient(transport=_answered_as("gpt-4o-2024-08-06")),
+    )
+    with costspan.budget(usd="0.006") as b:
+        client.chat.completions.create(  # unpriced: warned about, let through
+            model="router/auto", messages=USER, max_completion_tokens=400
+        )
+        assert b.spent_usd > 0
+        with pytest.raises(BudgetExceeded):
+            client.chat.completions.create(
+                model="router/auto", messages=USER, max_completion_tokens=400
+            )
+    first, refused = span_exporter.get_finished_spans()
+    assert "costspan.budget.estimate_usd" not in attrs(first)
+    assert attrs(refused)["costspan.budget.estimate_usd"] > 0.004

@@ -60,7 +60,7 @@ _Table = OrderedDict[tuple[str, str], deque[float]]
 def plausible(counted: int, billed: int) -> bool:
     """Whether a provider's billed input can be believed against costspan's count of the same
     request (see :data:`MAX_RATIO`)."""
-    return 0 < counted and 0 <= billed <= min(counted * MAX_RATIO + MAX_EXTRA, MAX_BILLED)
+    return counted > 0 and 0 <= billed <= min(counted * MAX_RATIO + MAX_EXTRA, MAX_BILLED)
 
 
 def _quantile(values: deque[float]) -> float:
@@ -79,6 +79,9 @@ class Calibration:
         # sorting the window on every call. A ratio at or below the factor can only lower the
         # quantile, so the kept factor stays an upper bound meanwhile.
         self._factors: dict[tuple[str, str], tuple[float, int]] = {}
+        # Requested model names with no price of their own (a gateway alias, an Azure
+        # deployment) -> the priced model the provider answered with.
+        self._aliases: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._lock = threading.Lock()
         self._seen = 0
 
@@ -125,6 +128,21 @@ class Calibration:
             return
         with self._lock:
             self._add(self._sizes, (provider, model), float(billed))
+
+    def learn_alias(self, provider: str, requested: str, answered: str) -> None:
+        """``requested`` has no price; the provider answered it as ``answered``, which has: the
+        next calls of ``requested`` are reserved at ``answered``'s price."""
+        with self._lock:
+            self._aliases[(provider, requested)] = answered
+            self._aliases.move_to_end((provider, requested))
+            if len(self._aliases) > MAX_KEYS:
+                self._aliases.popitem(last=False)
+
+    def alias(self, provider: str, model: str) -> str | None:
+        """The priced model an unpriced ``model`` was last answered as, if any."""
+        if not self._aliases:
+            return None
+        return self._aliases.get((provider, model))
 
     def factor(self, provider: str, model: str) -> float:
         """What to multiply costspan's input count by: the recent ratios' high quantile (never

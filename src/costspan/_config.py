@@ -96,7 +96,7 @@ class Settings:
     uncapped_output: UncappedOutput = "cap"
     """``cap``: give an uncapped budgeted request that cap; ``reserve``: leave the request alone
     and reserve the most the model can answer (its context window less the input)."""
-    max_input_tokens: int = 200_000
+    max_input_tokens: int = 1_000_000
     """The input bound of a request with parts costspan cannot count (a file, stored history)
     for a model whose context window genai-prices does not know."""
     lease_seconds: float = 300.0

@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from costspan import _attributes as A
 from costspan import _operations as ops
+from costspan._coerce import given
 from costspan._operations import Operation
 from costspan._pricing import Pricer
 from costspan._runtime import Runtime, runtime
@@ -117,10 +118,52 @@ def project(
     current = current or runtime()
     input_tokens, counted, uncounted = input_bound(operation, kwargs, model, provider, current)
     output = output_bound(operation, kwargs, model, provider, input_tokens, current)
-    total = (pricer or current.pricer).total(
-        input_tokens, output, model=model, provider=provider, when_ns=when_ns
-    )
+    pricer = pricer or current.pricer
+    priced = current.calibration.alias(provider, model) or model
+    total = pricer.total(input_tokens, output, model=priced, provider=provider, when_ns=when_ns)
+    if total is not None:
+        total = _at_tier(
+            pricer,
+            given(kwargs, "service_tier"),
+            total,
+            priced,
+            provider,
+            when_ns,
+            input_tokens,
+            output,
+        )
     return Estimate(model, input_tokens, output, total, counted, uncounted)
+
+
+_UNSPECIFIED_TIERS: Final = (None, "auto")
+"""Tiers that leave the choice to the provider: OpenAI serves them at the project's default
+tier, which may be ``priority`` (billed at a premium)."""
+
+
+def _at_tier(
+    pricer: Pricer,
+    tier: object,
+    standard: Decimal,
+    model: str,
+    provider: str,
+    when_ns: int,
+    input_tokens: int,
+    output_tokens: int,
+) -> Decimal:
+    """The bound priced at the tier the request can be billed at: the one it names, else the
+    dearer of the standard and the priority tier (when the model has one)."""
+    if tier is not None and type(tier) is not str:
+        tier = None
+    if tier == "default":
+        return standard
+    usage = TokenUsage(input_tokens, output_tokens)
+    named = "priority" if tier in _UNSPECIFIED_TIERS else str(tier)
+    cost = pricer.price(
+        usage, models=(model,), provider=provider, when_ns=when_ns, service_tier=named
+    )
+    if cost is None:
+        return standard
+    return max(standard, cost.total) if tier in _UNSPECIFIED_TIERS else cost.total
 
 
 def fallback_bound(

@@ -347,18 +347,35 @@ class Invocation:
 
     def _price(self, usage: TokenUsage, attrs: Attributes) -> tuple[Cost | None, Attributes]:
         response_model = attrs.get(A.GEN_AI_RESPONSE_MODEL)
+        answered = response_model if type(response_model) is str and response_model else None
         tier = attrs.get(A.OPENAI_RESPONSE_SERVICE_TIER)
-        return price_usage(
+        priced = price_usage(
             usage,
-            models=(
-                response_model if type(response_model) is str and response_model else None,
-                self.model,
-            ),
+            models=(answered, self.model),
             provider=self.provider,
             when_ns=self.start_ns,
             service_tier=tier if type(tier) is str and tier else self.request_tier,
             current=self.runtime,
         )
+        if answered is not None and self.model and answered != self.model:
+            self._step(self._alias, priced[0], answered)
+        return priced
+
+    def _alias(self, cost: Cost | None, answered: str) -> None:
+        """A requested name with no price answered by a priced model (a gateway alias, an Azure
+        deployment): later calls of the name are reserved at the answering model's price."""
+        requested = self.model
+        if cost is None or requested is None:
+            return
+        current = self.runtime
+        calibration = current.calibration
+        if calibration.alias(self.provider, requested) == answered:
+            return
+        unpriced = current.pricer.total(
+            1, 1, model=requested, provider=self.provider, when_ns=self.start_ns
+        )
+        if unpriced is None:
+            calibration.learn_alias(self.provider, requested, answered)
 
     def _cost_metrics(self, usage: TokenUsage, cost: Cost | None, attrs: Attributes) -> None:
         self.telemetry.costs.record(usage, cost, self._cost_dimensions(attrs))
