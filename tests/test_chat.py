@@ -332,3 +332,61 @@ def test_error_metrics_carry_error_type(
         client.chat.completions.create(model="gpt-4o-mini", messages=USER)
     points = histogram_points(metric_reader, "gen_ai.client.operation.duration")
     assert [dict(p.attributes or {})["error.type"] for p in points] == ["RateLimitError"]
+
+
+_TOOL = {
+    "type": "function",
+    "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}},
+}
+
+
+@pytest.mark.parametrize(
+    "shape",
+    ["messages", "tools", "content parts", "embedding input", "prompt"],
+)
+@pytest.mark.parametrize("budgeted", [False, True])
+def test_arguments_given_as_generators_are_sent_whole(
+    client: openai.OpenAI, server: OpenAICompatibleServer, shape: str, budgeted: bool
+) -> None:
+    """openai accepts any iterable for messages, tools, content and inputs, a generator among
+    them: costspan reads the request to count it (under a budget) and the server still receives
+    all of it, as it would without costspan."""
+    parts = [{"type": "text", "text": "Translate: bonjour"}]
+    messages = [{"role": "user", "content": "hi"}]
+    calls = {
+        "messages": lambda: client.chat.completions.create(
+            model="gpt-4o-mini", messages=(m for m in messages), max_completion_tokens=5
+        ),
+        "tools": lambda: client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=messages,
+            tools=(t for t in [_TOOL]),
+            max_completion_tokens=5,
+        ),
+        "content parts": lambda: client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": (p for p in parts)}],
+            max_completion_tokens=5,
+        ),
+        "embedding input": lambda: client.embeddings.create(
+            model="text-embedding-3-small", input=(t for t in ["one", "two"])
+        ),
+        "prompt": lambda: client.completions.create(
+            model="gpt-3.5-turbo-instruct", prompt=(p for p in ["Say", "hi"]), max_tokens=5
+        ),
+    }
+    expected = {
+        "messages": ("messages", messages),
+        "tools": ("tools", [_TOOL]),
+        "content parts": ("messages", [{"role": "user", "content": parts}]),
+        "embedding input": ("input", ["one", "two"]),
+        "prompt": ("prompt", ["Say", "hi"]),
+    }
+    if budgeted:
+        with costspan.budget(usd="1") as b:
+            calls[shape]()
+        assert b.spent_usd > 0
+    else:
+        calls[shape]()
+    key, value = expected[shape]
+    assert server.requests[-1].body[key] == value

@@ -13,8 +13,8 @@ unchanged.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any, Final, cast
 
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.metrics import NoOpMeterProvider
@@ -98,6 +98,7 @@ class Call:
     ) -> None:
         current = runtime()
         settings = current.settings
+        kwargs = replayable(kwargs, operation)
         self.operation = operation
         self.capture = settings.capture_content is ContentCapture.SPAN
         self.stream = given(kwargs, "stream") is True
@@ -362,6 +363,52 @@ class AsyncRawResponseProxy(_RawResponseMixin, ObjectProxy):
 
     def __del__(self) -> None:
         self._self_unread()
+
+
+_ITERABLE_ARGUMENTS: Final = ("messages", "input", "tools", "functions", "prompt")
+"""Arguments openai accepts as any iterable (a generator among them)."""
+_PLAIN: Final = (list, str, dict, tuple, type(None))
+
+
+def _read_once(value: object) -> bool:
+    return type(value) not in _PLAIN and isinstance(value, Iterator)
+
+
+def _replayable_items(items: list[Any]) -> list[Any] | None:
+    """Messages (or input items) whose ``content`` is read once, with it listed; None if none."""
+    fixed: list[Any] | None = None
+    for i, item in enumerate(items):
+        if type(item) is dict:
+            message = cast("dict[str, Any]", item)
+            content: object = message.get("content")
+            if content is not None and _read_once(content):
+                if fixed is None:
+                    fixed = list(items)
+                fixed[i] = {**message, "content": list(cast("Iterator[Any]", content))}
+    return fixed
+
+
+def replayable(kwargs: dict[str, Any], operation: Operation) -> dict[str, Any]:
+    """``kwargs`` with every argument that can be read only once (a generator of messages,
+    tools, content parts...) turned into a list: costspan reads the request to count it, and
+    the client must still send all of it. ``kwargs`` itself when there is none (the caller's
+    own dicts and lists are never changed)."""
+    out = kwargs
+    for key in _ITERABLE_ARGUMENTS:
+        value = kwargs.get(key)
+        if value is None or type(value) is str:
+            continue
+        # (The Responses client cannot send a generator as `input`; nor may it with costspan.)
+        if _read_once(value) and not (key == "input" and operation.api_type == A.API_RESPONSES):
+            value = list(value)
+        if type(value) is list and key in ("messages", "input"):
+            listed = cast("list[Any]", value)
+            value = _replayable_items(listed) or listed
+        if value is not kwargs[key]:
+            if out is kwargs:
+                out = dict(kwargs)
+            out[key] = value
+    return out
 
 
 def _attempts(instance: object) -> int:
