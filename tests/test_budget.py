@@ -784,3 +784,18 @@ def test_an_unpriced_alias_is_reserved_at_the_model_that_answered_it(
     first, refused = span_exporter.get_finished_spans()
     assert "costspan.budget.estimate_usd" not in attrs(first)
     assert attrs(refused)["costspan.budget.estimate_usd"] > 0.004
+
+
+@pytest.mark.parametrize("cap", [100.5, -5, True])
+def test_an_invalid_output_cap_is_sent_as_given_for_the_provider_to_refuse(
+    client: openai.OpenAI, server: OpenAICompatibleServer, cap: object
+) -> None:
+    """costspan gives an uncapped request under a budget the cap it reserved; a request that
+    sets an invalid cap is not uncapped: it is sent as the caller wrote it, the provider
+    refuses it as it would without costspan, and nothing is charged."""
+    with costspan.budget(usd="1") as b, pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=USER, max_completion_tokens=cap, extra_headers=LONG
+        )
+    assert server.requests[-1].body["max_completion_tokens"] == cap
+    assert b.spent_usd == 0

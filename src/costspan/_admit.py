@@ -191,6 +191,7 @@ class Admitter:
             operation.name == A.OP_EMBEDDINGS
             or operation.output_cap(kwargs) is not None
             or operation.implicit_cap(r.provider) is not None
+            or operation.invalid_cap(kwargs)  # the caller's own (invalid) cap is sent as given
         ):
             return
         for scope in self.scopes:

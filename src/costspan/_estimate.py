@@ -96,7 +96,10 @@ def output_bound(
     if cap is None:
         current = current or runtime()
         cap = current.settings.default_max_output_tokens
-        if current.settings.uncapped_output == "reserve":
+        # A cap the request sets but that is no cap (100.5, -5, True) is left for the provider to
+        # refuse (nothing billed); a lenient one might ignore it, so the model's largest answer
+        # is reserved meanwhile.
+        if current.settings.uncapped_output == "reserve" or operation.invalid_cap(kwargs):
             window = current.pricer.context_window(model, provider)
             if window is not None:
                 cap = max(window - input_tokens, 0)

@@ -385,6 +385,12 @@ class Operation:
                 return value
         return None
 
+    def invalid_cap(self, kwargs: Mapping[str, Any]) -> bool:
+        """Whether the request sets an output cap that is not a whole number >= 0."""
+        return any(given(kwargs, name) is not None for name in _CAP_PARAMS) and (
+            self.output_cap(kwargs) is None
+        )
+
     def implicit_cap(self, provider: str) -> int | None:
         """The cap the provider applies when the request sets none (None: the model's limit)."""
         return None
@@ -485,6 +491,12 @@ class CompletionsOperation(Operation):
 
     def accumulator(self, *, hide_usage_chunk: bool) -> Accumulator:
         return _CompletionsAccumulator(hide_usage_chunk=hide_usage_chunk)
+
+    def invalid_cap(self, kwargs: Mapping[str, Any]) -> bool:
+        """Whether the request sets an output cap that is not a whole number >= 0."""
+        return any(given(kwargs, name) is not None for name in _CAP_PARAMS) and (
+            self.output_cap(kwargs) is None
+        )
 
     def implicit_cap(self, provider: str) -> int | None:
         # OpenAI's legacy Completions API answers with at most 16 tokens unless told otherwise.
