@@ -438,7 +438,8 @@ def _refused(
 
 
 # -- when admission itself fails ----------------------------------------------------------------
-def _reason(exc: Exception) -> str:
+def failure_reason(exc: Exception) -> str:
+    """An exception as one short line: its type and the first line of its message."""
     text = str(exc).splitlines()[0][:200] if str(exc) else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
@@ -464,19 +465,21 @@ def _unchecked(labels: list[str], rejected: list[str]) -> Admitted:
     return Admitted(None, attrs, rejected=rejected)
 
 
-def _log(exc: Exception, mode: str) -> None:
-    if once(("admission-failed", type(exc).__name__, mode)):
+def log_failure(exc: Exception, mode: str, what: str = "a call's budgets") -> None:
+    """Log, once per kind of error and fail mode, that ``what`` could not be checked."""
+    if once(("admission-failed", what, type(exc).__name__, mode)):
         _logger.error(
-            "costspan could not check a call's budgets (%s); COSTSPAN_FAIL_MODE=%s decides "
+            "costspan could not check %s (%s); COSTSPAN_FAIL_MODE=%s decides "
             "(further failures of this kind are counted in %s, not logged)",
-            _reason(exc),
+            what,
+            failure_reason(exc),
             mode,
             A.METRIC_LEDGER_UNAVAILABLE,
             exc_info=exc,
         )
 
 
-def _mode(ledger: Ledger, current: Runtime) -> str:
+def fail_mode_of(ledger: Ledger, current: Runtime) -> str:
     """The fail mode in force: a shared ledger's own (it was opened with it), else the
     setting's."""
     from costspan.ledgers import FailSafeLedger  # a failure path: the engine is loaded by now
@@ -490,12 +493,12 @@ def _unreadable(request: Request, exc: Exception) -> Admitted:
     """The budgets and limits of the call's context could not even be read: nothing local can
     decide, so only ``open`` sends the call."""
     current = runtime()
-    mode = _mode(current.ledger, current)
-    _log(exc, mode)
+    mode = fail_mode_of(current.ledger, current)
+    log_failure(exc, mode)
     labels = ["(unreadable budgets)"]
     if mode == "open":
         return _unchecked(labels, [])
-    reason = f"its budgets could not be read ({_reason(exc)})"
+    reason = f"its budgets could not be read ({failure_reason(exc)})"
     return _unavailable(labels, request.model, reason, mode, [])
 
 
@@ -504,13 +507,13 @@ def _fail_safe(admitter: Admitter, exc: Exception, rejected: list[str]) -> Admit
     decides, as for an unreachable ledger. ``closed`` refuses; ``open`` sends unchecked;
     ``local`` reserves a tokenizer-free worst case in this process's own counters and refuses
     if even that cannot be done."""
-    mode = _mode(admitter.ledger, admitter.runtime)
-    _log(exc, mode)
+    mode = fail_mode_of(admitter.ledger, admitter.runtime)
+    log_failure(exc, mode)
     r, scopes = admitter.request, admitter.scopes
     labels = [scope.label for scope in scopes]
     if mode == "open":
         return _unchecked(labels, rejected)
-    reason = f"checking them failed ({_reason(exc)})"
+    reason = f"checking them failed ({failure_reason(exc)})"
     if mode == "closed":
         return _unavailable(labels, r.model, reason, mode, rejected)
     try:

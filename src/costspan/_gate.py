@@ -52,7 +52,7 @@ from opentelemetry.trace import SpanContext, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from costspan import _attributes as A
-from costspan._admit import exceeded
+from costspan._admit import exceeded, fail_mode_of, failure_reason, log_failure
 from costspan._coerce import count, text
 from costspan._errors import BudgetExceeded, BudgetUnavailable, UnpricedModelError
 from costspan._estimate import NO_ESTIMATE, Estimate
@@ -545,37 +545,18 @@ def _refuse(call: Call, span: Span, refusal: Exception) -> None:
 
 
 # -- when the gate itself fails (the fail mode decides, as for costspan's own calls) -------------
-def _mode(ledger: Ledger, current: Runtime) -> str:
-    return ledger.fail_mode if isinstance(ledger, FailSafeLedger) else current.settings.fail_mode
-
-
-def _reason(exc: Exception) -> str:
-    message = str(exc).splitlines()[0][:200] if str(exc) else ""
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-
-
-def _log(exc: Exception, mode: str) -> None:
-    if once(("gate-failed", type(exc).__name__, mode)):
-        _logger.error(
-            "costspan could not check the budgets of another instrumentation's GenAI span "
-            "(%s); COSTSPAN_FAIL_MODE=%s decides (further failures of this kind are counted in "
-            "%s, not logged)",
-            _reason(exc),
-            mode,
-            A.METRIC_LEDGER_UNAVAILABLE,
-            exc_info=exc,
-        )
+_GATED: Final = "the budgets of another instrumentation's GenAI span"
 
 
 def _unreadable(call: Call, span: Span, exc: Exception) -> None:
     current = runtime()
-    mode = _mode(current.ledger, current)
-    _log(exc, mode)
+    mode = fail_mode_of(current.ledger, current)
+    log_failure(exc, mode, _GATED)
     call.degraded = mode
     if mode == "open":
         call.decision = "unchecked"
         return
-    reason = f"its budgets could not be read ({_reason(exc)})"
+    reason = f"its budgets could not be read ({failure_reason(exc)})"
     unavailable = BudgetUnavailable(
         scope="(unreadable budgets)", model=call.model, reason=reason, fail_mode=mode
     )
@@ -589,8 +570,8 @@ def _fail_safe(
     ``local``: reserved in this process's own counters (with a tokenizer-free estimate if the
     estimate failed), refused if even that fails."""
     ledger = call.ledger or current.ledger
-    mode = _mode(ledger, current)
-    _log(exc, mode)
+    mode = fail_mode_of(ledger, current)
+    log_failure(exc, mode, _GATED)
     call.degraded = mode
     if mode == "open":
         call.decision = "unchecked"
@@ -614,7 +595,7 @@ def _fail_safe(
     unavailable = BudgetUnavailable(
         scope=labels[0] if labels else "(unknown)",
         model=call.model,
-        reason=f"checking them failed ({_reason(exc)})",
+        reason=f"checking them failed ({failure_reason(exc)})",
         fail_mode=mode,
     )
     _not_admitted(call, span, unavailable)

@@ -39,7 +39,7 @@ from costspan._records import spend_record
 from costspan._reservation import Admission, Settlement
 from costspan._runtime import Runtime, once, runtime
 from costspan._telemetry import Telemetry
-from costspan._usage import TokenUsage
+from costspan._usage import TokenUsage, write_usage_attributes
 
 _logger = logging.getLogger(__name__)
 
@@ -51,26 +51,6 @@ _METRIC_KEYS = (
     A.SERVER_ADDRESS,
     A.SERVER_PORT,
 )
-
-
-def usage_attributes(usage: TokenUsage) -> Attributes:
-    """The ``gen_ai.usage.*`` attributes of a usage; unreported counts are left out."""
-    attrs: Attributes = {}
-    _usage_attributes(attrs, usage)
-    return attrs
-
-
-def _usage_attributes(attrs: Attributes, usage: TokenUsage) -> None:
-    if usage.input_tokens is not None:
-        attrs[A.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
-    if usage.output_tokens is not None:
-        attrs[A.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
-    if usage.cache_read_tokens is not None:
-        attrs[A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cache_read_tokens
-    if usage.cache_write_tokens is not None:
-        attrs[A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = usage.cache_write_tokens
-    if usage.reasoning_tokens is not None:
-        attrs[A.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = usage.reasoning_tokens
 
 
 _UNANSWERED: Final = frozenset({"APITimeoutError", "TimeoutException"})
@@ -317,7 +297,7 @@ class Invocation:
         cost: Cost | None = None
         priced = False
         if usage is not None:
-            _usage_attributes(attrs, usage)
+            write_usage_attributes(attrs, usage)
             try:
                 cost, cost_attrs = self._price(usage, attrs)
             except Exception:

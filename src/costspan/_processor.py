@@ -49,7 +49,7 @@ from costspan._records import spend_record
 from costspan._reservation import Settlement
 from costspan._runtime import add_enforcer, once, runtime
 from costspan._telemetry import BudgetMeter, CostMeter
-from costspan._usage import TokenUsage
+from costspan._usage import TokenUsage, write_usage_attributes
 from costspan._version import __version__
 
 _logger = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ class CostSpanProcessor(SpanProcessor):
         if usage is None:
             usage = gate.children_usage(call)
             if usage is not None:  # the span reported none; the spans inside it did
-                extra.update(_usage_attributes(usage))
+                write_usage_attributes(extra, usage)
         failed = span.status.status_code is StatusCode.ERROR
         cost: Cost | None = None
         if usage is not None:
@@ -373,20 +373,6 @@ def _provider(attrs: Mapping[str, AttributeValue]) -> str:
 def _is_own(span: ReadableSpan) -> bool:
     scope = span.instrumentation_scope
     return scope is not None and scope.name == gate.OWN_SCOPE
-
-
-def _usage_attributes(usage: TokenUsage) -> dict[str, AttributeValue]:
-    attrs: dict[str, AttributeValue] = {}
-    for key, value in (
-        (A.GEN_AI_USAGE_INPUT_TOKENS, usage.input_tokens),
-        (A.GEN_AI_USAGE_OUTPUT_TOKENS, usage.output_tokens),
-        (A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, usage.cache_read_tokens),
-        (A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, usage.cache_write_tokens),
-        (A.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, usage.reasoning_tokens),
-    ):
-        if value is not None:
-            attrs[key] = value
-    return attrs
 
 
 def _copy(

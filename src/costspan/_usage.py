@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, cast
 
+from costspan import _attributes as A
 from costspan._coerce import count
 from costspan._money import reported_usd
 
@@ -123,3 +124,18 @@ def _count(value: object) -> int | None:
     if type(value) is int:
         return value if value >= 0 else None
     return count(value)
+
+
+def write_usage_attributes(attrs: dict[str, Any], usage: TokenUsage) -> None:
+    """Add the ``gen_ai.usage.*`` attributes of ``usage`` to ``attrs`` (counts the provider did
+    not report are left out, never written as 0)."""
+    if usage.input_tokens is not None:
+        attrs[A.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
+    if usage.output_tokens is not None:
+        attrs[A.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
+    if usage.cache_read_tokens is not None:
+        attrs[A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cache_read_tokens
+    if usage.cache_write_tokens is not None:
+        attrs[A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = usage.cache_write_tokens
+    if usage.reasoning_tokens is not None:
+        attrs[A.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = usage.reasoning_tokens
