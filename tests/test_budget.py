@@ -788,7 +788,7 @@ def test_an_unpriced_alias_is_reserved_at_the_model_that_answered_it(
 
 @pytest.mark.parametrize("cap", [100.5, -5, True])
 def test_an_invalid_output_cap_is_sent_as_given_for_the_provider_to_refuse(
-    client: openai.OpenAI, server: OpenAICompatibleServer, cap: object
+    client: openai.OpenAI, server: OpenAICompatibleServer, cap: Any
 ) -> None:
     """costspan gives an uncapped request under a budget the cap it reserved; a request that
     sets an invalid cap is not uncapped: it is sent as the caller wrote it, the provider

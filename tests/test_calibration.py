@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import openai
 import pytest
@@ -22,7 +23,7 @@ from costspan._money import MAX_USD
 from costspan.testing import OpenAICompatibleServer
 from tests.conftest import USER
 
-PROMPT = [{"role": "user", "content": "Summarise this report: " + "Revenue grew. " * 300}]
+PROMPT: Any = [{"role": "user", "content": "Summarise this report: " + "Revenue grew. " * 300}]
 
 
 def test_a_provider_that_bills_more_is_reserved_more() -> None:
@@ -96,7 +97,7 @@ def test_a_request_with_a_file_teaches_nothing(
     """A file's tokens cannot be counted offline: a call that attaches one must not teach the
     calibration that the model bills hundreds of times costspan's count."""
     before = costspan.estimate("gpt-4o-mini", PROMPT, max_output_tokens=50).usd
-    with_file = [
+    with_file: Any = [
         {
             "role": "user",
             "content": [

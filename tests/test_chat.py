@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import openai
 import pytest
@@ -340,6 +341,11 @@ _TOOL = {
 }
 
 
+def _once(items: list[Any]) -> Any:
+    """A generator over ``items``: it can be read only once."""
+    return (item for item in items)
+
+
 @pytest.mark.parametrize(
     "shape",
     ["messages", "tools", "content parts", "embedding input", "prompt"],
@@ -351,28 +357,28 @@ def test_arguments_given_as_generators_are_sent_whole(
     """openai accepts any iterable for messages, tools, content and inputs, a generator among
     them: costspan reads the request to count it (under a budget) and the server still receives
     all of it, as it would without costspan."""
-    parts = [{"type": "text", "text": "Translate: bonjour"}]
-    messages = [{"role": "user", "content": "hi"}]
+    parts: Any = [{"type": "text", "text": "Translate: bonjour"}]
+    messages: Any = [{"role": "user", "content": "hi"}]
     calls = {
         "messages": lambda: client.chat.completions.create(
-            model="gpt-4o-mini", messages=(m for m in messages), max_completion_tokens=5
+            model="gpt-4o-mini", messages=_once(messages), max_completion_tokens=5
         ),
         "tools": lambda: client.chat.completions.create(
             model="gpt-4o-mini",
             messages=messages,
-            tools=(t for t in [_TOOL]),
+            tools=_once([_TOOL]),
             max_completion_tokens=5,
         ),
         "content parts": lambda: client.chat.completions.create(
             model="gpt-4o-mini",
-            messages=[{"role": "user", "content": (p for p in parts)}],
+            messages=[{"role": "user", "content": _once(parts)}],
             max_completion_tokens=5,
         ),
         "embedding input": lambda: client.embeddings.create(
-            model="text-embedding-3-small", input=(t for t in ["one", "two"])
+            model="text-embedding-3-small", input=_once(["one", "two"])
         ),
         "prompt": lambda: client.completions.create(
-            model="gpt-3.5-turbo-instruct", prompt=(p for p in ["Say", "hi"]), max_tokens=5
+            model="gpt-3.5-turbo-instruct", prompt=_once(["Say", "hi"]), max_tokens=5
         ),
     }
     expected = {
