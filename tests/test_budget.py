@@ -707,12 +707,13 @@ def test_a_call_the_provider_refused_is_not_charged(
 
 
 # -- the price a call is reserved at ------------------------------------------------------------
-def test_a_request_naming_no_tier_is_reserved_at_the_priority_price(
+def test_requests_naming_no_tier_are_reserved_at_the_tier_they_were_served_at(
     span_exporter: InMemorySpanExporter,
 ) -> None:
     """OpenAI serves a request without ``service_tier`` (or ``auto``) at the project's default
-    tier, which may be ``priority``: such a request is reserved at the dearer price, and one
-    that names ``default`` at the standard price."""
+    tier, which may be ``priority`` (billed at a premium). Once an answer shows it, such
+    requests are reserved at the dearer price; one that names ``default`` keeps the standard
+    price."""
     with OpenAICompatibleServer(service_tier="priority") as server:
         client = openai.OpenAI(base_url=server.base_url, api_key="test-key", max_retries=0)
         kwargs: dict[str, Any] = {
@@ -722,11 +723,14 @@ def test_a_request_naming_no_tier_is_reserved_at_the_priority_price(
             "extra_headers": LONG,
         }
         with costspan.budget(usd="1"):
+            client.chat.completions.create(**kwargs)  # cold: the project's tier is not known
             client.chat.completions.create(**kwargs)
             client.chat.completions.create(**kwargs, service_tier="auto")
             client.chat.completions.create(**kwargs, service_tier="default")
         client.close()
-    unnamed, auto, default = span_exporter.get_finished_spans()
+    cold, unnamed, auto, default = span_exporter.get_finished_spans()
+    assert attrs(cold)["openai.response.service_tier"] == "priority"
+    assert _held(cold) == _held(default)
     for span in (unnamed, auto):
         assert attrs(span)["openai.response.service_tier"] == "priority"
         assert _held(span) >= Decimal(str(_cost(span)))

@@ -82,6 +82,9 @@ class Calibration:
         # Requested model names with no price of their own (a gateway alias, an Azure
         # deployment) -> the priced model the provider answered with.
         self._aliases: OrderedDict[tuple[str, str], str] = OrderedDict()
+        # Per provider: the tier requests that named none were last served at, when not the
+        # standard one (an OpenAI project whose default tier is priority).
+        self._served: dict[str, str] = {}
         self._lock = threading.Lock()
         self._seen = 0
 
@@ -128,6 +131,19 @@ class Calibration:
             return
         with self._lock:
             self._add(self._sizes, (provider, model), float(billed))
+
+    def learn_tier(self, provider: str, served: str) -> None:
+        """A request that named no tier (or ``auto``) was served at ``served``. Kept for the
+        process (a later answer at the standard tier does not undo it: the bound stays the
+        dearer of the two)."""
+        if served in ("default", "auto", "flex"):
+            return
+        if self._served.get(provider) != served and len(self._served) < MAX_KEYS:
+            self._served[provider] = served
+
+    def served_tier(self, provider: str) -> str | None:
+        """The tier requests naming none are served at by ``provider``, if not the standard."""
+        return self._served.get(provider) if self._served else None
 
     def learn_alias(self, provider: str, requested: str, answered: str) -> None:
         """``requested`` has no price; the provider answered it as ``answered``, which has: the

@@ -126,6 +126,7 @@ def project(
     total = pricer.total(input_tokens, output, model=priced, provider=provider, when_ns=when_ns)
     if total is not None:
         total = _at_tier(
+            current,
             pricer,
             given(kwargs, "service_tier"),
             total,
@@ -138,12 +139,13 @@ def project(
     return Estimate(model, input_tokens, output, total, counted, uncounted)
 
 
-_UNSPECIFIED_TIERS: Final = (None, "auto")
+UNSPECIFIED_TIERS: Final = (None, "auto")
 """Tiers that leave the choice to the provider: OpenAI serves them at the project's default
 tier, which may be ``priority`` (billed at a premium)."""
 
 
 def _at_tier(
+    current: Runtime,
     pricer: Pricer,
     tier: object,
     standard: Decimal,
@@ -154,19 +156,21 @@ def _at_tier(
     output_tokens: int,
 ) -> Decimal:
     """The bound priced at the tier the request can be billed at: the one it names, else the
-    dearer of the standard and the priority tier (when the model has one)."""
+    dearer of the standard tier and the one this provider was seen serving such requests at
+    (a project whose default tier is ``priority``)."""
     if tier is not None and type(tier) is not str:
         tier = None
-    if tier == "default":
+    unspecified = tier in UNSPECIFIED_TIERS
+    named = current.calibration.served_tier(provider) if unspecified else tier
+    if named is None or named == "default":
         return standard
     usage = TokenUsage(input_tokens, output_tokens)
-    named = "priority" if tier in _UNSPECIFIED_TIERS else str(tier)
     cost = pricer.price(
-        usage, models=(model,), provider=provider, when_ns=when_ns, service_tier=named
+        usage, models=(model,), provider=provider, when_ns=when_ns, service_tier=str(named)
     )
     if cost is None:
         return standard
-    return max(standard, cost.total) if tier in _UNSPECIFIED_TIERS else cost.total
+    return max(standard, cost.total) if unspecified else cost.total
 
 
 def fallback_bound(

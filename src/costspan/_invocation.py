@@ -339,6 +339,8 @@ class Invocation:
         )
         if answered is not None and self.model and answered != self.model:
             self._step(self._alias, priced[0], answered)
+        if type(tier) is str and tier and self.request_tier in (None, "auto"):
+            self.runtime.calibration.learn_tier(self.provider, tier)
         return priced
 
     def _alias(self, cost: Cost | None, answered: str) -> None:
