@@ -337,7 +337,14 @@ class Invocation:
             service_tier=tier if type(tier) is str and tier else self.request_tier,
             current=self.runtime,
         )
-        if answered is not None and self.model and answered != self.model:
+        admission = self.admission
+        if (
+            admission is not None
+            and admission.estimate.usd is None  # reserved unpriced (or not at all)
+            and answered is not None
+            and self.model
+            and answered != self.model
+        ):
             self._step(self._alias, priced[0], answered)
         if type(tier) is str and tier and self.request_tier in (None, "auto"):
             self.runtime.calibration.learn_tier(self.provider, tier)
