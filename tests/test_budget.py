@@ -803,3 +803,24 @@ def test_an_invalid_output_cap_is_sent_as_given_for_the_provider_to_refuse(
         )
     assert server.requests[-1].body["max_completion_tokens"] == cap
     assert b.spent_usd == 0
+
+
+def test_a_model_answered_by_a_dearer_one_is_reserved_at_the_dearer_price(
+    span_exporter: InMemorySpanExporter,
+) -> None:
+    """A gateway that routes requests for gpt-4o-mini to gpt-4o bills gpt-4o: once seen, later
+    requests for gpt-4o-mini are reserved at gpt-4o's price."""
+    client = openai.OpenAI(
+        base_url="https://gateway.example.com/v1",
+        api_key="test-key",
+        max_retries=0,
+        http_client=openai.DefaultHttpxClient(transport=_answered_as("gpt-4o-2024-08-06")),
+    )
+    with costspan.budget(usd="1"):
+        for _ in range(2):
+            client.chat.completions.create(
+                model="gpt-4o-mini", messages=USER, max_completion_tokens=400
+            )
+    first, second = span_exporter.get_finished_spans()
+    assert _held(second) > 10 * _held(first)  # gpt-4o costs ~16x gpt-4o-mini
+    assert _held(second) >= Decimal(str(_cost(second)))

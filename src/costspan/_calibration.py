@@ -85,6 +85,7 @@ class Calibration:
         # Per provider: the tier requests that named none were last served at, when not the
         # standard one (an OpenAI project whose default tier is priority).
         self._served: dict[str, str] = {}
+        self._answers: set[tuple[str, str, str]] = set()
         self._lock = threading.Lock()
         self._seen = 0
 
@@ -145,9 +146,21 @@ class Calibration:
         """The tier requests naming none are served at by ``provider``, if not the standard."""
         return self._served.get(provider) if self._served else None
 
+    def first_answer(self, provider: str, requested: str, answered: str) -> bool:
+        """Whether a request for ``requested`` is seen answered as ``answered`` for the first
+        time (then worth comparing their prices). Bounded: forgotten all at once when full."""
+        key = (provider, requested, answered)
+        answers = self._answers
+        if key in answers:
+            return False
+        if len(answers) >= MAX_KEYS * 4:
+            answers.clear()
+        answers.add(key)
+        return True
+
     def learn_alias(self, provider: str, requested: str, answered: str) -> None:
-        """``requested`` has no price; the provider answered it as ``answered``, which has: the
-        next calls of ``requested`` are reserved at ``answered``'s price."""
+        """``requested`` has no price, or less than ``answered``'s, which the provider answered
+        it as: the next calls of ``requested`` are reserved at ``answered``'s price."""
         with self._lock:
             self._aliases[(provider, requested)] = answered
             self._aliases.move_to_end((provider, requested))
@@ -155,7 +168,7 @@ class Calibration:
                 self._aliases.popitem(last=False)
 
     def alias(self, provider: str, model: str) -> str | None:
-        """The priced model an unpriced ``model`` was last answered as, if any."""
+        """The dearer (or only priced) model ``model`` was last answered as, if any."""
         if not self._aliases:
             return None
         return self._aliases.get((provider, model))

@@ -337,13 +337,11 @@ class Invocation:
             service_tier=tier if type(tier) is str and tier else self.request_tier,
             current=self.runtime,
         )
-        admission = self.admission
         if (
-            admission is not None
-            and admission.estimate.usd is None  # reserved unpriced (or not at all)
-            and answered is not None
+            answered is not None
             and self.model
             and answered != self.model
+            and self.runtime.calibration.first_answer(self.provider, self.model, answered)
         ):
             self._step(self._alias, priced[0], answered)
         if type(tier) is str and tier and self.request_tier in (None, "auto"):
@@ -351,20 +349,20 @@ class Invocation:
         return priced
 
     def _alias(self, cost: Cost | None, answered: str) -> None:
-        """A requested name with no price answered by a priced model (a gateway alias, an Azure
-        deployment): later calls of the name are reserved at the answering model's price."""
+        """A requested name answered by another model (seen once per pair): when the answering
+        model is dearer, or the requested name has no price at all (a gateway alias, an Azure
+        deployment, a router), later calls of the name are reserved at the answering model's
+        price. (A dated id of the same model costs the same and teaches nothing.)"""
         requested = self.model
         if cost is None or requested is None:
             return
         current = self.runtime
-        calibration = current.calibration
-        if calibration.alias(self.provider, requested) == answered:
-            return
-        unpriced = current.pricer.total(
-            1, 1, model=requested, provider=self.provider, when_ns=self.start_ns
-        )
-        if unpriced is None:
-            calibration.learn_alias(self.provider, requested, answered)
+        pricer, provider, when = current.pricer, self.provider, self.start_ns
+        sample = 1000  # tokens of each kind: compares input and output rates together
+        theirs = pricer.total(sample, sample, model=answered, provider=provider, when_ns=when)
+        ours = pricer.total(sample, sample, model=requested, provider=provider, when_ns=when)
+        if theirs is not None and (ours is None or theirs > ours):
+            current.calibration.learn_alias(provider, requested, answered)
 
     def _cost_metrics(self, usage: TokenUsage, cost: Cost | None, attrs: Attributes) -> None:
         self.telemetry.costs.record(usage, cost, self._cost_dimensions(attrs))
