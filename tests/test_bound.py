@@ -267,6 +267,16 @@ SHAPES = [
         headers={"x-costspan-test-output-tokens": "3000"},
     ),
     Shape(
+        "only another API's cap name (max_output_tokens on chat)",
+        "0.05",
+        lambda: {
+            "model": "gpt-4o",
+            "messages": _user("Write at length."),
+            "extra_body": {"max_output_tokens": 16},
+        },
+        headers={"x-costspan-test-output-tokens": "3000"},
+    ),
+    Shape(
         "messages replaced by extra_body",
         "0.01",
         lambda: {

@@ -27,6 +27,7 @@ from typing import Any, Final, cast
 from opentelemetry.util.types import AttributeValue
 
 from costspan import _attributes as A
+from costspan._coerce import given
 from costspan._errors import BudgetExceeded, BudgetUnavailable, UnpricedModelError
 from costspan._estimate import NO_ESTIMATE, Estimate, fallback_bound, project
 from costspan._money import display, held, usd
@@ -308,6 +309,9 @@ class Admitter:
             raise Refusal(scope, state)
         new_cap = int(affordable)
         self.kwargs[operation.cap_param(self.kwargs, self.request.provider)] = new_cap
+        for name in operation.cap_params:  # a second cap the request sets is lowered too
+            if given(self.kwargs, name) is not None:
+                self.kwargs[name] = new_cap
         self.changes[A.COSTSPAN_BUDGET_CLAMPED_MAX_TOKENS] = new_cap
         admission.decision = "clamp"
         return self.estimate()

@@ -235,5 +235,6 @@ def estimate(
     if max_output_tokens is not None:
         if isinstance(max_output_tokens, bool) or max_output_tokens < 0:
             raise ValueError("max_output_tokens must be a whole number >= 0")
-        kwargs["max_output_tokens"] = max_output_tokens
+        for name in op.cap_params[:1]:  # the API's own cap parameter (embeddings have none)
+            kwargs[name] = max_output_tokens
     return project(op, kwargs, model, provider, when_ns or time.time_ns())

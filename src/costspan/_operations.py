@@ -22,7 +22,6 @@ from costspan._coerce import given, number, text, whole
 from costspan._input import Counted
 from costspan._usage import TokenUsage, field, from_openai, items
 
-_CAP_PARAMS = ("max_completion_tokens", "max_output_tokens", "max_tokens")
 _OWN_CAP_PROVIDERS = frozenset({"openai", "azure.ai.openai"})
 
 Attributes = dict[str, AttributeValue]
@@ -332,6 +331,9 @@ class Operation:
 
     name: ClassVar[str]
     api_type: ClassVar[str | None] = None
+    # The parameters that cap this API's output. A server ignores another API's cap name (or
+    # rejects it): only these bound what it generates.
+    cap_params: ClassVar[tuple[str, ...]] = ("max_tokens",)
     # Whether `stream_options.include_usage` exists for this API's streams.
     stream_usage_option: ClassVar[bool] = False
 
@@ -374,20 +376,22 @@ class Operation:
 
     # -- output ------------------------------------------------------------------------------
     def output_cap(self, kwargs: Mapping[str, Any]) -> int | None:
-        """The output cap the request sets itself, if any (reasoning included)."""
-        for name in _CAP_PARAMS:
+        """The output cap the request sets itself, if any (reasoning included): the largest of
+        this API's cap parameters it sets (a server may honour either when both are given)."""
+        cap: int | None = None
+        for name in self.cap_params:
             value = kwargs.get(name)
             if value is None:
                 continue
             if type(value) is not int:
                 value = whole(value)  # the SDK's "not given" sentinels, bools: no cap
-            if value is not None and value >= 0:
-                return value
-        return None
+            if value is not None and value >= 0 and (cap is None or value > cap):
+                cap = value
+        return cap
 
     def invalid_cap(self, kwargs: Mapping[str, Any]) -> bool:
         """Whether the request sets an output cap that is not a whole number >= 0."""
-        return any(given(kwargs, name) is not None for name in _CAP_PARAMS) and (
+        return any(given(kwargs, name) is not None for name in self.cap_params) and (
             self.output_cap(kwargs) is None
         )
 
@@ -424,6 +428,7 @@ class ChatOperation(Operation):
     name = A.OP_CHAT
     api_type = A.API_CHAT_COMPLETIONS
     stream_usage_option = True
+    cap_params = ("max_completion_tokens", "max_tokens")
 
     def request_attributes(self, kwargs: Mapping[str, Any]) -> Attributes:
         attrs = super().request_attributes(kwargs)
@@ -492,12 +497,6 @@ class CompletionsOperation(Operation):
     def accumulator(self, *, hide_usage_chunk: bool) -> Accumulator:
         return _CompletionsAccumulator(hide_usage_chunk=hide_usage_chunk)
 
-    def invalid_cap(self, kwargs: Mapping[str, Any]) -> bool:
-        """Whether the request sets an output cap that is not a whole number >= 0."""
-        return any(given(kwargs, name) is not None for name in _CAP_PARAMS) and (
-            self.output_cap(kwargs) is None
-        )
-
     def implicit_cap(self, provider: str) -> int | None:
         # OpenAI's legacy Completions API answers with at most 16 tokens unless told otherwise.
         return 16 if provider in _OWN_CAP_PROVIDERS else None
@@ -554,6 +553,7 @@ def _responses_finish_reason(response: object) -> str | None:
 class ResponsesOperation(Operation):
     name = A.OP_CHAT
     api_type = A.API_RESPONSES
+    cap_params = ("max_output_tokens",)
 
     def request_attributes(self, kwargs: Mapping[str, Any]) -> Attributes:
         attrs = super().request_attributes(kwargs)
@@ -622,6 +622,7 @@ class ResponsesOperation(Operation):
 
 class EmbeddingsOperation(Operation):
     name = A.OP_EMBEDDINGS
+    cap_params = ()
 
     def count_input(self, kwargs: Mapping[str, Any], model: str) -> Counted:
         return _input.prompt(given(kwargs, "input"), model)
