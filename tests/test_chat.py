@@ -348,7 +348,15 @@ def _once(items: list[Any]) -> Any:
 
 @pytest.mark.parametrize(
     "shape",
-    ["messages", "tools", "content parts", "embedding input", "prompt"],
+    [
+        "messages",
+        "tools",
+        "content parts",
+        "content parts in a tuple of messages",
+        "tool calls",
+        "embedding input",
+        "prompt",
+    ],
 )
 @pytest.mark.parametrize("budgeted", [False, True])
 def test_arguments_given_as_generators_are_sent_whole(
@@ -359,6 +367,10 @@ def test_arguments_given_as_generators_are_sent_whole(
     all of it, as it would without costspan."""
     parts: Any = [{"type": "text", "text": "Translate: bonjour"}]
     messages: Any = [{"role": "user", "content": "hi"}]
+    tool_calls: Any = [
+        {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+    ]
+    tool_answer: Any = {"role": "tool", "tool_call_id": "call_1", "content": "found"}
     calls = {
         "messages": lambda: client.chat.completions.create(
             model="gpt-4o-mini", messages=_once(messages), max_completion_tokens=5
@@ -374,6 +386,20 @@ def test_arguments_given_as_generators_are_sent_whole(
             messages=[{"role": "user", "content": _once(parts)}],
             max_completion_tokens=5,
         ),
+        "content parts in a tuple of messages": lambda: client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=({"role": "user", "content": _once(parts)},),
+            max_completion_tokens=5,
+        ),
+        "tool calls": lambda: client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[
+                *messages,
+                {"role": "assistant", "tool_calls": _once(tool_calls)},
+                tool_answer,
+            ],
+            max_completion_tokens=5,
+        ),
         "embedding input": lambda: client.embeddings.create(
             model="text-embedding-3-small", input=_once(["one", "two"])
         ),
@@ -385,6 +411,11 @@ def test_arguments_given_as_generators_are_sent_whole(
         "messages": ("messages", messages),
         "tools": ("tools", [_TOOL]),
         "content parts": ("messages", [{"role": "user", "content": parts}]),
+        "content parts in a tuple of messages": ("messages", [{"role": "user", "content": parts}]),
+        "tool calls": (
+            "messages",
+            [*messages, {"role": "assistant", "tool_calls": tool_calls}, tool_answer],
+        ),
         "embedding input": ("input", ["one", "two"]),
         "prompt": ("prompt", ["Say", "hi"]),
     }

@@ -367,47 +367,66 @@ class AsyncRawResponseProxy(_RawResponseMixin, ObjectProxy):
 
 _ITERABLE_ARGUMENTS: Final = ("messages", "input", "tools", "functions", "prompt")
 """Arguments openai accepts as any iterable (a generator among them)."""
-_PLAIN: Final = (list, str, dict, tuple, type(None))
+_SCALARS: Final = (str, int, float, bool, type(None), bytes)
+_MAX_DEPTH: Final = 12
 
 
-def _read_once(value: object) -> bool:
-    return type(value) not in _PLAIN and isinstance(value, Iterator)
-
-
-def _replayable_items(items: list[Any]) -> list[Any] | None:
-    """Messages (or input items) whose ``content`` is read once, with it listed; None if none."""
-    fixed: list[Any] | None = None
-    for i, item in enumerate(items):
-        if type(item) is dict:
-            message = cast("dict[str, Any]", item)
-            content: object = message.get("content")
-            if content is not None and _read_once(content):
-                if fixed is None:
-                    fixed = list(items)
-                fixed[i] = {**message, "content": list(cast("Iterator[Any]", content))}
-    return fixed
+def _replayed(value: object, depth: int = 0) -> object:
+    """``value`` with every iterator inside it (a generator of messages, of content parts, of
+    tool calls...) listed; ``value`` itself when it holds none. Only what changes is copied:
+    the caller's own dicts and lists are never changed. Plain messages (string values) cost a
+    type check per value, so a long resent history stays cheap."""
+    kind = type(value)
+    if kind in _SCALARS or depth > _MAX_DEPTH:
+        return value
+    if kind is dict:
+        mapping = cast("dict[Any, Any]", value)
+        out: dict[Any, Any] | None = None
+        for key, item in mapping.items():
+            if type(item) in _SCALARS:
+                continue
+            again = _replayed(item, depth + 1)
+            if again is not item:
+                if out is None:
+                    out = dict(mapping)
+                out[key] = again
+        return mapping if out is None else out
+    if kind is list or kind is tuple:
+        sequence = cast("list[Any] | tuple[Any, ...]", value)
+        copied: list[Any] | None = None
+        for i, item in enumerate(sequence):
+            if type(item) in _SCALARS:
+                continue
+            again = _replayed(item, depth + 1)
+            if again is not item:
+                if copied is None:
+                    copied = list(sequence)
+                copied[i] = again
+        if copied is None:
+            return sequence
+        return copied if kind is list else tuple(copied)
+    if isinstance(value, Iterator):
+        return [_replayed(item, depth + 1) for item in cast("Iterator[Any]", value)]
+    return value
 
 
 def replayable(kwargs: dict[str, Any], operation: Operation) -> dict[str, Any]:
-    """``kwargs`` with every argument that can be read only once (a generator of messages,
-    tools, content parts...) turned into a list: costspan reads the request to count it, and
-    the client must still send all of it. ``kwargs`` itself when there is none (the caller's
-    own dicts and lists are never changed)."""
+    """``kwargs`` with every argument that can be read only once, at any depth (a generator of
+    messages, tools, content parts, tool calls...) turned into a list: costspan reads the
+    request to count it, and the client must still send all of it. ``kwargs`` itself when
+    there is none (the caller's own dicts and lists are never changed)."""
     out = kwargs
     for key in _ITERABLE_ARGUMENTS:
         value = kwargs.get(key)
         if value is None or type(value) is str:
             continue
-        # (The Responses client cannot send a generator as `input`; nor may it with costspan.)
-        if _read_once(value) and not (key == "input" and operation.api_type == A.API_RESPONSES):
-            value = list(value)
-        if type(value) is list and key in ("messages", "input"):
-            listed = cast("list[Any]", value)
-            value = _replayable_items(listed) or listed
-        if value is not kwargs[key]:
+        if key == "input" and operation.api_type == A.API_RESPONSES and isinstance(value, Iterator):
+            continue  # the Responses client cannot send a generator as `input`; nor may it here
+        again = _replayed(value)
+        if again is not value:
             if out is kwargs:
                 out = dict(kwargs)
-            out[key] = value
+            out[key] = again
     return out
 
 
