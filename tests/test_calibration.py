@@ -15,7 +15,9 @@ from costspan._calibration import (
     FOREIGN_FACTOR,
     MAX_EXTRA,
     MAX_RATIO,
+    MAX_SCALE,
     OPENAI_FACTOR,
+    REFRESH,
     Calibration,
     plausible,
 )
@@ -51,12 +53,41 @@ def test_a_provider_that_bills_more_is_reserved_more() -> None:
     ],
 )
 def test_only_believable_answers_are_learned(counted: int, billed: int, believed: bool) -> None:
-    """An answer billing far more than any tokenizer or gateway explains is not learned."""
+    """An answer billing far more than any tokenizer or gateway explains is not learned; one
+    that is believed is covered by the calibrated count of the same request."""
     assert plausible(counted, billed) is believed
     calibration = Calibration()
     calibration.observe("openai", "gpt-4o", counted, billed)
-    expected = max(1.0, billed / counted) if believed else OPENAI_FACTOR
-    assert calibration.factor("openai", "gpt-4o") == pytest.approx(expected)
+    if believed:
+        assert billed <= calibration.calibrated("openai", "gpt-4o", counted) <= billed + 1
+    else:
+        assert calibration.calibrated("openai", "gpt-4o", 1000) == 1000
+
+
+def test_a_gateways_own_prompt_is_reserved_once_not_multiplied() -> None:
+    """A gateway adds 2,000 tokens of its own to every request: after short calls, a long
+    prompt is reserved its count (scaled at most MAX_SCALE) plus the 2,000, never the short
+    calls' ratio (250x) times its count; once long calls are seen, their scale is used."""
+    calibration = Calibration()
+    for _ in range(20):
+        calibration.observe("openai", "gpt-4o", 8, 2008)
+    assert calibration.calibrated("openai", "gpt-4o", 8) >= 2008
+    long_bound = calibration.calibrated("openai", "gpt-4o", 4000)
+    assert 6008 <= long_bound <= 4000 * MAX_SCALE + 2008
+    for _ in range(REFRESH + 1):  # a kept bound is worked out again after REFRESH calls
+        calibration.observe("openai", "gpt-4o", 4000, 6000)
+    assert 6000 <= calibration.calibrated("openai", "gpt-4o", 4000) <= 6000 + 2008
+
+
+def test_one_hostile_short_answer_adds_at_most_a_fixed_overhead() -> None:
+    """A 2-word prompt answered as billed 32,832 input tokens (believable as a gateway's
+    prompt): later long prompts are reserved their count plus that overhead, not 4,000 times
+    their count."""
+    calibration = Calibration()
+    calibration.observe("openai", "gpt-4o-mini", 8, 8 * MAX_RATIO + MAX_EXTRA)
+    assert (
+        calibration.calibrated("openai", "gpt-4o-mini", 2000) <= 2000 * MAX_SCALE + MAX_EXTRA + 64
+    )
 
 
 @pytest.mark.usefixtures("instrumented", "fresh_ledger")

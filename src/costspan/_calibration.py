@@ -6,9 +6,12 @@ that reported their usage teach two things per (provider, model) - every call ma
 budget (admission counted it anyway), and calls outside any budget until 64 have been seen,
 then one in 16:
 
-- the **ratio** between the input tokens the provider billed and costspan's count of the same
-  request: admission multiplies its count by a high quantile of the recent ratios, so that a
-  provider that bills 36 % more than tiktoken is reserved 36 % more;
+- how the input the provider billed relates to costspan's count of the same request, as
+  ``billed = counted x scale + extra``: the **scale** (a high quantile of the recent ratios, at
+  most :data:`MAX_SCALE`, from large calls when there are any), so that a provider that bills 36 %
+  more than tiktoken is reserved 36 % more; and the **extra** (a high quantile of what calls
+  billed past their scaled count), so that a gateway's own prompt is reserved once per call, not
+  multiplied into every long prompt;
 - the **input sizes** recent calls were billed: for calls whose input costspan cannot see (spans
   of other instrumentations that carry no content), a high quantile of those is the estimate.
 
@@ -23,7 +26,8 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict, deque
-from typing import Final
+from collections.abc import Iterable
+from typing import Any, Final
 
 from costspan._tokens import is_openai_model
 
@@ -47,6 +51,15 @@ MAX_EXTRA: Final = 32_768
 MAX_EXTRA`` input tokens (room for another tokenizer, and for a gateway's own prompt): more means
 the count missed part of the request, or the usage is wrong (a hostile or broken server). One
 such answer must not make every later call of the model look hundreds of times larger."""
+MAX_SCALE: Final = 2.5
+"""The most another tokenizer is believed to count per o200k token (Llama's and others' on CJK
+text or code come near 2x). A call billed more than this times costspan's count is read as a
+fixed overhead on top (a gateway's own prompt): ``billed = counted x scale + extra``, each
+learned on its own, so that short calls through a gateway do not make long ones look hundreds
+of times larger."""
+LARGE: Final = 1000
+"""Calls counted at least this many tokens teach the scale when there are any: on them a fixed
+overhead is small next to the count."""
 MAX_BILLED: Final = 10_000_000
 """No model's context window is larger: a usage reporting more input is not believed."""
 OPENAI_FACTOR: Final = 1.0
@@ -63,22 +76,35 @@ def plausible(counted: int, billed: int) -> bool:
     return counted > 0 and 0 <= billed <= min(counted * MAX_RATIO + MAX_EXTRA, MAX_BILLED)
 
 
-def _quantile(values: deque[float]) -> float:
+def _quantile(values: Iterable[float]) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, math.ceil(QUANTILE * len(ordered)) - 1)]
+
+
+def _fit(pairs: deque[tuple[int, int]]) -> tuple[float, int]:
+    """(scale, extra) such that ``counted x scale + extra`` covers a high quantile of the calls
+    in ``pairs``: the scale from the large calls if there are any (else from all), at most
+    :data:`MAX_SCALE` and at least 1; the extra from what each call billed past its scaled
+    count."""
+    large = [min(b / c, MAX_SCALE) for c, b in pairs if c >= LARGE]
+    ratios = large or [min(b / c, MAX_SCALE) for c, b in pairs]
+    scale = max(1.0, _quantile(ratios))
+    extra = _quantile([max(0.0, b - c * scale) for c, b in pairs])
+    return scale, math.ceil(extra)
 
 
 class Calibration:
     """Per (provider, model): recent billed/counted input ratios and billed input sizes."""
 
     def __init__(self) -> None:
-        self._ratios: _Table = OrderedDict()
+        # Per (provider, model): the last WINDOW (counted, billed) pairs.
+        self._pairs: OrderedDict[tuple[str, str], deque[tuple[int, int]]] = OrderedDict()
         self._sizes: _Table = OrderedDict()
         # The factor of each (provider, model) and how many observations it has outlived: worked
         # out again when a new ratio exceeds it, else every REFRESH observations, instead of
         # sorting the window on every call. A ratio at or below the factor can only lower the
         # quantile, so the kept factor stays an upper bound meanwhile.
-        self._factors: dict[tuple[str, str], tuple[float, int]] = {}
+        self._factors: dict[tuple[str, str], tuple[float, int, int]] = {}
         # Requested model names with no price of their own (a gateway alias, an Azure
         # deployment) -> the priced model the provider answered with.
         self._aliases: OrderedDict[tuple[str, str], str] = OrderedDict()
@@ -90,7 +116,9 @@ class Calibration:
         self._seen = 0
 
     @staticmethod
-    def _add(table: _Table, key: tuple[str, str], value: float) -> None:
+    def _add(
+        table: OrderedDict[tuple[str, str], deque[Any]], key: tuple[str, str], value: Any
+    ) -> None:
         window = table.get(key)
         if window is None:
             window = table[key] = deque(maxlen=WINDOW)
@@ -106,21 +134,21 @@ class Calibration:
         if not plausible(counted, billed):
             return
         key = (provider, model)
-        ratio = billed / counted
         with self._lock:
-            self._add(self._ratios, key, ratio)
+            self._add(self._pairs, key, (counted, billed))
             self._add(self._sizes, key, float(billed))
             kept = self._factors.get(key)
             if kept is not None:
-                if ratio > kept[0] or kept[1] >= REFRESH:
+                # A call the kept bound covers can only lower it: keep it a while longer.
+                if billed > math.ceil(counted * kept[0]) + kept[1] or kept[2] >= REFRESH:
                     del self._factors[key]
                 else:
-                    self._factors[key] = (kept[0], kept[1] + 1)
+                    self._factors[key] = (kept[0], kept[1], kept[2] + 1)
 
     def wants(self, provider: str, model: str) -> bool:
         """Whether a call made outside any budget is worth counting to learn from: every call
         until the window is full, then one in :data:`SAMPLE_EVERY` (counting costs time)."""
-        window = self._ratios.get((provider, model))
+        window = self._pairs.get((provider, model))
         if window is None or len(window) < WINDOW:
             return True
         self._seen += 1
@@ -178,22 +206,30 @@ class Calibration:
         below 1: a provider that bills less is reserved its count), else the starting factor:
         1.0 for OpenAI's models (on OpenAI, Azure OpenAI, or a server that serves them by their
         name), :data:`FOREIGN_FACTOR` for any other model."""
+        return self._learned(provider, model)[0]
+
+    def extra(self, provider: str, model: str) -> int:
+        """Input tokens billed on top of the scaled count (a gateway's own prompt): the recent
+        calls' high quantile, 0 before any."""
+        return self._learned(provider, model)[1]
+
+    def _learned(self, provider: str, model: str) -> tuple[float, int]:
         key = (provider, model)
         kept = self._factors.get(key)
         if kept is not None:
-            return kept[0]
+            return kept[0], kept[1]
         with self._lock:
-            window = self._ratios.get(key)
+            window = self._pairs.get(key)
             if not window:
                 own = provider == "azure.ai.openai" or (
                     provider in _OWN_TOKENIZER and is_openai_model(model)
                 )
-                return OPENAI_FACTOR if own else FOREIGN_FACTOR
-            factor = max(1.0, _quantile(window))
+                return (OPENAI_FACTOR if own else FOREIGN_FACTOR), 0
+            factor, extra = _fit(window)
             if len(self._factors) >= MAX_KEYS:
                 self._factors.clear()
-            self._factors[key] = (factor, 0)
-            return factor
+            self._factors[key] = (factor, extra, 0)
+            return factor, extra
 
     def recent_input(self, provider: str, model: str) -> int | None:
         """A high quantile of the input recent calls of this model were billed, if any."""
@@ -204,5 +240,7 @@ class Calibration:
             return math.ceil(_quantile(window))
 
     def calibrated(self, provider: str, model: str, counted: int) -> int:
-        """``counted`` input tokens as this provider is expected to bill them (rounded up)."""
-        return math.ceil(counted * self.factor(provider, model))
+        """``counted`` input tokens as this provider is expected to bill them (rounded up): the
+        count times the learned scale, plus the learned fixed overhead."""
+        factor, extra = self._learned(provider, model)
+        return math.ceil(counted * factor) + extra
