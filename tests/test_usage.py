@@ -47,6 +47,14 @@ def test_nonsense_values_are_ignored() -> None:
     assert from_openai({"prompt_tokens": "12"}) is None
 
 
+def test_a_usage_with_one_nonsense_count_is_not_believed_at_all() -> None:
+    """One valid count next to a nonsense one (a negative output, a boolean input) is no usage:
+    pricing the valid half alone would charge a budgeted call less than it held."""
+    assert from_openai({"prompt_tokens": 10, "completion_tokens": -(10**9)}) is None
+    assert from_openai({"prompt_tokens": True, "completion_tokens": 5}) is None
+    assert from_openai({"input_tokens": 10, "output_tokens": "5"}) is None
+
+
 def test_absent_usage_is_none() -> None:
     """No usage object means no usage, not zero."""
     assert from_openai(None) is None

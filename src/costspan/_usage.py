@@ -98,13 +98,21 @@ def from_openai(usage: object) -> TokenUsage | None:
     if usage is None:
         return None
     get = field
-    input_tokens = _count(get(usage, "prompt_tokens"))
-    if input_tokens is None:
-        input_tokens = _count(get(usage, "input_tokens"))
-    output_tokens = _count(get(usage, "completion_tokens"))
-    if output_tokens is None:
-        output_tokens = _count(get(usage, "output_tokens"))
+    raw_in = get(usage, "prompt_tokens")
+    if raw_in is None:
+        raw_in = get(usage, "input_tokens")
+    raw_out = get(usage, "completion_tokens")
+    if raw_out is None:
+        raw_out = get(usage, "output_tokens")
+    input_tokens = _count(raw_in)
+    output_tokens = _count(raw_out)
     if input_tokens is None and output_tokens is None:
+        return None
+    if (input_tokens is None and raw_in is not None) or (
+        output_tokens is None and raw_out is not None
+    ):
+        # A count that is there but no count (negative, a bool, a string): the usage cannot
+        # be believed, and is read as missing (a budgeted call is then charged its hold).
         return None
     in_details = get(usage, "prompt_tokens_details") or get(usage, "input_tokens_details")
     out_details = get(usage, "completion_tokens_details") or get(usage, "output_tokens_details")

@@ -432,9 +432,9 @@ def replayable(kwargs: dict[str, Any], operation: Operation) -> dict[str, Any]:
 
 def _attempts(instance: object) -> int:
     """How many times the client behind a resource may send one request: 1 + its retries
-    (bounded: a client misconfigured with a huge number must not make one charge absurd)."""
+    (the charge of a timed-out call; the ledger bounds the product)."""
     retries = getattr(getattr(instance, "_client", None), "max_retries", 0)
-    return 1 + min(retries, 10) if type(retries) is int and retries > 0 else 1
+    return 1 + retries if type(retries) is int and retries > 0 else 1
 
 
 def sent_view(kwargs: dict[str, Any]) -> dict[str, Any]:
