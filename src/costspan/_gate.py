@@ -63,7 +63,7 @@ from costspan._runtime import Runtime, once, runtime
 from costspan._scopes import Scope, active_scopes, possibly_limited
 from costspan._tokens import count_text
 from costspan._usage import TokenUsage
-from costspan.ledgers import FailSafeLedger, Ledger, LedgerUnavailable, Reservation, ScopeState
+from costspan.ledgers import Ledger, LedgerUnavailable, Reservation, ScopeState
 
 _logger = logging.getLogger(__name__)
 
@@ -576,6 +576,8 @@ def _fail_safe(
     if mode == "open":
         call.decision = "unchecked"
         return
+    from costspan.ledgers import FailSafeLedger  # a failure path: the engine is loaded by now
+
     if mode == "local" and isinstance(ledger, FailSafeLedger):
         if estimate is NO_ESTIMATE:
             estimate = _crude_estimate(call, current)
