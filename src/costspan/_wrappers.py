@@ -13,7 +13,7 @@ unchanged.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, Final, cast
 
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
@@ -379,32 +379,24 @@ def _replayed(value: object, depth: int = 0) -> object:
     kind = type(value)
     if kind in _SCALARS or depth > _MAX_DEPTH:
         return value
-    if kind is dict:
-        mapping = cast("dict[Any, Any]", value)
-        out: dict[Any, Any] | None = None
-        for key, item in mapping.items():
+    if kind is dict or kind is list or kind is tuple:
+        container: Any = value
+        pairs = cast(
+            "Iterable[tuple[Any, Any]]",
+            container.items() if kind is dict else enumerate(container),
+        )
+        out: Any = None
+        for key, item in pairs:
             if type(item) in _SCALARS:
                 continue
             again = _replayed(item, depth + 1)
             if again is not item:
                 if out is None:
-                    out = dict(mapping)
+                    out = dict(container) if kind is dict else list(container)
                 out[key] = again
-        return mapping if out is None else out
-    if kind is list or kind is tuple:
-        sequence = cast("list[Any] | tuple[Any, ...]", value)
-        copied: list[Any] | None = None
-        for i, item in enumerate(sequence):
-            if type(item) in _SCALARS:
-                continue
-            again = _replayed(item, depth + 1)
-            if again is not item:
-                if copied is None:
-                    copied = list(sequence)
-                copied[i] = again
-        if copied is None:
-            return sequence
-        return copied if kind is list else tuple(copied)
+        if out is None:
+            return value
+        return tuple(out) if kind is tuple else out
     if isinstance(value, Iterator):
         return [_replayed(item, depth + 1) for item in cast("Iterator[Any]", value)]
     return value
