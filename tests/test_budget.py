@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Generator, Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
-import httpx2
 import openai
 import pytest
 from opentelemetry.instrumentation.utils import suppress_instrumentation
@@ -21,6 +20,7 @@ from costspan._estimate import DEFAULT_OUTPUT_TOKENS
 from costspan.ledgers import MemoryLedger
 from costspan.testing import OpenAICompatibleServer
 from tests.conftest import USER, attrs, counter_points
+from tests.transport import answering, http_package
 
 pytestmark = pytest.mark.usefixtures("instrumented", "fresh_ledger")
 
@@ -739,11 +739,11 @@ def test_requests_naming_no_tier_are_reserved_at_the_tier_they_were_served_at(
     assert _held(default) >= Decimal(str(_cost(default)))
 
 
-def _answered_as(model: str) -> httpx2.MockTransport:
+def _answered_as(model: str) -> Any:
     """A gateway that routes any requested name to ``model`` (a recorded completion's shape)."""
 
-    def answer(request: httpx2.Request) -> httpx2.Response:
-        return httpx2.Response(
+    def answer(request: Any) -> Any:
+        return http_package().Response(
             200,
             json={
                 "id": "chatcmpl-1",
@@ -761,7 +761,7 @@ def _answered_as(model: str) -> httpx2.MockTransport:
             },
         )
 
-    return httpx2.MockTransport(answer)
+    return answering(answer)
 
 
 def test_an_unpriced_alias_is_reserved_at_the_model_that_answered_it(
@@ -774,7 +774,7 @@ def test_an_unpriced_alias_is_reserved_at_the_model_that_answered_it(
         base_url="https://gateway.example.com/v1",
         api_key="test-key",
         max_retries=0,
-        http_client=openai.DefaultHttpxClient(transport=_answered_as("gpt-4o-2024-08-06")),
+        http_client=_answered_as("gpt-4o-2024-08-06"),
     )
     with costspan.budget(usd="0.006") as b:
         client.chat.completions.create(  # unpriced: warned about, let through
@@ -814,7 +814,7 @@ def test_a_model_answered_by_a_dearer_one_is_reserved_at_the_dearer_price(
         base_url="https://gateway.example.com/v1",
         api_key="test-key",
         max_retries=0,
-        http_client=openai.DefaultHttpxClient(transport=_answered_as("gpt-4o-2024-08-06")),
+        http_client=_answered_as("gpt-4o-2024-08-06"),
     )
     with costspan.budget(usd="1"):
         for _ in range(2):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import gc
 import json
+from typing import Any
 
-import httpx2
 import openai
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -14,6 +14,7 @@ from opentelemetry.trace import StatusCode
 import costspan
 from costspan.testing import OpenAICompatibleServer
 from tests.conftest import USER, attrs, chat_helpers, only_span
+from tests.transport import answering, http_package
 
 pytestmark = pytest.mark.usefixtures("instrumented")
 
@@ -332,14 +333,16 @@ def test_reasoning_streamed_as_text_is_counted_when_usage_is_missing(
     reasoning = "|".join(f"step{i} " for i in range(400))
     body = _deepseek_reasoner_stream(reasoning, "42")
 
-    def answer(request: httpx2.Request) -> httpx2.Response:
-        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+    def answer(request: Any) -> Any:
+        return http_package().Response(
+            200, headers={"content-type": "text/event-stream"}, content=body
+        )
 
     client = openai.OpenAI(
         base_url="https://api.deepseek.com/v1",
         api_key="test-key",
         max_retries=0,
-        http_client=openai.DefaultHttpxClient(transport=httpx2.MockTransport(answer)),
+        http_client=answering(answer),
     )
     stream = client.chat.completions.create(model="deepseek-reasoner", messages=USER, stream=True)
     text = "".join(c.choices[0].delta.content or "" for c in stream)

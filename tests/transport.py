@@ -7,6 +7,9 @@ server on 127.0.0.1. Nothing leaves the machine.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import httpx2
 import openai
 
@@ -32,3 +35,17 @@ def provider_client(base_url: str, port: int) -> openai.OpenAI:
         max_retries=0,
         http_client=openai.DefaultHttpxClient(transport=ForwardToLocal(port)),
     )
+
+
+def http_package() -> Any:
+    """The httpx package the installed openai client is built on: ``httpx2`` from openai 3,
+    ``httpx`` before (a transport must come from the same one)."""
+    import openai._base_client as base
+
+    return getattr(base, "httpx2", None) or getattr(base, "httpx")  # noqa: B009
+
+
+def answering(answer: Callable[[Any], Any]) -> openai.DefaultHttpxClient:
+    """An http client for the openai client that answers every request with ``answer(request)``
+    (an in-process transport: a recorded response shape, no server)."""
+    return openai.DefaultHttpxClient(transport=http_package().MockTransport(answer))
