@@ -337,26 +337,27 @@ class Invocation:
             service_tier=tier if type(tier) is str and tier else self.request_tier,
             current=self.runtime,
         )
-        if (
-            answered is not None
-            and self.model
-            and answered != self.model
-            and self.runtime.calibration.first_answer(self.provider, self.model, answered)
-        ):
-            self._step(self._alias, priced[0], answered)
-        if type(tier) is str and tier and self.request_tier in (None, "auto"):
-            self.runtime.calibration.learn_tier(self.provider, tier)
+        self._step(self._served_as, priced[0], answered, tier)
         return priced
 
-    def _alias(self, cost: Cost | None, answered: str) -> None:
-        """A requested name answered by another model (seen once per pair): when the answering
-        model is dearer, or the requested name has no price at all (a gateway alias, an Azure
-        deployment, a router), later calls of the name are reserved at the answering model's
-        price. (A dated id of the same model costs the same and teaches nothing.)"""
-        requested = self.model
-        if cost is None or requested is None:
-            return
+    def _served_as(self, cost: Cost | None, answered: str | None, tier: object) -> None:
+        """What the provider served tells later reservations what to price: the tier a request
+        naming none was served at, and the model a requested name was answered by (seen once
+        per pair) when that model is dearer or the name has no price at all (a gateway alias,
+        an Azure deployment, a router). A dated id of the same model costs the same and teaches
+        nothing."""
         current = self.runtime
+        if type(tier) is str and tier and self.request_tier in (None, "auto"):
+            current.calibration.learn_tier(self.provider, tier)
+        requested = self.model
+        if (
+            cost is None
+            or answered is None
+            or not requested
+            or answered == requested
+            or not current.calibration.first_answer(self.provider, requested, answered)
+        ):
+            return
         pricer, provider, when = current.pricer, self.provider, self.start_ns
         sample = 1000  # tokens of each kind: compares input and output rates together
         theirs = pricer.total(sample, sample, model=answered, provider=provider, when_ns=when)
