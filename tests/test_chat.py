@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -427,3 +428,25 @@ def test_arguments_given_as_generators_are_sent_whole(
         calls[shape]()
     key, value = expected[shape]
     assert server.requests[-1].body[key] == value
+
+
+@pytest.mark.parametrize("budgeted", [False, True])
+def test_a_generator_where_the_client_does_not_list_one_fails_as_without_costspan(
+    client: openai.OpenAI, server: OpenAICompatibleServer, budgeted: bool
+) -> None:
+    """openai lists iterables only where its types accept them (messages, content, tool calls,
+    tools); a generator deeper in a tool's JSON schema cannot be sent. costspan does not turn
+    that failure into a success: the call raises the client's own TypeError, nothing is sent."""
+    tool: Any = {
+        "type": "function",
+        "function": {
+            "name": "lookup",
+            "parameters": {"type": "object", "required": _once(["query"])},
+        },
+    }
+    scope = costspan.budget(usd="1") if budgeted else contextlib.nullcontext()
+    with scope, pytest.raises(TypeError, match="not JSON serializable"):
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=USER, tools=[tool], max_completion_tokens=5
+        )
+    assert server.requests == []

@@ -13,7 +13,7 @@ unchanged.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, Final, cast
 
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
@@ -367,54 +367,50 @@ class AsyncRawResponseProxy(_RawResponseMixin, ObjectProxy):
 
 _ITERABLE_ARGUMENTS: Final = ("messages", "input", "tools", "functions", "prompt")
 """Arguments openai accepts as any iterable (a generator among them)."""
-_SCALARS: Final = (str, int, float, bool, type(None), bytes)
-_MAX_DEPTH: Final = 12
+_MESSAGE_ITERABLES: Final = ("content", "tool_calls")
+"""Fields of a chat message openai accepts as any iterable (it lists them when it sends)."""
 
 
-def _replayed(value: object, depth: int = 0) -> object:
-    """``value`` with every iterator inside it (a generator of messages, of content parts, of
-    tool calls...) listed; ``value`` itself when it holds none. Only what changes is copied:
-    the caller's own dicts and lists are never changed. Plain messages (string values) cost a
-    type check per value, so a long resent history stays cheap."""
-    kind = type(value)
-    if kind in _SCALARS or depth > _MAX_DEPTH:
-        return value
-    if kind is dict or kind is list or kind is tuple:
-        container: Any = value
-        pairs = cast(
-            "Iterable[tuple[Any, Any]]",
-            container.items() if kind is dict else enumerate(container),
-        )
-        out: Any = None
-        for key, item in pairs:
-            if type(item) in _SCALARS:
+def _listed_messages(messages: list[Any] | tuple[Any, ...]) -> list[Any] | None:
+    """Chat messages whose ``content`` or ``tool_calls`` can be read only once, with those
+    listed (the messages copied, never changed); None when there are none."""
+    fixed: list[Any] | None = None
+    for i, message in enumerate(messages):
+        if type(message) is not dict:
+            continue
+        fields = cast("dict[str, Any]", message)
+        for name in _MESSAGE_ITERABLES:
+            value = fields.get(name)
+            if value is None or type(value) in (str, list, tuple, dict):
                 continue
-            again = _replayed(item, depth + 1)
-            if again is not item:
-                if out is None:
-                    out = dict(container) if kind is dict else list(container)
-                out[key] = again
-        if out is None:
-            return value
-        return tuple(out) if kind is tuple else out
-    if isinstance(value, Iterator):
-        return [_replayed(item, depth + 1) for item in cast("Iterator[Any]", value)]
-    return value
+            if isinstance(value, Iterator):
+                if fixed is None:
+                    fixed = list(messages)
+                fields = {**fields, name: list(cast("Iterator[Any]", value))}
+                fixed[i] = fields
+    return fixed
 
 
 def replayable(kwargs: dict[str, Any], operation: Operation) -> dict[str, Any]:
-    """``kwargs`` with every argument that can be read only once, at any depth (a generator of
-    messages, tools, content parts, tool calls...) turned into a list: costspan reads the
-    request to count it, and the client must still send all of it. ``kwargs`` itself when
-    there is none (the caller's own dicts and lists are never changed)."""
+    """``kwargs`` with every argument the client accepts as any iterable, and that can be read
+    only once (a generator of messages, of tools, of a message's content parts or tool calls),
+    turned into a list: costspan reads the request to count it, and the client must still send
+    all of it. Only where the client itself lists iterables: a generator it would fail to send
+    fails as it would without costspan. ``kwargs`` itself when there is none (the caller's own
+    dicts and lists are never changed)."""
     out = kwargs
+    responses = operation.api_type == A.API_RESPONSES
     for key in _ITERABLE_ARGUMENTS:
         value = kwargs.get(key)
         if value is None or type(value) is str:
             continue
-        if key == "input" and operation.api_type == A.API_RESPONSES and isinstance(value, Iterator):
-            continue  # the Responses client cannot send a generator as `input`; nor may it here
-        again = _replayed(value)
+        if responses and key == "input":
+            continue  # the Responses client sends `input` as given: a generator fails there
+        again: Any = value
+        if type(value) not in (list, tuple, dict) and isinstance(value, Iterator):
+            again = list(cast("Iterator[Any]", value))
+        if key == "messages" and type(again) in (list, tuple):
+            again = _listed_messages(again) or again
         if again is not value:
             if out is kwargs:
                 out = dict(kwargs)
