@@ -98,7 +98,7 @@ OPENAI_PINS=("1:openai==1.66.*" "2:openai>=2,<3" "3:openai>=3,<4")
 OPENAI_TESTS=(
     tests/test_chat.py tests/test_streams.py tests/test_responses.py tests/test_embeddings.py
     tests/test_instrumentor.py tests/test_usage.py tests/test_providers.py tests/test_budget.py
-    tests/test_processor.py tests/test_auto_instrument.py
+    tests/test_processor.py tests/test_auto_instrument.py tests/test_import.py
 )
 
 openai_versions() {

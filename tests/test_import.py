@@ -109,3 +109,23 @@ def test_instrument_warms_the_tokenizer_and_the_price_tables_in_the_background()
         "genai_prices": True,
         "o200k": True,
     }
+
+
+def test_modules_other_libraries_peek_at_are_whole_before_the_warm_up_starts() -> None:
+    """openai 2.x looks ``httpx2`` up in ``sys.modules`` on every response without importing
+    it; if costspan's warm-up thread were still importing it (genai-prices imports it), the
+    user's first call would find half a module and fail. instrument() imports it whole on the
+    caller's thread first, wherever it is installed."""
+    found = _run(
+        """
+        import importlib.util, json, sys
+        from opentelemetry.sdk.trace import TracerProvider
+        import costspan
+        costspan.instrument(tracer_provider=TracerProvider())
+        installed = importlib.util.find_spec("httpx2") is not None
+        module = sys.modules.get("httpx2")
+        print(json.dumps({"installed": installed,
+                          "whole": module is not None and hasattr(module, "Response")}))
+        """
+    )
+    assert found["whole"] is found["installed"]

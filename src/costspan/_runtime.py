@@ -310,9 +310,31 @@ def warm_up() -> threading.Thread:
     global _warming
     with _lock:
         if _warming is None:
+            _import_shared_modules()
             _warming = threading.Thread(target=_warm, name="costspan-warm-up", daemon=True)
             _warming.start()
         return _warming
+
+
+_SHARED_MODULES: Final = ("httpx2",)
+"""Modules the warm-up would import that other libraries look up in ``sys.modules`` without
+importing them: openai 2.x checks for ``httpx2`` on every response, and while another thread is
+still importing it (genai-prices does) it finds a half-initialised module and the user's call
+fails with an AttributeError. They are imported on the caller's thread, before the warm-up."""
+
+
+def _import_shared_modules() -> None:
+    import importlib
+    import importlib.util
+
+    for name in _SHARED_MODULES:
+        if name in sys.modules:
+            continue
+        try:
+            if importlib.util.find_spec(name) is not None:
+                importlib.import_module(name)
+        except Exception:  # not importable here: then nothing imports it in the background either
+            _logger.debug("costspan could not import %s before its warm-up", name, exc_info=True)
 
 
 def _warm() -> None:
