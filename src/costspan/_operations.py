@@ -226,13 +226,16 @@ class _ChoicesAccumulator(Accumulator):
             if reason is not None and isinstance(reason, str):
                 self.finish_reasons[index] = reason
         usage = fields.get("usage")
-        if usage is not None:
-            found = from_openai(usage)
-            if found is not None:
-                self.usage = found
-                # The injected usage chunk has no choices; hide it from a caller who didn't ask.
-                return self.hide_usage_chunk and not choices
-        return False
+        return False if usage is None else self._take_usage(usage, choices)
+
+    def _take_usage(self, usage: object, choices: object) -> bool:
+        """Keep a chunk's usage; True when the chunk is the injected usage chunk (no choices),
+        which a caller who did not ask for it must not see."""
+        found = from_openai(usage)
+        if found is None:
+            return False
+        self.usage = found
+        return self.hide_usage_chunk and not choices
 
     def _feed(self, chunk: object) -> bool:
         """Any chunk (a dict, an object of another client): read through :func:`field`."""
@@ -244,12 +247,7 @@ class _ChoicesAccumulator(Accumulator):
         for choice in choices or ():
             self._choice(choice)
         usage = field(chunk, "usage")
-        if usage is not None:
-            found = from_openai(usage)
-            if found is not None:
-                self.usage = found
-                return self.hide_usage_chunk and not choices
-        return False
+        return False if usage is None else self._take_usage(usage, choices)
 
     def _choice(self, choice: object) -> None:
         index = field(choice, "index")

@@ -274,13 +274,7 @@ class Pricer:
         """``price(TokenUsage(input_tokens, output_tokens), models=(model,), ...).total`` (None:
         no price), without the objects: a budget prices its estimate on every call."""
         if input_tokens < 0 or output_tokens < 0:  # what _counts() would clamp: the slow way
-            cost = self.price(
-                TokenUsage(input_tokens, output_tokens),
-                models=(model,),
-                provider=provider,
-                when_ns=when_ns,
-            )
-            return None if cost is None else cost.total
+            return self._slow_total(input_tokens, output_tokens, model, provider, when_ns)
         if self.overrides and model:
             override = self.overrides.get(model.lower())
             if override is not None:
@@ -294,12 +288,14 @@ class Pricer:
             entry = self._entries.get((*base_key, bucket))
             if isinstance(entry, Rates):
                 return total_from_rates(entry, input_tokens, output_tokens)
-        cost = self.price(
-            TokenUsage(input_tokens, output_tokens),
-            models=(model,),
-            provider=provider,
-            when_ns=when_ns,
-        )
+        return self._slow_total(input_tokens, output_tokens, model, provider, when_ns)
+
+    def _slow_total(
+        self, input_tokens: int, output_tokens: int, model: str, provider: str, when_ns: int
+    ) -> Decimal | None:
+        """:meth:`total` through :meth:`price` (the first call of a model, odd counts)."""
+        usage = TokenUsage(input_tokens, output_tokens)
+        cost = self.price(usage, models=(model,), provider=provider, when_ns=when_ns)
         return None if cost is None else cost.total
 
     def warm(self, models: tuple[str, ...] = WARM_MODELS, provider: str = "openai") -> None:
