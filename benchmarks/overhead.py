@@ -1,13 +1,18 @@
 """What instrumentation adds per ``chat.completions.create`` call, plain and streaming.
 
-Four variants run interleaved in one process, on the same in-process HTTP transport (an
-``httpx2.MockTransport`` answering with the local server's real response bodies), with the same
-SDK tracer and meter providers:
+Five variants run interleaved in one process, on the same in-process HTTP transport (an
+``httpx2.MockTransport`` answering with the local server's real response bodies), each with SDK
+tracer and meter providers set up alike (the same exporter and reader):
 
 - ``bare``: the openai client, uninstrumented (the baseline every overhead is measured from);
 - ``sdk span``: a minimal hand-written wrapper that opens one SDK span per call;
 - ``official``: ``opentelemetry-instrumentation-genai-openai``;
-- ``costspan``: this project.
+- ``costspan``: this project, alone and with every call under an active in-memory budget.
+
+costspan's variants get providers of their own: ``instrument()`` puts a
+:class:`~costspan.CostSpanProcessor` on its tracer provider, and that processor stays there after
+``uninstrument()``. On a provider shared with the others it would price and track the official
+instrumentation's spans too, and count costspan's own work in the baseline it is compared with.
 
 Each round instruments one variant, times N calls one by one, and uninstruments it; the order of
 variants is shuffled every round so drift on a shared machine spreads evenly. The table reports
@@ -155,6 +160,13 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
+def providers_by_variant() -> dict[str, Providers]:
+    """Providers for each variant: costspan's share one set, the others another (see the
+    module docstring)."""
+    ours, theirs = Providers(), Providers()
+    return {name: ours if name.startswith("costspan") else theirs for name in VARIANTS}
+
+
 def plain(client: openai.OpenAI) -> None:
     client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
 
@@ -173,12 +185,12 @@ def measure(rounds: int, calls: int, seed: int = 1) -> dict[str, dict[str, float
     """Median µs per call for every (variant, mode), all measured interleaved; and the mean, as
     ``"<mode> mean"`` (work done in batches, every few calls, shows in the mean only)."""
     client = make_client()
-    providers = Providers()
+    providers = providers_by_variant()
     samples: dict[tuple[str, str], list[float]] = {(v, m): [] for v in VARIANTS for m in MODES}
     rng = random.Random(seed)
     for mode, call in MODES.items():  # warm up the client, pydantic models and every variant
         for name, variant in VARIANTS.items():
-            with variant(providers):
+            with variant(providers[name]):
                 for _ in range(20):
                     call(client)
             del name
@@ -187,7 +199,7 @@ def measure(rounds: int, calls: int, seed: int = 1) -> dict[str, dict[str, float
         order = list(VARIANTS)
         rng.shuffle(order)
         for name in order:
-            with VARIANTS[name](providers):
+            with VARIANTS[name](providers[name]):
                 for mode, call in MODES.items():
                     bucket = samples[(name, mode)]
                     for _ in range(calls):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -43,3 +44,66 @@ def test_quick_benchmark_prints_its_table() -> None:
     for row in ("one slot  ", "spread, no leases", "spread + leases", "one slot, wait=1"):
         assert row in result.stdout
     assert "projected fleet budgeted calls/s" in result.stdout
+
+
+_PROCESSORS_BY_VARIANT = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import overhead
+from costspan import CostSpanProcessor
+
+providers = overhead.providers_by_variant()
+client = overhead.make_client()
+for name, variant in overhead.VARIANTS.items():
+    with variant(providers[name]):
+        overhead.plain(client)
+found = {}
+for name in overhead.VARIANTS:
+    processors = providers[name].tracer._active_span_processor._span_processors
+    found[name] = any(isinstance(p, CostSpanProcessor) for p in processors)
+print(json.dumps(found))
+"""
+
+
+def test_the_baseline_variants_run_without_costspans_span_processor() -> None:
+    """``instrument()`` leaves a CostSpanProcessor on its tracer provider after
+    ``uninstrument()``: the bare, hand-written and official variants must run on providers it
+    was never put on, or costspan's processor would price the official instrumentation's spans
+    and its own work would be counted in the baseline it is compared with."""
+    result = subprocess.run(
+        [sys.executable, "-c", _PROCESSORS_BY_VARIANT, str(ROOT / "benchmarks")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found == {
+        "bare client": False,
+        "sdk span (hand-written)": False,
+        "official genai-openai": False,
+        "costspan": True,
+        "costspan + budget": True,
+    }
+
+
+def test_steps_tool_times_every_step_of_a_budgeted_call_once() -> None:
+    """`benchmarks/steps.py budget` finds every step it names (a renamed method would leave its
+    row out) and each ran once per call."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/steps.py"), "budget", "-n", "20"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = {
+        line.strip().rsplit(None, 3)[0]: line.split()[-1]
+        for line in result.stdout.splitlines()[2:]
+        if line.strip()
+    }
+    for step in ("admit()", "ledger reserve", "ledger commit", "price", "span attributes (_write)"):
+        assert rows.get(step) == "1.0", result.stdout
+    assert "stream chunks (StreamState.feed, per chunk)" not in rows  # a plain call

@@ -76,7 +76,8 @@ SEAMS: dict[str, Callable[[pytest.MonkeyPatch], None]] = {
     "record": lambda mp: mp.setattr(_records.Recorder, "add", _boom),
     "cost metrics": lambda mp: mp.setattr(_telemetry.CostMeter, "record", _boom),
     "call metrics": lambda mp: mp.setattr(_telemetry.Telemetry, "record_call", _boom),
-    "processor": lambda mp: mp.setattr(_processor, "attribution", _boom),
+    "attribution": lambda mp: mp.setattr(_invocation, "attribution", _boom),
+    "processor": lambda mp: mp.setattr(_processor.gate, "start", _boom),
     "stream chunk": lambda mp: mp.setattr(_operations._ChoicesAccumulator, "feed", _boom),
     "stream outcome": lambda mp: mp.setattr(
         _operations._ChoicesAccumulator,

@@ -63,6 +63,16 @@ def _maybe_billed(exc: BaseException) -> bool:
     return any(cls.__name__ in _UNANSWERED for cls in type(exc).__mro__)
 
 
+def _attribution() -> dict[str, str]:
+    """The caller's attribution baggage; none when it cannot be read (the span and the record
+    lose their tags, never the call)."""
+    try:
+        return attribution()
+    except Exception:
+        _logger.exception("costspan could not attribute a call; it goes on without tags")
+        return {}
+
+
 def error_type_of(exc: BaseException) -> str:
     """``error.type`` for an exception: its qualified class name, low in cardinality."""
     return type(exc).__qualname__
@@ -114,13 +124,18 @@ class Invocation:
         # Attributes decided before the call (budget decisions), written with the outcome's in
         # one go: each separate set_attributes() costs a pass through the SDK's validation.
         self.pending: Attributes = {}
+        settings = current.settings
+        # The baggage of the call's caller: on the span from its start (CostSpanProcessor
+        # leaves costspan's own spans to their invocation) and in the spend record.
+        self.tags = tags = _attribution() if settings.attribution_keys else {}
         self.span = telemetry.tracer.start_span(
-            name, kind=SpanKind.CLIENT, attributes=start_attributes
+            name,
+            kind=SpanKind.CLIENT,
+            attributes={**start_attributes, **tags} if tags else start_attributes,
         )
         metric: dict[str, AttributeValue] = {
             k: start_attributes[k] for k in _METRIC_KEYS if k in start_attributes
         }
-        settings = current.settings
         if settings.metric_tags:
             metric.update(metric_tags())
         self.metric_attributes = metric
@@ -128,8 +143,6 @@ class Invocation:
         self.provider: str = provider if isinstance(provider, str) else "openai"
         model = metric.get(A.GEN_AI_REQUEST_MODEL)
         self.model: str | None = model if isinstance(model, str) and model else None
-        # For the spend record: the baggage of the call's caller.
-        self.tags = attribution() if settings.attribution_keys else {}
         self.request_tier = text(start_attributes.get(A.OPENAI_REQUEST_SERVICE_TIER))
         self.start_ns = time.time_ns()  # the request time: it selects historic prices
         self.started_at = timeit.default_timer()

@@ -118,12 +118,15 @@ class CostSpanProcessor(SpanProcessor):
         return get_meter("costspan", __version__, self._meter_provider)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        try:
-            tags = attribution(parent_context)
-            if tags:
-                span.set_attributes(tags)
-        except Exception:
-            _logger.exception("costspan could not attribute a span")
+        # costspan's own spans start with their attribution (one pass through the SDK's
+        # attribute checks, not two).
+        if not _is_own(span):
+            try:
+                tags = attribution(parent_context)
+                if tags:
+                    span.set_attributes(tags)
+            except Exception:
+                _logger.exception("costspan could not attribute a span")
         if self.next_processor is not None:
             try:
                 self.next_processor.on_start(span, parent_context)
@@ -164,6 +167,8 @@ class CostSpanProcessor(SpanProcessor):
     def finish(self, span: ReadableSpan) -> ReadableSpan:
         """The span as it leaves: priced and charged, marked as counted on another span, or
         unchanged (not an unpriced GenAI inference span)."""
+        if _is_own(span):
+            return span  # priced and charged by its invocation, never tracked here
         context = span.context
         if context is None:
             return self.enrich(span)
