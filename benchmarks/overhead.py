@@ -1,11 +1,13 @@
 """What instrumentation adds per ``chat.completions.create`` call, plain and streaming.
 
-Five variants run interleaved in one process, on the same in-process HTTP transport (an
+Six variants run interleaved in one process, on the same in-process HTTP transport (an
 ``httpx2.MockTransport`` answering with the local server's real response bodies), each with SDK
 tracer and meter providers set up alike (the same exporter and reader):
 
 - ``bare``: the openai client, uninstrumented (the baseline every overhead is measured from);
 - ``sdk span``: a minimal hand-written wrapper that opens one SDK span per call;
+- ``sdk span + costspan's attrs``: the same span with every attribute costspan writes on a
+  budgeted call (taken from a real one): the floor under costspan's own work;
 - ``official``: ``opentelemetry-instrumentation-genai-openai``;
 - ``costspan``: this project, alone and with every call under an active in-memory budget.
 
@@ -34,13 +36,14 @@ import httpx2
 import openai
 from openai.resources.chat.completions.completions import Completions
 from openai.types.chat import ChatCompletionMessageParam
+from opentelemetry.context import Context
 from opentelemetry.instrumentation.genai.openai import (
     OpenAIInstrumentor as OfficialInstrumentor,
 )
 from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind
 from wrapt import wrap_function_wrapper
@@ -121,6 +124,62 @@ def sdk_span(providers: Providers) -> Iterator[None]:
         unwrap(Completions, "create")
 
 
+class _Snapshots(SpanProcessor):
+    """Keeps the attributes of the last span at its start and at its end."""
+
+    def __init__(self) -> None:
+        self.start: dict[str, Any] = {}
+        self.end: dict[str, Any] = {}
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        self.start = dict(span.attributes or {})
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.end = dict(span.attributes or {})
+
+
+_attributes: tuple[dict[str, Any], dict[str, Any]] | None = None
+
+
+def costspan_attributes() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The attributes costspan writes on a budgeted call's span: those it starts the span with,
+    and those it adds at the end (taken once from a real call, on providers of their own)."""
+    global _attributes
+    if _attributes is None:
+        snapshots = _Snapshots()
+        providers = Providers()
+        providers.tracer.add_span_processor(snapshots)
+        with costspan_budget_variant(providers):
+            plain(make_client())
+        added = {k: v for k, v in snapshots.end.items() if k not in snapshots.start}
+        _attributes = snapshots.start, added
+    return _attributes
+
+
+@contextmanager
+def sdk_span_with_attributes(providers: Providers) -> Iterator[None]:
+    """The hand-written span with every attribute costspan writes on a budgeted call: what the
+    span alone costs costspan, the floor under anything it computes."""
+    tracer = providers.tracer.get_tracer("bench")
+    start, added = costspan_attributes()
+
+    def one_span(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        with tracer.start_as_current_span(
+            f"chat {kwargs.get('model')}", kind=SpanKind.CLIENT, attributes=start
+        ) as span:
+            result = wrapped(*args, **kwargs)
+            span.set_attributes(added)
+            return result
+
+    wrap_function_wrapper(
+        "openai.resources.chat.completions.completions", "Completions.create", one_span
+    )
+    try:
+        yield
+    finally:
+        unwrap(Completions, "create")
+
+
 @contextmanager
 def official(providers: Providers) -> Iterator[None]:
     instrumentor = OfficialInstrumentor()
@@ -154,6 +213,7 @@ def costspan_budget_variant(providers: Providers) -> Iterator[None]:
 VARIANTS: dict[str, Variant] = {
     "bare client": bare,
     "sdk span (hand-written)": sdk_span,
+    "sdk span + costspan's attrs": sdk_span_with_attributes,
     "official genai-openai": official,
     "costspan": costspan_variant,
     "costspan + budget": costspan_budget_variant,
@@ -224,11 +284,11 @@ def table(medians: dict[str, dict[str, float]]) -> str:
     base = medians["bare client"]
     span = medians["sdk span (hand-written)"]
     lines = [
-        f"{'variant':<26}{'plain µs':>10}{'added':>9}{'x span':>8}"
+        f"{'variant':<29}{'plain µs':>10}{'added':>9}{'x span':>8}"
         f"{'stream µs':>12}{'added':>9}{'x span':>8}",
     ]
     for name, m in medians.items():
-        row = f"{name:<26}"
+        row = f"{name:<29}"
         for mode in MODES:
             added = m[mode] - base[mode]
             span_added = span[mode] - base[mode]
@@ -258,5 +318,13 @@ def table(medians: dict[str, dict[str, float]]) -> str:
         lines.append(
             "the same ratios from mean times (costspan, then costspan + budget; plain, stream): "
             + ", ".join(means)
+        )
+    floor = medians["sdk span + costspan's attrs"]["plain"] - base["plain"]
+    theirs = off["plain"] - base["plain"]
+    if theirs > 0:
+        lines.append(
+            f"plain: the span with costspan's attributes alone adds {floor:.1f} µs "
+            f"(ratio {floor / theirs:.2f}): the budgeted call's own work has "
+            f"{TARGET * theirs - floor:.1f} µs under the {TARGET:g}x target"
         )
     return "\n".join(lines)

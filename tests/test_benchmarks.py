@@ -28,6 +28,8 @@ def test_quick_benchmark_prints_its_table() -> None:
     assert "the 5 µs target" in result.stdout
     assert "costspan + budget adds" in result.stdout
     assert "the 0.6x target" in result.stdout
+    assert "sdk span + costspan's attrs" in result.stdout
+    assert "the span with costspan's attributes alone adds" in result.stdout
     assert "budget cost per call at 200k tokens of history" in result.stdout
     for row in ("0.5k", "50k", "200k"):
         assert row in result.stdout
@@ -82,6 +84,7 @@ def test_the_baseline_variants_run_without_costspans_span_processor() -> None:
     assert found == {
         "bare client": False,
         "sdk span (hand-written)": False,
+        "sdk span + costspan's attrs": False,
         "official genai-openai": False,
         "costspan": True,
         "costspan + budget": True,
