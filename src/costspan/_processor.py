@@ -7,7 +7,8 @@ It sits in the span pipeline in front of the exporting processor::
 
 - ``on_start`` copies the configured attribution keys (``COSTSPAN_ATTRIBUTION_KEYS``: ``user.id``,
   ``tenant.id``, ``feature``, ``session.id``, ``request.id`` by default) from baggage onto every
-  span, under the same names. For a GenAI inference span of another instrumentation it is also
+  span, under the same names (costspan's own spans start with them: their invocation reads the
+  same baggage). For a GenAI inference span of another instrumentation it is also
   the budget gate (:mod:`costspan._gate`): it reserves the call's worst case knowable there in
   the budgets and limits of the span's context, and raises :class:`~costspan.BudgetExceeded`
   when one has no room -- the one exception it lets out, before the request is sent.
