@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 from typing import Any
 
@@ -450,3 +451,37 @@ def test_a_generator_where_the_client_does_not_list_one_fails_as_without_costspa
             model="gpt-4o-mini", messages=USER, tools=[tool], max_completion_tokens=5
         )
     assert server.requests == []
+
+
+def test_a_finished_call_leaves_nothing_for_the_cyclic_garbage_collector(
+    client: openai.OpenAI,
+) -> None:
+    """A call's objects (its invocation, its span, the call's closures) are freed by reference
+    counting once the caller lets go of the response, plain or streamed, with or without a
+    budget: none wait for the cyclic garbage collector, whose collections every call would
+    otherwise bring nearer."""
+    with costspan.budget(usd=1):
+        client.chat.completions.create(model="gpt-4o-mini", messages=USER)  # warm
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        client.chat.completions.create(model="gpt-4o-mini", messages=USER)
+        with costspan.budget(usd=1):
+            client.chat.completions.create(model="gpt-4o-mini", messages=USER)
+            stream = client.chat.completions.create(model="gpt-4o-mini", messages=USER, stream=True)
+            assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+            del stream
+        gc.collect()
+        left = sorted({type(o).__qualname__ for o in gc.garbage if _ours(o)})
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert left == []
+
+
+def _ours(obj: object) -> bool:
+    module = getattr(type(obj), "__module__", "") or ""
+    if module.startswith("costspan."):
+        return True
+    code = getattr(obj, "__code__", None)  # a closure made by costspan
+    return code is not None and "/costspan/" in code.co_filename

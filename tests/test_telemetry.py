@@ -11,6 +11,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint, Sum
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from costspan import _telemetry
 from costspan._pricing import Cost
@@ -120,6 +121,42 @@ def test_histograms_keep_the_calls_trace_for_exemplars(
     (duration,) = histogram_points(metric_reader, "gen_ai.client.operation.duration")
     assert duration.exemplars
     assert {e.trace_id for e in duration.exemplars} == {handler.get_span_context().trace_id}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_exemplars_link_to_the_calls_own_span(
+    client: openai.OpenAI,
+    metric_reader: InMemoryMetricReader,
+    span_exporter: InMemorySpanExporter,
+    stream: bool,
+) -> None:
+    """Every histogram of a call (duration, token usage, time to first chunk) has an exemplar
+    that names the call's own GenAI span, even with no span around the call: the measurements
+    are recorded after the span stopped being current, with its context kept."""
+    if stream:
+        chunks = client.chat.completions.create(model="gpt-4o-mini", messages=USER, stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    else:
+        client.chat.completions.create(model="gpt-4o-mini", messages=USER)
+    (span,) = span_exporter.get_finished_spans()
+    context = span.get_span_context()
+    assert context is not None
+    names = ["gen_ai.client.operation.duration", "gen_ai.client.token.usage"]
+    if stream:
+        names.append("gen_ai.client.operation.time_to_first_chunk")
+    # One collection: the SDK hands each exemplar to the first collection after it was taken.
+    data = metric_reader.get_metrics_data()
+    assert data is not None
+    points = {
+        m.name: list(m.data.data_points)
+        for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+    }  # fmt: skip
+    for name in names:
+        assert points.get(name), name
+        for point in points[name]:
+            assert [(e.trace_id, e.span_id) for e in point.exemplars] == [
+                (context.trace_id, context.span_id)
+            ], name
 
 
 def test_a_failing_measurement_is_logged_and_the_others_recorded(

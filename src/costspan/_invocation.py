@@ -221,7 +221,9 @@ class Invocation:
             # Written with the outcome's attributes (one pass through the SDK, not two).
             self.pending[A.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = ttfc
             telemetry = self.telemetry
-            telemetry.record(telemetry.time_to_first_chunk, ttfc, self.metric_attributes)
+            telemetry.record(
+                telemetry.time_to_first_chunk, ttfc, self.metric_attributes, self._span_context()
+            )
 
     # -- endings -----------------------------------------------------------------------------
     def _claim_end(self) -> bool:
@@ -253,7 +255,7 @@ class Invocation:
             except Exception:
                 _logger.exception("costspan: record_metrics failed; the call goes on")
         finally:
-            self.span.end()
+            self._done()
 
     def succeed_unobserved(self) -> None:
         """End a call whose response costspan could not read: sent, so usage is estimated."""
@@ -288,7 +290,14 @@ class Invocation:
             self._step(self._write, attrs, exception, description)
             self._step(self._record_metrics, attrs, usage, error_type)
         finally:
-            self.span.end()
+            self._done()
+
+    def _done(self) -> None:
+        # The estimator and counter are the call's closures, which hold the call, which holds
+        # this invocation: dropped here, the call's objects are freed as soon as the caller lets
+        # go of them (by reference counting, not by the cyclic garbage collector later).
+        self.estimate = self.counter = None
+        self.span.end()
 
     # -- accounting (each step on its own; see the module docstring) --------------------------
     def _step(self, step: Callable[..., Any], *args: Any) -> Any:
@@ -526,4 +535,11 @@ class Invocation:
             dims[A.GEN_AI_RESPONSE_MODEL] = response_model
         if error_type is not None:
             dims[A.ERROR_TYPE] = error_type
-        self.telemetry.record_call(dims, timeit.default_timer() - self.started_at, usage)
+        self.telemetry.record_call(
+            dims, timeit.default_timer() - self.started_at, usage, self._span_context()
+        )
+
+    def _span_context(self) -> otel_context.Context:
+        """The caller's context with this call's span in it: the span is current only while the
+        request is sent, and a metric's exemplar must link to it."""
+        return trace.set_span_in_context(self.span)

@@ -312,13 +312,17 @@ class Telemetry:
         self.budgets = BudgetMeter(self.meter)
         self.deferred = _tallies_of(self.meter).deferred
 
-    def record(self, instrument: Histogram, amount: float, dims: Dimensions) -> None:
-        """Record a histogram measurement, in the next batch (see :class:`Deferred`)."""
+    def record(
+        self, instrument: Histogram, amount: float, dims: Dimensions, ctx: Context | None = None
+    ) -> None:
+        """Record a histogram measurement, in the next batch (see :class:`Deferred`). ``ctx``:
+        the context whose span an exemplar links to (the current one by default)."""
+        ctx = ctx or get_current()
         deferred = self.deferred
         if deferred is None:
-            instrument.record(amount, dims)
+            instrument.record(amount, dims, ctx)
         else:
-            deferred.add(instrument, amount, dims, get_current())
+            deferred.add(instrument, amount, dims, ctx)
 
     def flush(self) -> None:
         """Record the measurements waiting in the batch now."""
@@ -330,14 +334,16 @@ class Telemetry:
         dims: Dimensions,
         duration_s: float,
         usage: TokenUsage | None,
+        ctx: Context | None = None,
     ) -> None:
         """The semantic-convention metrics of one call (``dims`` include ``error.type`` for a
-        failed one)."""
+        failed one). ``ctx``: the context of the call's span, which exemplars link to (the
+        current one by default)."""
+        ctx = ctx or get_current()
         deferred = self.deferred
         if deferred is None:
-            self._record_now(dims, duration_s, usage)
+            self._record_now(dims, duration_s, usage, ctx)
             return
-        ctx = get_current()
         add = deferred.add
         add(self.duration, duration_s, dims, ctx)
         # The conventions allow recording counted (not reported) usage when offline counting
@@ -349,11 +355,14 @@ class Telemetry:
         if usage.output_tokens is not None:
             add(self.token_usage, usage.output_tokens, {**dims, A.GEN_AI_TOKEN_TYPE: "output"}, ctx)
 
-    def _record_now(self, dims: Dimensions, duration_s: float, usage: TokenUsage | None) -> None:
-        self.duration.record(duration_s, dims)
+    def _record_now(
+        self, dims: Dimensions, duration_s: float, usage: TokenUsage | None, ctx: Context
+    ) -> None:
+        self.duration.record(duration_s, dims, ctx)
         if usage is None:
             return
+        tokens = self.token_usage
         if usage.input_tokens is not None:
-            self.token_usage.record(usage.input_tokens, {**dims, A.GEN_AI_TOKEN_TYPE: "input"})
+            tokens.record(usage.input_tokens, {**dims, A.GEN_AI_TOKEN_TYPE: "input"}, ctx)
         if usage.output_tokens is not None:
-            self.token_usage.record(usage.output_tokens, {**dims, A.GEN_AI_TOKEN_TYPE: "output"})
+            tokens.record(usage.output_tokens, {**dims, A.GEN_AI_TOKEN_TYPE: "output"}, ctx)
