@@ -30,6 +30,7 @@ def test_quick_benchmark_prints_its_table() -> None:
     assert "the 0.6x target" in result.stdout
     assert "sdk span + costspan's attrs" in result.stdout
     assert "the span with costspan's attributes alone adds" in result.stdout
+    assert "stream, like for like" in result.stdout
     assert "budget cost per call at 200k tokens of history" in result.stdout
     for row in ("0.5k", "50k", "200k"):
         assert row in result.stdout
@@ -86,6 +87,7 @@ def test_the_baseline_variants_run_without_costspans_span_processor() -> None:
         "sdk span (hand-written)": False,
         "sdk span + costspan's attrs": False,
         "official genai-openai": False,
+        "official, no chunk metric": False,
         "costspan": True,
         "costspan + budget": True,
     }
