@@ -317,7 +317,8 @@ class Telemetry:
     ) -> None:
         """Record a histogram measurement, in the next batch (see :class:`Deferred`). ``ctx``:
         the context whose span an exemplar links to (the current one by default)."""
-        ctx = ctx or get_current()
+        if ctx is None:
+            ctx = get_current()
         deferred = self.deferred
         if deferred is None:
             instrument.record(amount, dims, ctx)
@@ -339,7 +340,8 @@ class Telemetry:
         """The semantic-convention metrics of one call (``dims`` include ``error.type`` for a
         failed one). ``ctx``: the context of the call's span, which exemplars link to (the
         current one by default)."""
-        ctx = ctx or get_current()
+        if ctx is None:
+            ctx = get_current()
         deferred = self.deferred
         if deferred is None:
             self._record_now(dims, duration_s, usage, ctx)
