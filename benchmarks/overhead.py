@@ -117,6 +117,18 @@ def bare(_: Providers) -> Iterator[None]:
 
 
 @contextmanager
+def _wrapping_create(wrapper: Callable[..., Any]) -> Iterator[None]:
+    """``Completions.create`` wrapped by a hand-written ``wrapper`` while the block runs."""
+    wrap_function_wrapper(
+        "openai.resources.chat.completions.completions", "Completions.create", wrapper
+    )
+    try:
+        yield
+    finally:
+        unwrap(Completions, "create")
+
+
+@contextmanager
 def sdk_span(providers: Providers) -> Iterator[None]:
     tracer = providers.tracer.get_tracer("bench")
 
@@ -124,13 +136,8 @@ def sdk_span(providers: Providers) -> Iterator[None]:
         with tracer.start_as_current_span(f"chat {kwargs.get('model')}", kind=SpanKind.CLIENT):
             return wrapped(*args, **kwargs)
 
-    wrap_function_wrapper(
-        "openai.resources.chat.completions.completions", "Completions.create", one_span
-    )
-    try:
+    with _wrapping_create(one_span):
         yield
-    finally:
-        unwrap(Completions, "create")
 
 
 class _Snapshots(SpanProcessor):
@@ -180,23 +187,24 @@ def sdk_span_with_attributes(providers: Providers) -> Iterator[None]:
             span.set_attributes(added)
             return result
 
-    wrap_function_wrapper(
-        "openai.resources.chat.completions.completions", "Completions.create", one_span
-    )
-    try:
+    with _wrapping_create(one_span):
         yield
-    finally:
-        unwrap(Completions, "create")
 
 
 @contextmanager
-def official(providers: Providers) -> Iterator[None]:
+def _official(tracer_provider: TracerProvider, meter_provider: MeterProvider) -> Iterator[None]:
     instrumentor = OfficialInstrumentor()
-    instrumentor.instrument(tracer_provider=providers.tracer, meter_provider=providers.meter)
+    instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
     try:
         yield
     finally:
         instrumentor.uninstrument()
+
+
+@contextmanager
+def official(providers: Providers) -> Iterator[None]:
+    with _official(providers.tracer, providers.meter):
+        yield
 
 
 TIME_PER_OUTPUT_CHUNK = "gen_ai.client.operation.time_per_output_chunk"
@@ -240,14 +248,8 @@ def official_like_for_like(providers: Providers) -> Iterator[None]:
     """The official instrumentation without the one metric costspan does not record: the
     per-chunk histogram (``gen_ai.client.operation.time_per_output_chunk``), one SDK measurement
     for every chunk of a stream after the first. The same work costspan does, on streams."""
-    instrumentor = OfficialInstrumentor()
-    instrumentor.instrument(
-        tracer_provider=providers.tracer, meter_provider=_WithoutChunkMetric(providers.meter)
-    )
-    try:
+    with _official(providers.tracer, _WithoutChunkMetric(providers.meter)):
         yield
-    finally:
-        instrumentor.uninstrument()
 
 
 @contextmanager

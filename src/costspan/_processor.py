@@ -194,7 +194,7 @@ class CostSpanProcessor(SpanProcessor):
             return span
         if A.GEN_AI_USAGE_COST_AMOUNT in attrs or A.COSTSPAN_UNPRICED in attrs:
             return span  # priced (or marked unpriced) by costspan's own wrapper already
-        if A.COSTSPAN_COST_COUNTED_ON in attrs or _is_own(span):
+        if A.COSTSPAN_COST_COUNTED_ON in attrs:
             return span
         usage = usage_from_attributes(attrs)
         if usage is None:
