@@ -117,7 +117,7 @@ def bare(_: Providers) -> Iterator[None]:
 
 
 @contextmanager
-def _wrapping_create(wrapper: Callable[..., Any]) -> Iterator[None]:
+def wrapping_create(wrapper: Callable[..., Any]) -> Iterator[None]:
     """``Completions.create`` wrapped by a hand-written ``wrapper`` while the block runs."""
     wrap_function_wrapper(
         "openai.resources.chat.completions.completions", "Completions.create", wrapper
@@ -136,7 +136,7 @@ def sdk_span(providers: Providers) -> Iterator[None]:
         with tracer.start_as_current_span(f"chat {kwargs.get('model')}", kind=SpanKind.CLIENT):
             return wrapped(*args, **kwargs)
 
-    with _wrapping_create(one_span):
+    with wrapping_create(one_span):
         yield
 
 
@@ -187,7 +187,7 @@ def sdk_span_with_attributes(providers: Providers) -> Iterator[None]:
             span.set_attributes(added)
             return result
 
-    with _wrapping_create(one_span):
+    with wrapping_create(one_span):
         yield
 
 
@@ -283,11 +283,11 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
-def providers_by_variant() -> dict[str, Providers]:
+def providers_by_variant(variants: Sequence[str] = tuple(VARIANTS)) -> dict[str, Providers]:
     """Providers for each variant: costspan's share one set, the others another (see the
     module docstring)."""
     ours, theirs = Providers(), Providers()
-    return {name: ours if name.startswith("costspan") else theirs for name in VARIANTS}
+    return {name: ours if name.startswith("costspan") else theirs for name in variants}
 
 
 def plain(client: openai.OpenAI) -> None:
@@ -322,31 +322,43 @@ def default_settings() -> Iterator[None]:
         os.environ.update(saved)
 
 
-def measure(rounds: int, calls: int, seed: int = 1) -> dict[str, dict[str, float]]:
+def measure(
+    rounds: int,
+    calls: int,
+    seed: int = 1,
+    variants: dict[str, Variant] = VARIANTS,
+    modes: dict[str, Callable[[openai.OpenAI], None]] = MODES,
+) -> dict[str, dict[str, float]]:
     """Median µs per call for every (variant, mode), all measured interleaved; and the mean, as
     ``"<mode> mean"`` (work done in batches, every few calls, shows in the mean only)."""
     with default_settings():
-        return _measure(rounds, calls, seed)
+        return _measure(rounds, calls, seed, variants, modes)
 
 
-def _measure(rounds: int, calls: int, seed: int) -> dict[str, dict[str, float]]:
+def _measure(
+    rounds: int,
+    calls: int,
+    seed: int,
+    variants: dict[str, Variant],
+    modes: dict[str, Callable[[openai.OpenAI], None]],
+) -> dict[str, dict[str, float]]:
     client = make_client()
-    providers = providers_by_variant()
-    samples: dict[tuple[str, str], list[float]] = {(v, m): [] for v in VARIANTS for m in MODES}
+    providers = providers_by_variant(tuple(variants))
+    samples: dict[tuple[str, str], list[float]] = {(v, m): [] for v in variants for m in modes}
     rng = random.Random(seed)
-    for mode, call in MODES.items():  # warm up the client, pydantic models and every variant
-        for name, variant in VARIANTS.items():
+    for mode, call in modes.items():  # warm up the client, pydantic models and every variant
+        for name, variant in variants.items():
             with variant(providers[name]):
                 for _ in range(20):
                     call(client)
             del name
         del mode
     for _ in range(rounds):
-        order = list(VARIANTS)
+        order = list(variants)
         rng.shuffle(order)
         for name in order:
-            with VARIANTS[name](providers[name]):
-                for mode, call in MODES.items():
+            with variants[name](providers[name]):
+                for mode, call in modes.items():
                     bucket = samples[(name, mode)]
                     for _ in range(calls):
                         start = time.perf_counter_ns()
@@ -354,10 +366,10 @@ def _measure(rounds: int, calls: int, seed: int) -> dict[str, dict[str, float]]:
                         bucket.append((time.perf_counter_ns() - start) / 1000)
     return {
         name: {
-            **{mode: statistics.median(samples[(name, mode)]) for mode in MODES},
-            **{f"{mode} mean": statistics.fmean(samples[(name, mode)]) for mode in MODES},
+            **{mode: statistics.median(samples[(name, mode)]) for mode in modes},
+            **{f"{mode} mean": statistics.fmean(samples[(name, mode)]) for mode in modes},
         }
-        for name in VARIANTS
+        for name in variants
     }
 
 
