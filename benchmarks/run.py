@@ -13,6 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import history
+import lean
 import ledger
 import overhead
 import pricing
@@ -28,6 +29,10 @@ def main() -> int:
     rounds, calls = (1, 5) if args.quick else (40, 60)
     print(f"instrumentation overhead per chat.completions.create ({rounds} rounds x {calls} calls)")
     print(overhead.table(overhead.measure(rounds, calls)))
+    print()
+    lean_rounds = 1 if args.quick else 30
+    print(f"the leanest budgeted path ({lean_rounds} rounds x {calls} plain calls)")
+    print(lean.table(lean.measure(lean_rounds, calls)))
     print()
     history_rounds, history_calls = (1, 3) if args.quick else (12, 20)
     print(f"budget cost vs history ({history_rounds} rounds x {history_calls} calls per cell)")

@@ -31,6 +31,8 @@ def test_quick_benchmark_prints_its_table() -> None:
     assert "sdk span + costspan's attrs" in result.stdout
     assert "the span with costspan's attributes alone adds" in result.stdout
     assert "stream, like for like" in result.stdout
+    assert "one function per call over costspan's parts adds" in result.stdout
+    assert "one function per call over the least machinery adds" in result.stdout
     assert "budget cost per call at 200k tokens of history" in result.stdout
     for row in ("0.5k", "50k", "200k"):
         assert row in result.stdout
@@ -112,3 +114,66 @@ def test_steps_tool_times_every_step_of_a_budgeted_call_once() -> None:
     for step in ("admit()", "ledger reserve", "ledger commit", "price", "span attributes (_write)"):
         assert rows.get(step) == "1.0", result.stdout
     assert "stream chunks (StreamState.feed, per chunk)" not in rows  # a plain call
+
+
+_LEAN_SPANS = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import lean, overhead
+
+start, added = overhead.costspan_attributes()
+found = {"costspan": {**start, **added}}
+for name in lean.VARIANTS:
+    if not name.startswith(("lean", "minimal")):
+        continue
+    snapshots = overhead._Snapshots()
+    providers = overhead.Providers()
+    providers.tracer.add_span_processor(snapshots)
+    with lean.VARIANTS[name](providers):
+        overhead.plain(overhead.make_client())
+    found[name] = snapshots.end
+print(json.dumps(found, default=list))
+"""
+
+# What the span contract requires of a budgeted call's span (DESIGN.md, "Telemetry").
+_REQUIRED = (
+    "gen_ai.operation.name",
+    "gen_ai.provider.name",
+    "gen_ai.request.model",
+    "gen_ai.response.model",
+    "gen_ai.usage.input_tokens",
+    "gen_ai.usage.output_tokens",
+    "gen_ai.usage.cache_read.input_tokens",
+    "gen_ai.usage.reasoning.output_tokens",
+    "gen_ai.usage.cost.amount",
+    "gen_ai.usage.cost.currency",
+    "gen_ai.usage.cost.source",
+    "costspan.price.source",
+    "costspan.budget.decision",
+    "costspan.budget.remaining_usd",
+    "gen_ai.request.max_tokens",
+    "costspan.budget.output_cap_set",
+)
+
+
+def test_the_lean_paths_write_what_costspan_writes_for_the_same_call() -> None:
+    """The lean paths of ``benchmarks/lean.py`` bound what a specialised path could reach only
+    if they do the contract's work: each writes the span attributes the contract requires, with
+    the usage and cost costspan itself writes for the same call, and the first writes every
+    attribute costspan writes."""
+    result = subprocess.run(
+        [sys.executable, "-c", _LEAN_SPANS, str(ROOT / "benchmarks")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    ours = found.pop("costspan")
+    for name, attributes in found.items():
+        for key in _REQUIRED:
+            assert key in attributes, (name, key)
+        for key in _REQUIRED[4:11]:  # usage and cost: the same numbers as costspan's
+            assert attributes[key] == ours[key], (name, key, attributes[key], ours[key])
+    assert set(found["lean path, costspan's attrs"]) == set(ours)
