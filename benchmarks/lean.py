@@ -14,17 +14,22 @@ calibration, no limits, no thresholds, no hold renewal, no actions, no streams, 
 - write the end attributes, keep the spend record, queue the call's metrics (recorded in
   batches, as costspan does) and end the span.
 
-Three versions run:
+The budget's work is done by three parts: pricing, the ledger and the spend records. The path
+runs three times:
 
-- over costspan's parts (its pricer, in-memory ledger and spend records), writing every attribute
-  costspan writes on a budgeted call;
-- the same, writing only what the span contract requires (usage, the cost, price source, budget
-  decision and remaining, and the response attributes the official instrumentation also writes);
-- over the least machinery there is (the model's rates looked up once, one lock-guarded counter,
-  a ring of tuples): not a design, a measure of what the contract's own work costs.
+- over costspan's own parts, writing every attribute costspan writes on a budgeted call;
+- over costspan's own parts, writing only what the span contract requires (usage, the cost,
+  price source, budget decision and remaining, the cap, and the response attributes the official
+  instrumentation also writes);
+- over the least machinery that does each part's job, writing what the contract requires:
+  the model's two rates looked up once (no price dates, tiers, cache or reasoning rates), one
+  lock-guarded counter (no reservation ids, leases, idempotency or scopes), a ring of tuples.
 
-Everything these paths leave out only adds time: the first two bound what a specialised path
-over costspan's parts could reach, the third what any implementation could.
+Everything these paths leave out only adds time. The first two bound what a specialised path
+over costspan's parts could reach, the third about what any implementation of the contract
+over the OpenTelemetry SDK could.
+(Swapping one part at a time was tried: each accounts for a few hundredths of the ratio, within
+the noise of one run, so the benchmark does not print them.)
 
     .venv/bin/python benchmarks/lean.py            # 30 rounds x 60 calls, plain calls
     .venv/bin/python benchmarks/lean.py -r 5 -n 20 # a quick look
@@ -44,7 +49,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -53,8 +58,8 @@ from openai.types.chat import ChatCompletion
 from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
-from opentelemetry.metrics import Histogram
-from opentelemetry.trace import SpanKind
+from opentelemetry.metrics import Histogram, Meter
+from opentelemetry.trace import Span, SpanKind
 
 from costspan._pricing import Cost, Pricer
 from costspan._records import Buffer, spend_record
@@ -78,7 +83,7 @@ _START: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class Priced:
-    """What a lean path learnt from a response: its usage and what it cost."""
+    """A response's usage and what it cost."""
 
     input_tokens: int
     output_tokens: int
@@ -86,34 +91,203 @@ class Priced:
     reasoning: int
     total: Decimal
     extra: dict[str, Any]
-    """The attributes only costspan's full set has (the cost's parts and where its price came
-    from)."""
+    """The attributes only costspan's full set has (the cost's parts, whose price it is)."""
 
 
-Before = Callable[[int], tuple[str, Decimal]]
-"""A budget's admission: the prompt's token count in, the hold's id and worst case out."""
-After = Callable[[str, ChatCompletion, int], tuple[Priced, float]]
-"""A budget's settlement: the hold's id, the response and when it was asked for in; what the
-call cost and what the budget has left (USD) out."""
+def _usage(response: ChatCompletion) -> tuple[int, int, int, int]:
+    usage = response.usage
+    assert usage is not None
+    details = usage.prompt_tokens_details
+    cached = (details.cached_tokens or 0) if details is not None else 0
+    out_details = usage.completion_tokens_details
+    reasoning = (out_details.reasoning_tokens or 0) if out_details is not None else 0
+    return usage.prompt_tokens, usage.completion_tokens, cached, reasoning
+
+
+class Pricing(Protocol):
+    def worst(self, prompt: int, when_ns: int) -> Decimal: ...
+    def cost(self, response: ChatCompletion, when_ns: int) -> Priced: ...
+
+
+class Ledger(Protocol):
+    def hold(self, usd_micros: int, tokens: int) -> str: ...
+    def settle(self, rid: str, usd_micros: int, tokens: int) -> int:
+        """Commit; what the budget has left (micro-USD)."""
+        ...
+
+
+Keep = Callable[[int, str, str, Any, Priced, int, int], None]
+"""Keep a call's spend record: when, the model asked for and the one that answered, the
+caller's tags, what it cost, its trace and span ids."""
+
+
+class CostspansPricing:
+    """costspan's pricer: cached rates for the estimate, a :class:`Cost` for the usage."""
+
+    def __init__(self) -> None:
+        self.pricer = Pricer()
+        self.pricer.price(TokenUsage(1, 1), models=(MODEL,), provider="openai", when_ns=_now())
+
+    def worst(self, prompt: int, when_ns: int) -> Decimal:
+        worst = self.pricer.total(prompt, CAP, model=MODEL, provider="openai", when_ns=when_ns)
+        assert worst is not None
+        return worst
+
+    def cost(self, response: ChatCompletion, when_ns: int) -> Priced:
+        input_tokens, output_tokens, cached, reasoning = _usage(response)
+        usage = TokenUsage(input_tokens, output_tokens, cached, None, reasoning)
+        models = (response.model, MODEL)
+        cost = self.pricer.price(usage, models=models, provider="openai", when_ns=when_ns)
+        assert cost is not None
+        extra = {
+            "costspan.cost.input_usd": float(cost.input),
+            "costspan.cost.output_usd": float(cost.output),
+            "costspan.price.provider": cost.provider or "",
+            "costspan.price.model": cost.model or "",
+        }
+        return Priced(input_tokens, output_tokens, cached, reasoning, cost.total, extra)
+
+
+class FixedPricing:
+    """The model's two rates, looked up once: no price dates, tiers, cache or reasoning rates."""
+
+    def __init__(self) -> None:
+        million = TokenUsage(1_000_000, 1_000_000)
+        cost = Pricer().price(million, models=(MODEL,), provider="openai", when_ns=_now())
+        assert cost is not None
+        self.per_input, self.per_output = cost.input / 1_000_000, cost.output / 1_000_000
+
+    def worst(self, prompt: int, when_ns: int) -> Decimal:
+        return self.per_input * prompt + self.per_output * CAP
+
+    def cost(self, response: ChatCompletion, when_ns: int) -> Priced:
+        input_tokens, output_tokens, cached, reasoning = _usage(response)
+        total = self.per_input * input_tokens + self.per_output * output_tokens
+        return Priced(input_tokens, output_tokens, cached, reasoning, total, {})
+
+
+class CostspansLedger:
+    """costspan's in-memory ledger, one scope."""
+
+    def __init__(self) -> None:
+        self.ledger = MemoryLedger()
+        self.scopes = (ScopeLimit("budget:lean", cap_micros=10**15),)
+        self.ids = itertools.count()
+
+    def hold(self, usd_micros: int, tokens: int) -> str:
+        rid = f"lean-{next(self.ids)}"
+        if not self.ledger.reserve(rid, self.scopes, usd_micros, tokens, 60.0).granted:
+            raise RuntimeError("the lean budget refused a call")
+        return rid
+
+    def settle(self, rid: str, usd_micros: int, tokens: int) -> int:
+        self.ledger.commit(rid, usd_micros, tokens, self.scopes)
+        return self.ledger.snapshot("budget:lean").room_micros or 0
+
+
+class CounterLedger:
+    """One lock-guarded counter (cap, spent, held): no ids, leases, idempotency or scopes."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.cap, self.spent, self.held = 10**15, 0, 0
+
+    def hold(self, usd_micros: int, tokens: int) -> str:
+        with self.lock:
+            if self.spent + self.held + usd_micros > self.cap:
+                raise RuntimeError("the lean budget refused a call")
+            self.held += usd_micros
+        return str(usd_micros)
+
+    def settle(self, rid: str, usd_micros: int, tokens: int) -> int:
+        with self.lock:
+            self.held -= int(rid)
+            self.spent += usd_micros
+            return self.cap - self.spent - self.held
+
+
+def costspans_records() -> Keep:
+    """costspan's spend records, in its ring buffer."""
+    records = Buffer(10_000)
+
+    def keep(
+        when_ns: int, model: str, answered: str, tags: Any, priced: Priced, trace: int, span: int
+    ) -> None:
+        usage = TokenUsage(
+            priced.input_tokens, priced.output_tokens, priced.cached, None, priced.reasoning
+        )
+        records.add(
+            spend_record(
+                time_ns=when_ns,
+                operation="chat",
+                provider="openai",
+                request_model=model,
+                response_model=answered,
+                tags=tags,
+                usage=usage,
+                cost=Cost(priced.total),
+                trace_id=trace,
+                span_id=span,
+                decision="allow",
+            )
+        )
+
+    return keep
+
+
+def tuple_records() -> Keep:
+    """A ring of tuples."""
+    records: deque[tuple[Any, ...]] = deque(maxlen=10_000)
+
+    def keep(*record: Any) -> None:
+        records.append(record)
+
+    return keep
+
+
+def _now() -> int:
+    return time.time_ns()
+
+
+class _Metrics:
+    """The conventions' histograms and a cost histogram, recorded in batches as costspan does
+    (a median leaves the batches out, a mean does not)."""
+
+    def __init__(self, meter: Meter) -> None:
+        self.duration = meter.create_histogram("gen_ai.client.operation.duration", unit="s")
+        self.tokens = meter.create_histogram("gen_ai.client.token.usage", unit="{token}")
+        self.spend = meter.create_histogram("costspan.cost", unit="USD")
+        self.pending: deque[tuple[Histogram, float, dict[str, Any], Context]] = deque()
+
+    def add(
+        self, span: Span, dims: dict[str, Any], seconds: float, priced: Priced, usd: float
+    ) -> None:
+        linked = trace.set_span_in_context(span)  # exemplars link to the call's span
+        pending = self.pending
+        pending.append((self.duration, seconds, dims, linked))
+        pending.append((self.tokens, priced.input_tokens, dims, linked))
+        pending.append((self.tokens, priced.output_tokens, dims, linked))
+        pending.append((self.spend, usd, dims, linked))
+        if len(pending) >= 64:
+            while pending:
+                instrument, amount, attributes, ctx = pending.popleft()
+                instrument.record(amount, attributes, context=ctx)
 
 
 @contextmanager
 def lean_path(
     providers: overhead.Providers,
-    parts: Callable[[], tuple[Before, After, Callable[..., None]]],
+    pricing: Pricing,
+    ledger: Ledger,
+    keep: Keep,
     *,
     every_attribute: bool,
 ) -> Iterator[None]:
     """A budgeted path wrapped around ``Completions.create`` while the block runs: the span,
-    the cap and the metrics as costspan does them, the budget's work done by ``parts``."""
+    the cap and the metrics as costspan does them, the budget's work done by the parts."""
     tracer = providers.tracer.get_tracer("lean")
-    meter = providers.meter.get_meter("lean")
-    duration = meter.create_histogram("gen_ai.client.operation.duration", unit="s")
-    token_usage = meter.create_histogram("gen_ai.client.token.usage", unit="{token}")
-    spend = meter.create_histogram("costspan.cost", unit="USD")
-    pending: deque[tuple[Histogram, float, dict[str, Any], Context]] = deque()
+    metrics = _Metrics(providers.meter.get_meter("lean"))
     count = counter(MODEL)
-    before, after, keep = parts()
 
     def call(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
         model = kwargs["model"]
@@ -123,14 +297,17 @@ def lean_path(
         prompt = 3
         for message in kwargs["messages"]:
             prompt += 3 + count(message["role"]) + count(message["content"])
-        rid, worst = before(prompt)
+        worst = pricing.worst(prompt, start_ns)
+        rid = ledger.hold(int(worst * _MILLION) + 1, prompt + CAP)
         token = otel_context.attach(trace.set_span_in_context(span))
         started = timeit.default_timer()
         try:
             response: ChatCompletion = wrapped(*args, **{**kwargs, "max_tokens": CAP})
         finally:
             otel_context.detach(token)
-        priced, left = after(rid, response, start_ns)
+        priced = pricing.cost(response, start_ns)
+        used = priced.input_tokens + priced.output_tokens
+        left = ledger.settle(rid, int(priced.total * _MILLION), used)
         total = float(priced.total)
         end: dict[str, Any] = {
             "costspan.budget.decision": "allow",
@@ -147,7 +324,7 @@ def lean_path(
             "gen_ai.usage.cost.currency": "USD",
             "gen_ai.usage.cost.source": "local",
             "costspan.price.source": "genai-prices",
-            "costspan.budget.remaining_usd": left,
+            "costspan.budget.remaining_usd": left / 1e6,
         }
         if every_attribute:
             end["costspan.budget.ids"] = ("lean",)
@@ -164,15 +341,7 @@ def lean_path(
             "gen_ai.request.model": model,
             "gen_ai.response.model": response.model,
         }
-        linked = trace.set_span_in_context(span)
-        pending.append((duration, timeit.default_timer() - started, dims, linked))
-        pending.append((token_usage, priced.input_tokens, dims, linked))
-        pending.append((token_usage, priced.output_tokens, dims, linked))
-        pending.append((spend, total, dims, linked))
-        if len(pending) >= 64:  # costspan's batches: a median leaves them out, a mean does not
-            while pending:
-                instrument, amount, attributes, ctx = pending.popleft()
-                instrument.record(amount, attributes, context=ctx)
+        metrics.add(span, dims, timeit.default_timer() - started, priced, total)
         span.end()
         return response
 
@@ -180,127 +349,21 @@ def lean_path(
         yield
 
 
-def _usage(response: ChatCompletion) -> tuple[int, int, int, int]:
-    usage = response.usage
-    assert usage is not None
-    details = usage.prompt_tokens_details
-    cached = (details.cached_tokens or 0) if details is not None else 0
-    out_details = usage.completion_tokens_details
-    reasoning = (out_details.reasoning_tokens or 0) if out_details is not None else 0
-    return usage.prompt_tokens, usage.completion_tokens, cached, reasoning
+def variant(
+    pricing: Callable[[], Pricing],
+    ledger: Callable[[], Ledger],
+    records: Callable[[], Keep],
+    *,
+    every_attribute: bool = False,
+) -> overhead.Variant:
+    """A benchmark variant: the lean path over fresh parts of these kinds."""
 
+    @contextmanager
+    def run(providers: overhead.Providers) -> Iterator[None]:
+        with lean_path(providers, pricing(), ledger(), records(), every_attribute=every_attribute):
+            yield
 
-def costspans_parts() -> tuple[Before, After, Callable[..., None]]:
-    """The budget's work done with costspan's own pricer, in-memory ledger and spend records."""
-    ledger = MemoryLedger()
-    scopes = (ScopeLimit("budget:lean", cap_micros=10**15),)
-    pricer = Pricer()
-    pricer.price(TokenUsage(1, 1), models=(MODEL,), provider="openai", when_ns=time.time_ns())
-    records = Buffer(10_000)
-    ids = itertools.count()
-
-    def before(prompt: int) -> tuple[str, Decimal]:
-        worst = pricer.total(prompt, CAP, model=MODEL, provider="openai", when_ns=time.time_ns())
-        assert worst is not None
-        rid = f"lean-{next(ids)}"
-        if not ledger.reserve(rid, scopes, int(worst * _MILLION) + 1, prompt + CAP, 60.0).granted:
-            raise RuntimeError("the lean budget refused a call")
-        return rid, worst
-
-    def after(rid: str, response: ChatCompletion, when_ns: int) -> tuple[Priced, float]:
-        input_tokens, output_tokens, cached, reasoning = _usage(response)
-        usage = TokenUsage(input_tokens, output_tokens, cached, None, reasoning)
-        cost = pricer.price(
-            usage, models=(response.model, MODEL), provider="openai", when_ns=when_ns
-        )
-        assert cost is not None
-        ledger.commit(rid, int(cost.total * _MILLION), input_tokens + output_tokens, scopes)
-        left = ledger.snapshot("budget:lean").room_micros or 0
-        extra = {
-            "costspan.cost.input_usd": float(cost.input),
-            "costspan.cost.output_usd": float(cost.output),
-            "costspan.price.provider": cost.provider or "",
-            "costspan.price.model": cost.model or "",
-        }
-        return Priced(input_tokens, output_tokens, cached, reasoning, cost.total, extra), left / 1e6
-
-    def keep(when_ns: int, model: str, answered: str, tags: Any, priced: Priced, *ids: int) -> None:
-        usage = TokenUsage(
-            priced.input_tokens, priced.output_tokens, priced.cached, None, priced.reasoning
-        )
-        records.add(
-            spend_record(
-                time_ns=when_ns,
-                operation="chat",
-                provider="openai",
-                request_model=model,
-                response_model=answered,
-                tags=tags,
-                usage=usage,
-                cost=Cost(priced.total),
-                trace_id=ids[0],
-                span_id=ids[1],
-                decision="allow",
-            )
-        )
-
-    return before, after, keep
-
-
-def minimal_parts() -> tuple[Before, After, Callable[..., None]]:
-    """The budget's work with the least machinery there is: the model's rates looked up once,
-    one lock-guarded counter (cap, spent, held) and a ring of tuples for the records. Not a
-    design (no price tiers or dates, one scope, no idempotency, no leases): a measure of what the
-    contract's own work costs."""
-    cost = Pricer().price(
-        TokenUsage(1_000_000, 1_000_000), models=(MODEL,), provider="openai", when_ns=time.time_ns()
-    )
-    assert cost is not None
-    per_input, per_output = cost.input / 1_000_000, cost.output / 1_000_000
-    lock = threading.Lock()
-    budget = [10**15, 0, 0]  # cap, spent, held (micro-USD)
-    records: deque[tuple[Any, ...]] = deque(maxlen=10_000)
-
-    def before(prompt: int) -> tuple[str, Decimal]:
-        worst = per_input * prompt + per_output * CAP
-        hold = int(worst * _MILLION) + 1
-        with lock:
-            if budget[1] + budget[2] + hold > budget[0]:
-                raise RuntimeError("the lean budget refused a call")
-            budget[2] += hold
-        return str(hold), worst
-
-    def after(rid: str, response: ChatCompletion, when_ns: int) -> tuple[Priced, float]:
-        input_tokens, output_tokens, cached, reasoning = _usage(response)
-        total = per_input * input_tokens + per_output * output_tokens
-        with lock:
-            budget[2] -= int(rid)
-            budget[1] += int(total * _MILLION)
-            left = budget[0] - budget[1] - budget[2]
-        return Priced(input_tokens, output_tokens, cached, reasoning, total, {}), left / 1e6
-
-    def keep(*record: Any) -> None:
-        records.append(record)
-
-    return before, after, keep
-
-
-@contextmanager
-def lean_every_attribute(providers: overhead.Providers) -> Iterator[None]:
-    with lean_path(providers, costspans_parts, every_attribute=True):
-        yield
-
-
-@contextmanager
-def lean_required_attributes(providers: overhead.Providers) -> Iterator[None]:
-    with lean_path(providers, costspans_parts, every_attribute=False):
-        yield
-
-
-@contextmanager
-def minimal(providers: overhead.Providers) -> Iterator[None]:
-    with lean_path(providers, minimal_parts, every_attribute=False):
-        yield
+    return run
 
 
 VARIANTS: dict[str, overhead.Variant] = {
@@ -308,9 +371,11 @@ VARIANTS: dict[str, overhead.Variant] = {
     "sdk span + costspan's attrs": overhead.sdk_span_with_attributes,
     "official genai-openai": overhead.official,
     "costspan + budget": overhead.costspan_budget_variant,
-    "lean path, costspan's attrs": lean_every_attribute,
-    "lean path, required attrs": lean_required_attributes,
-    "minimal parts, required attrs": minimal,
+    "lean path, costspan's attrs": variant(
+        CostspansPricing, CostspansLedger, costspans_records, every_attribute=True
+    ),
+    "lean path, required attrs": variant(CostspansPricing, CostspansLedger, costspans_records),
+    "least machinery": variant(FixedPricing, CounterLedger, tuple_records),
 }
 
 
@@ -334,7 +399,7 @@ def table(times: dict[str, dict[str, float]]) -> str:
         )
     for name, over in (
         ("lean path, required attrs", "costspan's parts"),
-        ("minimal parts, required attrs", "the least machinery"),
+        ("least machinery", "the least machinery"),
     ):
         lean = times[name]["plain"] - bare["plain"]
         lines.append(
