@@ -63,6 +63,7 @@ from opentelemetry.trace import Span, SpanKind
 
 from costspan._pricing import Cost, Pricer
 from costspan._records import Buffer, spend_record
+from costspan._telemetry import Tally
 from costspan._tokens import counter
 from costspan._usage import TokenUsage
 from costspan.ledgers._memory import MemoryLedger
@@ -250,13 +251,14 @@ def _now() -> int:
 
 
 class _Metrics:
-    """The conventions' histograms and a cost histogram, recorded in batches as costspan does
-    (a median leaves the batches out, a mean does not)."""
+    """The conventions' histograms, recorded in batches as costspan records them (a median
+    leaves the batches out, a mean does not), and the cost as costspan keeps it: an in-process
+    sum that an observable counter would read."""
 
     def __init__(self, meter: Meter) -> None:
         self.duration = meter.create_histogram("gen_ai.client.operation.duration", unit="s")
         self.tokens = meter.create_histogram("gen_ai.client.token.usage", unit="{token}")
-        self.spend = meter.create_histogram("costspan.cost", unit="USD")
+        self.spend = Tally()
         self.pending: deque[tuple[Histogram, float, dict[str, Any], Context]] = deque()
 
     def add(
@@ -267,8 +269,8 @@ class _Metrics:
         pending.append((self.duration, seconds, dims, linked))
         pending.append((self.tokens, priced.input_tokens, dims, linked))
         pending.append((self.tokens, priced.output_tokens, dims, linked))
-        pending.append((self.spend, usd, dims, linked))
-        if len(pending) >= 64:
+        self.spend.add(usd, dims)
+        if len(pending) >= 96:
             while pending:
                 instrument, amount, attributes, ctx = pending.popleft()
                 instrument.record(amount, attributes, context=ctx)
