@@ -22,14 +22,16 @@ runs three times:
   price source, budget decision and remaining, the cap, and the response attributes the official
   instrumentation also writes);
 - over the least machinery that does each part's job, writing what the contract requires:
-  the model's two rates looked up once (no price dates, tiers, cache or reasoning rates), one
-  lock-guarded counter (no reservation ids, leases, idempotency or scopes), a ring of tuples.
+  the model's rates (input, cached input, output) looked up once a minute (prices have dates; no
+  tiers), the budget found in a context variable and kept as one lock-guarded counter of USD and
+  tokens (no reservation ids, leases or idempotency), a ring of tuples for the records.
 
-Everything these paths leave out only adds time. The first two bound what a specialised path
-over costspan's parts could reach, the third about what any implementation of the contract
-over the OpenTelemetry SDK could.
-(Swapping one part at a time was tried: each accounts for a few hundredths of the ratio, within
-the noise of one run, so the benchmark does not print them.)
+Every path finds its budget in the context, and keeps its parts and its metric batches across
+rounds, as costspan does. Everything these paths leave out only adds time. The first two bound
+what a specialised path over costspan's parts could reach, the third about what any
+implementation of the contract over the OpenTelemetry SDK could. (Swapping one of costspan's
+parts at a time into the least machinery moved the ratio by 0.05-0.15 each, with too wide a
+spread between runs for a table of its own.)
 
     .venv/bin/python benchmarks/lean.py            # 30 rounds x 60 calls, plain calls
     .venv/bin/python benchmarks/lean.py -r 5 -n 20 # a quick look
@@ -38,14 +40,14 @@ the noise of one run, so the benchmark does not print them.)
 from __future__ import annotations
 
 import argparse
-import itertools
 import sys
 import threading
 import time
 import timeit
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -61,17 +63,20 @@ from opentelemetry.context import Context
 from opentelemetry.metrics import Histogram, Meter
 from opentelemetry.trace import Span, SpanKind
 
+import costspan
+from costspan._money import micros
 from costspan._pricing import Cost, Pricer
 from costspan._records import Buffer, spend_record
+from costspan._reservation import reservation_id
+from costspan._runtime import runtime
+from costspan._scopes import active_scopes, possibly_limited
 from costspan._telemetry import Tally
 from costspan._tokens import counter
 from costspan._usage import TokenUsage
-from costspan.ledgers._memory import MemoryLedger
-from costspan.ledgers._protocol import ScopeLimit
 
 MODEL = "gpt-4o-mini"
+ANSWERED = "gpt-4o-mini-2024-07-18"  # the dated model the local server answers with
 CAP = 4096  # costspan's default output cap for an uncapped request under a budget
-_MILLION = Decimal(1_000_000)
 _START: dict[str, Any] = {
     "gen_ai.operation.name": "chat",
     "server.address": "api.openai.com",
@@ -91,8 +96,10 @@ class Priced:
     cached: int
     reasoning: int
     total: Decimal
-    extra: dict[str, Any]
-    """The attributes only costspan's full set has (the cost's parts, whose price it is)."""
+    usage: TokenUsage | None = None
+    """costspan's usage object, when costspan's pricer priced it (the spend record reads it)."""
+    cost: Cost | None = None
+    """costspan's cost, when its pricer priced it (its parts are attributes of the full set)."""
 
 
 def _usage(response: ChatCompletion) -> tuple[int, int, int, int]:
@@ -110,10 +117,19 @@ class Pricing(Protocol):
     def cost(self, response: ChatCompletion, when_ns: int) -> Priced: ...
 
 
+@dataclass(frozen=True)
+class Hold:
+    """A granted hold: its id, its amount and what the budget had left after it (micro-USD)."""
+
+    rid: str
+    micros: int
+    room: int
+
+
 class Ledger(Protocol):
-    def hold(self, usd_micros: int, tokens: int) -> str: ...
-    def settle(self, rid: str, usd_micros: int, tokens: int) -> int:
-        """Commit; what the budget has left (micro-USD)."""
+    def hold(self, usd_micros: int, tokens: int) -> Hold: ...
+    def settle(self, hold: Hold, usd_micros: int, tokens: int) -> int:
+        """Commit; what the budget has left (micro-USD), worked out from the grant's state."""
         ...
 
 
@@ -127,7 +143,9 @@ class CostspansPricing:
 
     def __init__(self) -> None:
         self.pricer = Pricer()
-        self.pricer.price(TokenUsage(1, 1), models=(MODEL,), provider="openai", when_ns=_now())
+        when = _now()
+        for model in (MODEL, ANSWERED):  # the model asked for and the dated one that answers
+            self.pricer.price(TokenUsage(1, 1), models=(model,), provider="openai", when_ns=when)
 
     def worst(self, prompt: int, when_ns: int) -> Decimal:
         worst = self.pricer.total(prompt, CAP, model=MODEL, provider="openai", when_ns=when_ns)
@@ -140,71 +158,99 @@ class CostspansPricing:
         models = (response.model, MODEL)
         cost = self.pricer.price(usage, models=models, provider="openai", when_ns=when_ns)
         assert cost is not None
-        extra = {
-            "costspan.cost.input_usd": float(cost.input),
-            "costspan.cost.output_usd": float(cost.output),
-            "costspan.price.provider": cost.provider or "",
-            "costspan.price.model": cost.model or "",
-        }
-        return Priced(input_tokens, output_tokens, cached, reasoning, cost.total, extra)
+        return Priced(input_tokens, output_tokens, cached, reasoning, cost.total, usage, cost)
 
 
 class FixedPricing:
-    """The model's two rates, looked up once: no price dates, tiers, cache or reasoning rates."""
+    """The model's rates (input, cached input, output), looked up once a minute (prices have
+    dates): no tiers, no price tables."""
 
     def __init__(self) -> None:
-        million = TokenUsage(1_000_000, 1_000_000)
-        cost = Pricer().price(million, models=(MODEL,), provider="openai", when_ns=_now())
-        assert cost is not None
-        self.per_input, self.per_output = cost.input / 1_000_000, cost.output / 1_000_000
+        self.minute = -1
+        self.rates = (Decimal(0), Decimal(0), Decimal(0))
+
+    def _rates(self, when_ns: int) -> tuple[Decimal, Decimal, Decimal]:
+        minute = when_ns // 60_000_000_000
+        if minute != self.minute:
+            pricer, per = Pricer(), Decimal(1_000_000)
+            plain, cached = TokenUsage(1_000_000, 1_000_000), TokenUsage(1_000_000, 0, 1_000_000)
+            full = pricer.price(plain, models=(MODEL,), provider="openai", when_ns=when_ns)
+            read = pricer.price(cached, models=(MODEL,), provider="openai", when_ns=when_ns)
+            assert full is not None
+            assert read is not None
+            self.rates = (full.input / per, read.cached_input / per, full.output / per)
+            self.minute = minute
+        return self.rates
 
     def worst(self, prompt: int, when_ns: int) -> Decimal:
-        return self.per_input * prompt + self.per_output * CAP
+        per_input, _, per_output = self._rates(when_ns)
+        return per_input * prompt + per_output * CAP
 
     def cost(self, response: ChatCompletion, when_ns: int) -> Priced:
         input_tokens, output_tokens, cached, reasoning = _usage(response)
-        total = self.per_input * input_tokens + self.per_output * output_tokens
-        return Priced(input_tokens, output_tokens, cached, reasoning, total, {})
+        per_input, per_cached, per_output = self._rates(when_ns)
+        total = per_input * (input_tokens - cached) + per_cached * cached
+        total += per_output * output_tokens  # reasoning is billed as output
+        return Priced(input_tokens, output_tokens, cached, reasoning, total)
 
 
 class CostspansLedger:
-    """costspan's in-memory ledger, one scope."""
+    """costspan's in-memory ledger, the scopes found in the context as costspan finds them."""
 
-    def __init__(self) -> None:
-        self.ledger = MemoryLedger()
-        self.scopes = (ScopeLimit("budget:lean", cap_micros=10**15),)
-        self.ids = itertools.count()
-
-    def hold(self, usd_micros: int, tokens: int) -> str:
-        rid = f"lean-{next(self.ids)}"
-        if not self.ledger.reserve(rid, self.scopes, usd_micros, tokens, 60.0).granted:
+    def hold(self, usd_micros: int, tokens: int) -> Hold:
+        if not possibly_limited():
+            raise RuntimeError("the lean path runs under a budget")
+        scopes, _ = active_scopes()
+        limits = [scope.limit for scope in scopes]
+        rid = reservation_id()  # unique across ledgers and processes, as costspan's are
+        granted = runtime().ledger.reserve(rid, limits, usd_micros, tokens, 60.0)
+        if not granted.granted:
             raise RuntimeError("the lean budget refused a call")
-        return rid
+        self.limits = limits
+        return Hold(rid, usd_micros, min(s.room_micros or 0 for s in granted.states))
 
-    def settle(self, rid: str, usd_micros: int, tokens: int) -> int:
-        self.ledger.commit(rid, usd_micros, tokens, self.scopes)
-        return self.ledger.snapshot("budget:lean").room_micros or 0
+    def settle(self, hold: Hold, usd_micros: int, tokens: int) -> int:
+        runtime().ledger.commit(hold.rid, usd_micros, tokens, self.limits)
+        return hold.room + hold.micros - usd_micros
 
 
-class CounterLedger:
-    """One lock-guarded counter (cap, spent, held): no ids, leases, idempotency or scopes."""
+class _Counter:
+    """One budget: caps, spend and holds in micro-USD and tokens."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.cap, self.spent, self.held = 10**15, 0, 0
+        self.cap_tokens, self.spent_tokens, self.held_tokens = 10**15, 0, 0
 
-    def hold(self, usd_micros: int, tokens: int) -> str:
-        with self.lock:
-            if self.spent + self.held + usd_micros > self.cap:
+
+_COUNTER: ContextVar[_Counter | None] = ContextVar("lean_counter", default=None)
+
+
+class CounterLedger:
+    """The context's budget as one lock-guarded counter: no ids, leases or idempotency."""
+
+    def hold(self, usd_micros: int, tokens: int) -> Hold:
+        budget = _COUNTER.get()
+        if budget is None:
+            raise RuntimeError("the lean path runs under a budget")
+        with budget.lock:
+            room = budget.cap - budget.spent - budget.held - usd_micros
+            room_tokens = budget.cap_tokens - budget.spent_tokens - budget.held_tokens - tokens
+            if room < 0 or room_tokens < 0:
                 raise RuntimeError("the lean budget refused a call")
-            self.held += usd_micros
-        return str(usd_micros)
+            budget.held += usd_micros
+            budget.held_tokens += tokens
+        return Hold(str(tokens), usd_micros, room)
 
-    def settle(self, rid: str, usd_micros: int, tokens: int) -> int:
-        with self.lock:
-            self.held -= int(rid)
-            self.spent += usd_micros
-            return self.cap - self.spent - self.held
+    def settle(self, hold: Hold, usd_micros: int, tokens: int) -> int:
+        budget = _COUNTER.get()
+        assert budget is not None
+        with budget.lock:
+            budget.held -= hold.micros
+            budget.held_tokens -= int(hold.rid)
+            budget.spent += usd_micros
+            budget.spent_tokens += tokens
+            return budget.cap - budget.spent - budget.held
 
 
 def costspans_records() -> Keep:
@@ -214,9 +260,7 @@ def costspans_records() -> Keep:
     def keep(
         when_ns: int, model: str, answered: str, tags: Any, priced: Priced, trace: int, span: int
     ) -> None:
-        usage = TokenUsage(
-            priced.input_tokens, priced.output_tokens, priced.cached, None, priced.reasoning
-        )
+        assert priced.usage is not None
         records.add(
             spend_record(
                 time_ns=when_ns,
@@ -225,8 +269,8 @@ def costspans_records() -> Keep:
                 request_model=model,
                 response_model=answered,
                 tags=tags,
-                usage=usage,
-                cost=Cost(priced.total),
+                usage=priced.usage,
+                cost=priced.cost,
                 trace_id=trace,
                 span_id=span,
                 decision="allow",
@@ -253,7 +297,8 @@ def _now() -> int:
 class _Metrics:
     """The conventions' histograms, recorded in batches as costspan records them (a median
     leaves the batches out, a mean does not), and the cost as costspan keeps it: an in-process
-    sum that an observable counter would read."""
+    sum that an observable counter would read. Kept across a variant's rounds, like costspan's:
+    every measurement is recorded, none dropped when a round ends."""
 
     def __init__(self, meter: Meter) -> None:
         self.duration = meter.create_histogram("gen_ai.client.operation.duration", unit="s")
@@ -267,8 +312,10 @@ class _Metrics:
         linked = trace.set_span_in_context(span)  # exemplars link to the call's span
         pending = self.pending
         pending.append((self.duration, seconds, dims, linked))
-        pending.append((self.tokens, priced.input_tokens, dims, linked))
-        pending.append((self.tokens, priced.output_tokens, dims, linked))
+        inputs = {**dims, "gen_ai.token.type": "input"}
+        pending.append((self.tokens, priced.input_tokens, inputs, linked))
+        outputs = {**dims, "gen_ai.token.type": "output"}
+        pending.append((self.tokens, priced.output_tokens, outputs, linked))
         self.spend.add(usd, dims)
         if len(pending) >= 96:
             while pending:
@@ -282,13 +329,13 @@ def lean_path(
     pricing: Pricing,
     ledger: Ledger,
     keep: Keep,
+    metrics: _Metrics,
     *,
     every_attribute: bool,
 ) -> Iterator[None]:
     """A budgeted path wrapped around ``Completions.create`` while the block runs: the span,
     the cap and the metrics as costspan does them, the budget's work done by the parts."""
     tracer = providers.tracer.get_tracer("lean")
-    metrics = _Metrics(providers.meter.get_meter("lean"))
     count = counter(MODEL)
 
     def call(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
@@ -300,7 +347,7 @@ def lean_path(
         for message in kwargs["messages"]:
             prompt += 3 + count(message["role"]) + count(message["content"])
         worst = pricing.worst(prompt, start_ns)
-        rid = ledger.hold(int(worst * _MILLION) + 1, prompt + CAP)
+        held = ledger.hold(micros(worst), prompt + CAP)
         token = otel_context.attach(trace.set_span_in_context(span))
         started = timeit.default_timer()
         try:
@@ -309,7 +356,7 @@ def lean_path(
             otel_context.detach(token)
         priced = pricing.cost(response, start_ns)
         used = priced.input_tokens + priced.output_tokens
-        left = ledger.settle(rid, int(priced.total * _MILLION), used)
+        left = ledger.settle(held, micros(priced.total), used)
         total = float(priced.total)
         end: dict[str, Any] = {
             "costspan.budget.decision": "allow",
@@ -333,7 +380,12 @@ def lean_path(
             end["costspan.budget.estimate_usd"] = float(worst)
             end["openai.response.service_tier"] = response.service_tier or ""
             end["openai.response.system_fingerprint"] = response.system_fingerprint or ""
-            end.update(priced.extra)
+            cost = priced.cost
+            if cost is not None:
+                end["costspan.cost.input_usd"] = float(cost.input)
+                end["costspan.cost.output_usd"] = float(cost.output)
+                end["costspan.price.provider"] = cost.provider or ""
+                end["costspan.price.model"] = cost.model or ""
         span.set_attributes(end)
         context = span.get_span_context()
         keep(start_ns, model, response.model, tags, priced, context.trace_id, context.span_id)
@@ -355,17 +407,42 @@ def variant(
     pricing: Callable[[], Pricing],
     ledger: Callable[[], Ledger],
     records: Callable[[], Keep],
+    budget: Callable[[], AbstractContextManager[object]],
     *,
     every_attribute: bool = False,
 ) -> overhead.Variant:
-    """A benchmark variant: the lean path over fresh parts of these kinds."""
+    """A benchmark variant: the lean path over parts of these kinds, under ``budget()``. The
+    parts and the metrics are made once and kept across rounds, as costspan keeps its own."""
+    kept: dict[int, tuple[Pricing, Ledger, Keep, _Metrics]] = {}
 
     @contextmanager
     def run(providers: overhead.Providers) -> Iterator[None]:
-        with lean_path(providers, pricing(), ledger(), records(), every_attribute=every_attribute):
+        parts = kept.get(id(providers))
+        if parts is None:
+            metrics = _Metrics(providers.meter.get_meter("lean"))
+            parts = kept[id(providers)] = (pricing(), ledger(), records(), metrics)
+        with budget(), lean_path(providers, *parts, every_attribute=every_attribute):
             yield
 
     return run
+
+
+def costspans_budget() -> AbstractContextManager[object]:
+    """A costspan budget, as the costspan + budget variant opens one."""
+    return costspan.budget(usd=1_000_000)
+
+
+_counter = _Counter()
+
+
+@contextmanager
+def counter_budget() -> Iterator[None]:
+    """The least machinery's budget: its counter in a context variable."""
+    token = _COUNTER.set(_counter)
+    try:
+        yield
+    finally:
+        _COUNTER.reset(token)
 
 
 VARIANTS: dict[str, overhead.Variant] = {
@@ -374,10 +451,16 @@ VARIANTS: dict[str, overhead.Variant] = {
     "official genai-openai": overhead.official,
     "costspan + budget": overhead.costspan_budget_variant,
     "lean path, costspan's attrs": variant(
-        CostspansPricing, CostspansLedger, costspans_records, every_attribute=True
+        CostspansPricing,
+        CostspansLedger,
+        costspans_records,
+        costspans_budget,
+        every_attribute=True,
     ),
-    "lean path, required attrs": variant(CostspansPricing, CostspansLedger, costspans_records),
-    "least machinery": variant(FixedPricing, CounterLedger, tuple_records),
+    "lean path, required attrs": variant(
+        CostspansPricing, CostspansLedger, costspans_records, costspans_budget
+    ),
+    "least machinery": variant(FixedPricing, CounterLedger, tuple_records, counter_budget),
 }
 
 

@@ -176,4 +176,7 @@ def test_the_lean_paths_write_what_costspan_writes_for_the_same_call() -> None:
             assert key in attributes, (name, key)
         for key in _REQUIRED[4:11]:  # usage and cost: the same numbers as costspan's
             assert attributes[key] == ours[key], (name, key, attributes[key], ours[key])
+        if name.startswith("lean path"):  # in a costspan budget of the same size
+            remaining = "costspan.budget.remaining_usd"
+            assert attributes[remaining] == ours[remaining], (name, attributes[remaining])
     assert set(found["lean path, costspan's attrs"]) == set(ours)
