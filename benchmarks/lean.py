@@ -73,6 +73,7 @@ from costspan._scopes import active_scopes, possibly_limited
 from costspan._telemetry import Tally
 from costspan._tokens import counter
 from costspan._usage import TokenUsage
+from costspan.ledgers import ScopeLimit
 
 MODEL = "gpt-4o-mini"
 ANSWERED = "gpt-4o-mini-2024-07-18"  # the dated model the local server answers with
@@ -119,11 +120,14 @@ class Pricing(Protocol):
 
 @dataclass(frozen=True)
 class Hold:
-    """A granted hold: its id, its amount and what the budget had left after it (micro-USD)."""
+    """A granted hold: what it holds, what the budget had left after it (micro-USD), and where
+    (a reservation id and its scopes, for a ledger that has them)."""
 
-    rid: str
     micros: int
+    tokens: int
     room: int
+    rid: str = ""
+    scopes: tuple[ScopeLimit, ...] = ()
 
 
 class Ledger(Protocol):
@@ -201,16 +205,16 @@ class CostspansLedger:
         if not possibly_limited():
             raise RuntimeError("the lean path runs under a budget")
         scopes, _ = active_scopes()
-        limits = [scope.limit for scope in scopes]
+        limits = tuple(scope.limit for scope in scopes)
         rid = reservation_id()  # unique across ledgers and processes, as costspan's are
         granted = runtime().ledger.reserve(rid, limits, usd_micros, tokens, 60.0)
         if not granted.granted:
             raise RuntimeError("the lean budget refused a call")
-        self.limits = limits
-        return Hold(rid, usd_micros, min(s.room_micros or 0 for s in granted.states))
+        room = min(state.room_micros or 0 for state in granted.states)
+        return Hold(usd_micros, tokens, room, rid, limits)
 
     def settle(self, hold: Hold, usd_micros: int, tokens: int) -> int:
-        runtime().ledger.commit(hold.rid, usd_micros, tokens, self.limits)
+        runtime().ledger.commit(hold.rid, usd_micros, tokens, hold.scopes)
         return hold.room + hold.micros - usd_micros
 
 
@@ -240,14 +244,14 @@ class CounterLedger:
                 raise RuntimeError("the lean budget refused a call")
             budget.held += usd_micros
             budget.held_tokens += tokens
-        return Hold(str(tokens), usd_micros, room)
+        return Hold(usd_micros, tokens, room)
 
     def settle(self, hold: Hold, usd_micros: int, tokens: int) -> int:
         budget = _COUNTER.get()
         assert budget is not None
         with budget.lock:
             budget.held -= hold.micros
-            budget.held_tokens -= int(hold.rid)
+            budget.held_tokens -= hold.tokens
             budget.spent += usd_micros
             budget.spent_tokens += tokens
             return budget.cap - budget.spent - budget.held
