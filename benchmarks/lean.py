@@ -147,7 +147,7 @@ class CostspansPricing:
 
     def __init__(self) -> None:
         self.pricer = Pricer()
-        when = _now()
+        when = time.time_ns()
         for model in (MODEL, ANSWERED):  # the model asked for and the dated one that answers
             self.pricer.price(TokenUsage(1, 1), models=(model,), provider="openai", when_ns=when)
 
@@ -292,10 +292,6 @@ def tuple_records() -> Keep:
         records.append(record)
 
     return keep
-
-
-def _now() -> int:
-    return time.time_ns()
 
 
 class _Metrics:

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,20 +71,26 @@ print(json.dumps(found))
 """
 
 
-def test_the_baseline_variants_run_without_costspans_span_processor() -> None:
-    """``instrument()`` leaves a CostSpanProcessor on its tracer provider after
-    ``uninstrument()``: the bare, hand-written and official variants must run on providers it
-    was never put on, or costspan's processor would price the official instrumentation's spans
-    and its own work would be counted in the baseline it is compared with."""
+def _json_from(script: str) -> Any:
+    """What ``script`` prints last, as JSON, run in a fresh interpreter with the benchmarks
+    importable (instrumentation and providers are process-wide: no test shares them)."""
     result = subprocess.run(
-        [sys.executable, "-c", _PROCESSORS_BY_VARIANT, str(ROOT / "benchmarks")],
+        [sys.executable, "-c", script, str(ROOT / "benchmarks")],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    found = json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_the_baseline_variants_run_without_costspans_span_processor() -> None:
+    """``instrument()`` leaves a CostSpanProcessor on its tracer provider after
+    ``uninstrument()``: the bare, hand-written and official variants must run on providers it
+    was never put on, or costspan's processor would price the official instrumentation's spans
+    and its own work would be counted in the baseline it is compared with."""
+    found = _json_from(_PROCESSORS_BY_VARIANT)
     assert found == {
         "bare client": False,
         "sdk span (hand-written)": False,
@@ -165,15 +172,7 @@ def test_the_lean_paths_write_what_costspan_writes_for_the_same_call() -> None:
     if they do the contract's work: each writes the span attributes the contract requires, with
     the usage and cost costspan itself writes for the same call, and the first writes every
     attribute costspan writes."""
-    result = subprocess.run(
-        [sys.executable, "-c", _LEAN_SPANS, str(ROOT / "benchmarks")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    found = json.loads(result.stdout.strip().splitlines()[-1])
+    found = _json_from(_LEAN_SPANS)
     ours = found.pop("costspan")
     for name, attributes in found.items():
         for key in _REQUIRED:
@@ -184,3 +183,37 @@ def test_the_lean_paths_write_what_costspan_writes_for_the_same_call() -> None:
             remaining = "costspan.budget.remaining_usd"
             assert attributes[remaining] == ours[remaining], (name, attributes[remaining])
     assert set(found["lean path, costspan's attrs"]) == set(ours)
+
+
+_PROFILE_STEPS_RUN = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import overhead, profile
+
+seen = set()
+
+def hook(frame, event, arg):
+    if event == "call":
+        seen.add((frame.f_code.co_filename, frame.f_code.co_name))
+
+client = overhead.make_client()
+for mode in ("budget", "stream"):
+    variant, kind = profile.MODES[mode]
+    with variant(overhead.Providers()):
+        overhead.MODES[kind](client)  # warm
+        sys.setprofile(hook)
+        overhead.MODES[kind](client)
+        sys.setprofile(None)
+print(json.dumps({
+    label: any(name == function and fragment in path for path, name in seen)
+    for label, fragment, function in profile.STEPS
+}))
+"""
+
+
+def test_every_step_of_the_profile_names_a_function_a_call_runs() -> None:
+    """`benchmarks/profile.py` sums sampled time under the functions its steps name: a step whose
+    function no call runs any more (renamed, inlined) would print 0 µs as if it cost nothing."""
+    found = _json_from(_PROFILE_STEPS_RUN)
+    assert found, "no steps"
+    assert [label for label, ran in found.items() if not ran] == []

@@ -327,10 +327,7 @@ class Invocation:
             else:
                 attrs.update(cost_attrs)
                 priced = True
-                try:
-                    self.telemetry.costs.record(usage, cost, self._cost_dimensions(attrs))
-                except Exception:
-                    _logger.exception("costspan: cost_metrics failed; the call goes on")
+                self._step(self._cost_metrics, usage, cost, attrs)
         if self.admission is None:
             if usage is not None and self.counter is not None:
                 self._step(self._learn, usage)
