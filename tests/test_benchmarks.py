@@ -185,6 +185,58 @@ def test_the_lean_paths_write_what_costspan_writes_for_the_same_call() -> None:
     assert set(found["lean path, costspan's attrs"]) == set(ours)
 
 
+_GUARDED_LEDGER = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+import lean
+
+budget = lean._Counter()
+budget.cap = 1_000
+lean._COUNTER.set(budget)
+ledger = lean.GuardedLedger()
+ledger.lease_s = 0.3
+found = {}
+
+first = ledger.hold(100, 10)
+found["renewed while held"] = len(ledger.renewer)
+time.sleep(0.7)  # two leases: only the renewer keeps the hold
+probe = ledger.hold(1, 1)  # sweeps the holds whose lease ran out
+found["held after two leases"] = budget.held
+ledger.settle(probe, 1, 1)
+ledger.settle(first, 60, 8)
+ledger.settle(first, 60, 8)  # a repeated commit
+found["spent after two commits"] = budget.spent
+found["renewed after the commit"] = len(ledger.renewer)
+
+crashed = ledger.hold(200, 10)
+ledger.renewer.forget(crashed.rid)  # its caller is gone: nothing renews the hold
+time.sleep(0.4)
+ledger.hold(50, 10)
+found["held after the lease ran out"] = budget.held
+try:
+    ledger.hold(2_000, 10)
+    found["over the cap"] = "granted"
+except RuntimeError:
+    found["over the cap"] = "refused"
+print(json.dumps(found))
+"""
+
+
+def test_the_guarded_least_machinery_keeps_the_ledgers_guarantees() -> None:
+    """The guarded lean path bounds what keeping the contract's guarantees costs only if its
+    ledger keeps them: a live hold renewed past its lease, a repeated commit counted once, a
+    hold nobody renews expiring, a call over the cap refused."""
+    found = _json_from(_GUARDED_LEDGER)
+    assert found == {
+        "renewed while held": 1,
+        "held after two leases": 101,
+        "spent after two commits": 61,
+        "renewed after the commit": 0,
+        "held after the lease ran out": 50,
+        "over the cap": "refused",
+    }
+
+
 _PROFILE_STEPS_RUN = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
