@@ -124,3 +124,46 @@ def test_gateway_provider_names_fall_back_to_all_providers() -> None:
     )
     assert cost is not None
     assert cost.total > 0
+
+
+def test_the_last_instant_of_a_minute_is_priced_at_that_minute() -> None:
+    """The cache keys rates by the UTC minute of the request: the probes that fill it must be
+    made at that minute too. A request 500 ns before DeepSeek's 16:30 price change, as a float
+    of seconds, rounds to 16:30:00; the whole 16:29 minute would then get the next price."""
+    change = _ns(datetime(2026, 1, 5, 16, 30, tzinfo=UTC))
+    pricer = Pricer()
+    usage = TokenUsage(1_000_000, 1_000_000)
+    first = pricer.price(
+        usage, models=("deepseek-chat",), provider="deepseek", when_ns=change - 500
+    )
+    later = pricer.price(
+        usage, models=("deepseek-chat",), provider="deepseek", when_ns=change - 30 * 10**9
+    )
+    assert first is not None
+    assert later is not None
+    before = datetime(2026, 1, 5, 16, 29, 30, tzinfo=UTC)
+    after = datetime(2026, 1, 5, 16, 30, 30, tzinfo=UTC)
+    assert _expected(usage, "deepseek-chat", "deepseek", before) != _expected(
+        usage, "deepseek-chat", "deepseek", after
+    ), "the prices on either side of 16:30 must differ for this test to mean anything"
+    assert first.total == later.total == _expected(usage, "deepseek-chat", "deepseek", before)
+
+
+def test_a_cache_that_starts_over_while_loading_keeps_the_long_context_tier(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When the rate cache is full it starts over, and it can do so while it loads a model's
+    first rates: the call that triggers it must still be priced at its long-context tier (it
+    was priced at the first tier's rates, and a budget charged that). Every minute of steady
+    300k-token traffic adds entries, so the cache fills and starts over in the loop."""
+    monkeypatch.setattr("costspan._pricing._CACHE_SIZE", 5)
+    pricer = Pricer()
+    usage = TokenUsage(300_000, 1_000)
+    start = datetime(2026, 3, 2, tzinfo=UTC)
+    for minute in range(8):
+        when = start.replace(minute=minute)
+        cost = pricer.price(
+            usage, models=("claude-sonnet-4-5",), provider="anthropic", when_ns=_ns(when)
+        )
+        assert cost is not None
+        assert cost.total == _expected(usage, "claude-sonnet-4-5", "anthropic", when), minute

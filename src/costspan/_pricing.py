@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final, Literal
 
@@ -36,6 +36,7 @@ _ZERO: Final = Decimal(0)
 _TOLERANCE: Final = Decimal("1e-12")
 _CACHE_SIZE: Final = 4096
 _NS_PER_MINUTE: Final = 60_000_000_000
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 # gen_ai.provider.name -> genai-prices provider id.
 PROVIDER_IDS: Final[Mapping[str, str]] = {
@@ -338,40 +339,46 @@ class Pricer:
         base_key = (provider, model, context, when_ns // _NS_PER_MINUTE)
         starts = self._tiers.get(base_key)
         if starts is None:
-            entry = self._load(base_key, 0, when_ns)
+            # The load's own tier starts: a full cache cleared while loading forgets them.
+            entry, starts = self._load(base_key, 0, when_ns)
             if isinstance(entry, _Unpriced):
                 return None
-            starts = self._tiers.get(base_key, ())
         bucket = sum(1 for start in starts if (usage.input_tokens or 0) > start)
         # A plain dict read is atomic under the GIL: the hot path takes no lock.
         entry = self._entries.get((*base_key, bucket))
         if entry is None:
-            entry = self._load(base_key, bucket, when_ns)
+            entry = self._load(base_key, bucket, when_ns)[0]
         if isinstance(entry, Rates):
             return cost_from_rates(entry, usage)
         if isinstance(entry, _Slow):
             return self._calc(usage, entry.model, provider, when_ns, context)
         return None
 
-    def _store(self, key: tuple[Any, ...], entry: _Entry) -> _Entry:
+    def _store(
+        self, base_key: tuple[Any, ...], bucket: int, entry: _Entry, starts: tuple[int, ...]
+    ) -> tuple[_Entry, tuple[int, ...]]:
         with self._lock:
             # Keys carry the UTC minute, so old ones go stale; starting over when full is
             # simpler than LRU bookkeeping on every hit and costs one reload per live model.
             if len(self._entries) >= _CACHE_SIZE:
                 self._entries.clear()
                 self._tiers.clear()
-            self._entries[key] = entry
-        return entry
+            # The tier starts after the entry, in one step: a reader that finds the starts
+            # finds the entries they lead to, or loads them (never a bucket of another size).
+            self._entries[(*base_key, bucket)] = entry
+            self._tiers[base_key] = starts
+        return entry, starts
 
-    def _load(self, base_key: tuple[Any, ...], bucket: int, when_ns: int) -> _Entry:
+    def _load(
+        self, base_key: tuple[Any, ...], bucket: int, when_ns: int
+    ) -> tuple[_Entry, tuple[int, ...]]:
+        """Probe and keep the rates of one tier; returns them with the model's tier starts."""
         provider, model, context = base_key[0], base_key[1], base_key[2]
         try:
             first = self._calc_raw(_usage(input_tokens=1), model, provider, when_ns, context)
         except LookupError:
-            self._tiers[base_key] = ()
-            return self._store((*base_key, 0), _UNPRICED)
+            return self._store(base_key, 0, _UNPRICED, ())
         starts = _tier_starts(first.model_price)
-        self._tiers[base_key] = starts
         try:
             entry = self._probe(
                 model,
@@ -386,7 +393,7 @@ class Pricer:
                 "rates of %s/%s not probed; pricing each call", provider, model, exc_info=True
             )
             entry = _Slow(provider, model)
-        return self._store((*base_key, bucket), entry)
+        return self._store(base_key, bucket, entry, starts)
 
     def _probe(
         self,
@@ -444,7 +451,9 @@ class Pricer:
     ) -> Any:
         from genai_prices import calc_price
 
-        when = datetime.fromtimestamp(when_ns / 1e9, tz=UTC)
+        # Exact, truncated to the microsecond: a float of the nanoseconds rounds the last
+        # instant of a minute into the next one, whose price may differ (off-peak hours).
+        when = _EPOCH + timedelta(microseconds=when_ns // 1000)
         price_context = {"service_tier": context} if context else None
         provider_id = PROVIDER_IDS.get(provider, provider)
         try:
