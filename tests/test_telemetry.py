@@ -3,6 +3,8 @@ semantic-convention histograms recorded in batches, complete at every collection
 
 from __future__ import annotations
 
+import os
+import threading
 from decimal import Decimal
 
 import openai
@@ -178,3 +180,56 @@ def test_a_failing_measurement_is_logged_and_the_others_recorded(
     (duration,) = histogram_points(metric_reader, "gen_ai.client.operation.duration")
     assert duration.count == 1
     assert any("broken instrument" in str(r.exc_info) for r in caplog.records if r.exc_info)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_child_forked_while_a_batch_is_recorded_still_collects(
+    meter_provider: MeterProvider, tracer_provider: TracerProvider
+) -> None:
+    """A drain records a whole batch under its lock; a process forked meanwhile (a pre-forking
+    server, multiprocessing) inherits that lock held, with no thread left to release it. The
+    child must still collect (it waited for good), and it does not record the parent's waiting
+    measurements as its own."""
+    telemetry = Telemetry(tracer_provider, meter_provider)
+    deferred = telemetry.deferred
+    assert deferred is not None
+    telemetry.record_call({"gen_ai.operation.name": "chat"}, 0.1, None)
+    reader = InMemoryMetricReader()
+    child_meters = MeterProvider(metric_readers=[reader])
+    child = Telemetry(tracer_provider, child_meters)
+    child.record_call({"gen_ai.operation.name": "chat"}, 0.1, None)
+    waiting = child.deferred
+    assert waiting is not None
+    draining = threading.Event()
+    release = threading.Event()
+
+    def drain_slowly() -> None:
+        # What a drain does for a whole batch: hold the lock while the SDK records.
+        with deferred._drain_lock, waiting._drain_lock:
+            draining.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=drain_slowly)
+    holder.start()
+    assert draining.wait(10)
+    pid = os.fork()
+    if pid == 0:  # the child: collect within 5 s, and only its own calls
+        code = 3
+        try:
+            done: list[int] = []
+
+            def collect() -> None:
+                child.record_call({"gen_ai.operation.name": "chat"}, 0.2, None)
+                points = histogram_points(reader, "gen_ai.client.operation.duration")
+                done.append(sum(p.count for p in points))
+
+            collector = threading.Thread(target=collect, daemon=True)
+            collector.start()
+            collector.join(5)
+            code = 0 if done == [1] else (1 if not done else 2)
+        finally:
+            os._exit(code)
+    release.set()
+    holder.join()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "1: the child hung; 2: wrong count"

@@ -15,6 +15,7 @@ in batches (:class:`Deferred`), before every collection and by the call that fil
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import weakref
 from collections import deque
@@ -56,13 +57,17 @@ class Tally:
     data is the SDK's own ``Sum`` (monotonic; cumulative or delta as the reader asks), read when
     a reader collects. Attribute sets are bounded like the SDK's (2,000, then an overflow set)."""
 
-    __slots__ = ("_attributes", "_lock", "_sums")
+    __slots__ = ("__weakref__", "_attributes", "_lock", "_sums")
 
     def __init__(self) -> None:
         self._sums: dict[frozenset[tuple[str, AttributeValue]], float] = {}
         self._attributes: dict[
             frozenset[tuple[str, AttributeValue]], dict[str, AttributeValue]
         ] = {}
+        self._lock = threading.Lock()
+        _forkable.add(self)
+
+    def _after_fork(self) -> None:
         self._lock = threading.Lock()
 
     def add(self, amount: float, dims: Dimensions) -> None:
@@ -88,6 +93,23 @@ class Tally:
         return self._sums.get(frozenset(dims.items()), 0)
 
 
+_forkable: weakref.WeakSet[Tally | Deferred] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A fork copies the locks other threads held, with nobody left in the child to release
+    them: a drain holds its lock while it records a whole batch, so a child forked meanwhile
+    would wait for good at its first collection (or its shutdown). The child starts with new
+    locks."""
+    global _tallies_lock
+    _tallies_lock = threading.Lock()
+    for item in list(_forkable):
+        item._after_fork()  # pyright: ignore[reportPrivateUsage]
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 CARDINALITY_LIMIT: Final = 2000
 _OVERFLOW: Final[dict[str, AttributeValue]] = {"otel.metric.overflow": True}
 _OVERFLOW_KEY: Final = frozenset(_OVERFLOW.items())
@@ -104,10 +126,16 @@ class Deferred:
     the SDK's code and data stay in the CPU's caches, where the same records made one per call,
     between an HTTP client's work, run cold: the batch costs about half the CPU time."""
 
-    __slots__ = ("_drain_lock", "_queue")
+    __slots__ = ("__weakref__", "_drain_lock", "_queue")
 
     def __init__(self) -> None:
         self._queue: deque[tuple[Histogram, float, Dimensions, Context]] = deque()
+        self._drain_lock = threading.Lock()
+        _forkable.add(self)
+
+    def _after_fork(self) -> None:
+        # The measurements still waiting are the parent's calls: the parent records them.
+        self._queue.clear()
         self._drain_lock = threading.Lock()
 
     def add(self, instrument: Histogram, amount: float, dims: Dimensions, ctx: Context) -> None:
