@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
@@ -18,6 +20,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import costspan
 from costspan import BudgetExceeded
+from costspan._reservation import blocks
+from costspan.ledgers import Ledger
 from costspan.testing import OpenAICompatibleServer
 from tests.conftest import USER, attrs
 
@@ -126,3 +130,87 @@ def test_streams_under_fan_out_never_overspend(
     spent, _ = _spent(span_exporter)
     assert spent <= CAP
     assert b.spent_usd <= CAP
+
+
+def _story(client: openai.OpenAI, delay_ms: int) -> None:
+    client.chat.completions.create(
+        model="gpt-4o",
+        messages=USER,
+        max_completion_tokens=400,
+        extra_headers={**LONG, "x-costspan-test-delay-ms": str(delay_ms)},
+    )
+
+
+def test_calls_that_pass_a_threshold_together_report_it(
+    server: OpenAICompatibleServer, span_exporter: InMemorySpanExporter, fresh_ledger: Ledger
+) -> None:
+    """Three calls admitted at once, none settled before the others were admitted, spend more
+    than half of the budget together (each alone less): the budget passed warn_at=0.5, and it
+    is reported once. An in-process ledger is read after each commit, so one of the three
+    reports it (each used to see only its own spend since its admission, and none did); a shared
+    ledger is not read again (no round trip), so the next call admitted reports it."""
+    client = openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+    budget = costspan.budget(usd="0.02", warn_at=(0.5,), name="together")
+    lined_up = threading.Barrier(3)
+
+    def call() -> None:
+        with budget:
+            lined_up.wait(10)
+            _story(client, 400)
+
+    with ThreadPoolExecutor(3) as pool:
+        for done in [pool.submit(call) for _ in range(3)]:
+            done.result()
+    spent = budget.spent_usd
+    assert spent is not None
+    assert Decimal("0.01") <= spent < Decimal("0.02")
+    spans = span_exporter.get_finished_spans()
+    assert all(Decimal(repr(attrs(s)["gen_ai.usage.cost.amount"])) < Decimal("0.01") for s in spans)
+    together = [e for s in spans for e in s.events if e.name == "costspan.budget.threshold"]
+    assert len(together) == (0 if blocks(fresh_ledger) else 1)
+    with budget:
+        client.chat.completions.create(model="gpt-4o-mini", messages=USER)
+    events = [
+        e
+        for s in span_exporter.get_finished_spans()
+        for e in s.events
+        if e.name == "costspan.budget.threshold"
+    ]
+    assert len(events) == 1
+
+
+def test_the_remaining_budget_counts_calls_that_settled_meanwhile(
+    server: OpenAICompatibleServer, span_exporter: InMemorySpanExporter, fresh_ledger: Ledger
+) -> None:
+    """A slow call admitted first ends after two quick ones settled. With an in-process ledger
+    the remaining budget on its span is what the budget has left once all three are paid. A
+    shared ledger's is projected from its answer at the slow call's admission, less the slow
+    call's spend: it overstates the room by what the others spent meanwhile, and the next call
+    gets it right."""
+    client = openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+    budget = costspan.budget(usd="0.02", name="overlap")
+
+    def call(delay_ms: int) -> None:
+        with budget:
+            _story(client, delay_ms)
+
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(call, 1500)
+        time.sleep(0.3)  # the slow call holds, and waits for its answer
+        call(0)
+        call(0)
+        slow.result()
+    ended = sorted(span_exporter.get_finished_spans(), key=lambda s: s.end_time or 0)
+    quick_spent = sum(Decimal(repr(attrs(s)["gen_ai.usage.cost.amount"])) for s in ended[:2])
+    remaining = budget.remaining_usd
+    assert remaining is not None
+    slow_says = attrs(ended[-1])["costspan.budget.remaining_usd"]
+    if blocks(fresh_ledger):
+        assert slow_says == pytest.approx(float(remaining + quick_spent))
+    else:
+        assert slow_says == pytest.approx(float(remaining))
+    call(0)
+    last = max(span_exporter.get_finished_spans(), key=lambda s: s.end_time or 0)
+    remaining = budget.remaining_usd
+    assert remaining is not None
+    assert attrs(last)["costspan.budget.remaining_usd"] == pytest.approx(float(remaining))

@@ -253,21 +253,33 @@ class Admission:
             self.writes.append(task)
 
     def _after(self, spent: int, tokens: int) -> Settlement:
-        """Remaining budget and thresholds, projected from the ledger's answer at the grant
-        (no second round trip): that state, less this call's hold, plus what it spent."""
+        """Remaining budget and thresholds after this call's commit. An in-process ledger is
+        read again (it costs no round trip), so calls that settled meanwhile count: a fan-out
+        whose calls pass a threshold together still reports it. A shared ledger's is projected
+        from its answer at the grant: that state, less this call's hold, plus what it spent."""
         least: int | None = None
         crossed: list[Crossing] = []
         held_micros = self.held_micros
         warned = self.warned
+        read = not blocks(self.ledger)
         for scope in self.scopes:
             before = self.states.get(scope.key)
             if before is None:
                 continue
-            holds = not warned or scope not in warned
-            spent_micros = before.spent_micros + spent
+            now = self._read(scope.key) if read else None
+            if now is not None:
+                spent_micros, held_now, spent_tokens = (
+                    now.spent_micros,
+                    now.held_micros,
+                    now.spent_tokens,
+                )
+            else:
+                holds = not warned or scope not in warned
+                spent_micros = before.spent_micros + spent
+                held_now = max(before.held_micros - (held_micros if holds else 0), 0)
+                spent_tokens = before.spent_tokens + tokens
             cap = before.cap_micros
             if cap is not None:
-                held_now = max(before.held_micros - (held_micros if holds else 0), 0)
                 left = cap - spent_micros - held_now
                 least = left if least is None or left < least else least
             budget = scope.budget
@@ -276,7 +288,7 @@ class Admission:
                 # passed at most once, so nothing more is worked out below the lowest.
                 used = spent_micros / cap if cap else 0.0
                 if before.cap_tokens:
-                    used = max(used, (before.spent_tokens + tokens) / before.cap_tokens)
+                    used = max(used, spent_tokens / before.cap_tokens)
                 if used >= budget.warn_at[0]:
                     crossed.extend(_crossings(budget, used, spent_micros))
         if least is None and not crossed:
@@ -287,6 +299,16 @@ class Admission:
             crossed=tuple(crossed),
             overrun_micros=self._overrun(spent),
         )
+
+    def _read(self, key: str) -> ScopeState | None:
+        """The scope's counters now, this call's commit in them; None when they cannot be read
+        or the scope is gone (a budget that ended drops its counters with its last hold)."""
+        try:
+            state = self.ledger.snapshot(key)
+        except Exception:
+            _logger.debug("costspan could not read a budget after settling", exc_info=True)
+            return None
+        return state if state.calls else None
 
     def _overrun(self, spent: int) -> int:
         if spent <= self.held_micros:
