@@ -67,7 +67,7 @@ from openai.types.chat import ChatCompletion
 from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
-from opentelemetry.metrics import Histogram, Meter
+from opentelemetry.metrics import Meter
 from opentelemetry.trace import Span, SpanKind
 
 import costspan
@@ -77,7 +77,6 @@ from costspan._records import Buffer, spend_record
 from costspan._reservation import reservation_id
 from costspan._runtime import runtime
 from costspan._scopes import active_scopes, possibly_limited
-from costspan._telemetry import Tally
 from costspan._tokens import counter
 from costspan._usage import TokenUsage
 from costspan.ledgers import ScopeLimit
@@ -369,32 +368,31 @@ def tuple_records() -> Keep:
 
 
 class _Metrics:
-    """The conventions' histograms, recorded in batches as costspan records them (a median
-    leaves the batches out, a mean does not), and the cost as costspan keeps it: an in-process
-    sum that an observable counter would read. Kept across a variant's rounds, like costspan's:
-    every measurement is recorded, none dropped when a round ends."""
+    """The conventions' histograms and the cost counter, recorded in batches as costspan
+    records them (a median leaves the batches out, a mean does not). Kept across a variant's
+    rounds, like costspan's: every measurement is recorded, none dropped when a round ends."""
 
     def __init__(self, meter: Meter) -> None:
         self.duration = meter.create_histogram("gen_ai.client.operation.duration", unit="s")
         self.tokens = meter.create_histogram("gen_ai.client.token.usage", unit="{token}")
-        self.spend = Tally()
-        self.pending: deque[tuple[Histogram, float, dict[str, Any], Context]] = deque()
+        self.spend = meter.create_counter("costspan.cost", unit="USD")
+        self.pending: deque[tuple[Callable[..., None], float, dict[str, Any], Context]] = deque()
 
     def add(
         self, span: Span, dims: dict[str, Any], seconds: float, priced: Priced, usd: float
     ) -> None:
         linked = trace.set_span_in_context(span)  # exemplars link to the call's span
         pending = self.pending
-        pending.append((self.duration, seconds, dims, linked))
+        pending.append((self.duration.record, seconds, dims, linked))
         inputs = {**dims, "gen_ai.token.type": "input"}
-        pending.append((self.tokens, priced.input_tokens, inputs, linked))
+        pending.append((self.tokens.record, priced.input_tokens, inputs, linked))
         outputs = {**dims, "gen_ai.token.type": "output"}
-        pending.append((self.tokens, priced.output_tokens, outputs, linked))
-        self.spend.add(usd, dims)
-        if len(pending) >= 96:
+        pending.append((self.tokens.record, priced.output_tokens, outputs, linked))
+        pending.append((self.spend.add, usd, dims, linked))
+        if len(pending) >= 128:  # costspan's batch: 32 calls of four measurements
             while pending:
-                instrument, amount, attributes, ctx = pending.popleft()
-                instrument.record(amount, attributes, context=ctx)
+                record, amount, attributes, ctx = pending.popleft()
+                record(amount, attributes, ctx)
 
 
 @contextmanager

@@ -130,6 +130,9 @@ sums over spans count each call once (docs/instrumentations.md)."""
 METRIC_COST: Final = "costspan.cost"
 METRIC_TOKENS: Final = "costspan.tokens"
 METRIC_UNPRICED_CALLS: Final = "costspan.calls.unpriced"
+METRIC_BATCHED: Final = "costspan.metrics.batched"
+"""An observable gauge that never reports a value: its callback records costspan's batched
+measurements before a reader collects."""
 COSTSPAN_TOKEN_TYPE: Final = "costspan.token.type"
 
 # -- budgets ------------------------------------------------------------------------------------

@@ -385,7 +385,8 @@ class Invocation:
             current.calibration.learn_alias(provider, requested, answered)
 
     def _cost_metrics(self, usage: TokenUsage, cost: Cost | None, attrs: Attributes) -> None:
-        self.telemetry.costs.record(usage, cost, self._cost_dimensions(attrs))
+        dims = self._cost_dimensions(attrs)
+        self.telemetry.costs.record(usage, cost, dims, self._span_context())
 
     def _settle(
         self, usage: TokenUsage | None, cost: Cost | None, priced: bool, attempts: int = 1

@@ -6,10 +6,11 @@ costspan's cost counters (:class:`CostMeter`) and its budget counters (:class:`B
 Metric dimensions are bounded: operation, provider, model, server, and only the baggage keys a
 user named in ``COSTSPAN_METRIC_TAGS``.
 
-Two things keep the SDK off a call's path (each SDK measurement validates, copies and hashes its
-attributes): the cost, token and unpriced-call counters are sums kept here (:class:`Tally`) and
-read by the SDK through observable counters when a reader collects; the histograms are recorded
-in batches (:class:`Deferred`), before every collection and by the call that fills a batch.
+A call's measurements go to real SDK instruments, so the SDK aggregates them and bounds their
+attribute sets as it would any (per collection under a delta reader, for the process's life
+under a cumulative one). They are kept off the call's path (each SDK measurement validates,
+copies and hashes its attributes): they are recorded in batches (:class:`Deferred`), before
+every collection and by the call that fills a batch.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import os
 import threading
 import weakref
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
 from opentelemetry import trace
@@ -50,50 +51,7 @@ SCHEMA_URL = "https://opentelemetry.io/schemas/1.41.0"
 Dimensions = Mapping[str, AttributeValue]
 
 
-class Tally:
-    """A monotonic sum per attribute set, kept in this process and exported through an
-    observable counter: adding to it is a dict update under a lock, not an SDK measurement (the
-    SDK validates, copies and hashes a measurement's attributes on every ``add``). The exported
-    data is the SDK's own ``Sum`` (monotonic; cumulative or delta as the reader asks), read when
-    a reader collects. Attribute sets are bounded like the SDK's (2,000, then an overflow set)."""
-
-    __slots__ = ("__weakref__", "_attributes", "_lock", "_sums")
-
-    def __init__(self) -> None:
-        self._sums: dict[frozenset[tuple[str, AttributeValue]], float] = {}
-        self._attributes: dict[
-            frozenset[tuple[str, AttributeValue]], dict[str, AttributeValue]
-        ] = {}
-        self._lock = threading.Lock()
-        _forkable.add(self)
-
-    def _after_fork(self) -> None:
-        self._lock = threading.Lock()
-
-    def add(self, amount: float, dims: Dimensions) -> None:
-        key = frozenset(dims.items())
-        with self._lock:
-            total = self._sums.get(key)
-            if total is not None:
-                self._sums[key] = total + amount
-                return
-            if len(self._sums) >= CARDINALITY_LIMIT:
-                key = _OVERFLOW_KEY
-                dims = _OVERFLOW
-            self._sums[key] = self._sums.get(key, 0) + amount
-            self._attributes[key] = dict(dims)
-
-    def observe(self, _options: CallbackOptions) -> Iterable[Observation]:
-        with self._lock:
-            sums = list(self._sums.items())
-        return [Observation(total, self._attributes[key]) for key, total in sums]
-
-    def value(self, dims: Dimensions) -> float:
-        """The sum for one attribute set (0 if none was added)."""
-        return self._sums.get(frozenset(dims.items()), 0)
-
-
-_forkable: weakref.WeakSet[Tally | Deferred] = weakref.WeakSet()
+_forkable: weakref.WeakSet[Deferred] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
@@ -101,8 +59,8 @@ def _after_fork_in_child() -> None:
     them: a drain holds its lock while it records a whole batch, so a child forked meanwhile
     would wait for good at its first collection (or its shutdown). The child starts with new
     locks."""
-    global _tallies_lock
-    _tallies_lock = threading.Lock()
+    global _counters_lock
+    _counters_lock = threading.Lock()
     for item in list(_forkable):
         item._after_fork()  # pyright: ignore[reportPrivateUsage]
 
@@ -110,26 +68,27 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-CARDINALITY_LIMIT: Final = 2000
-_OVERFLOW: Final[dict[str, AttributeValue]] = {"otel.metric.overflow": True}
-_OVERFLOW_KEY: Final = frozenset(_OVERFLOW.items())
+Record = Callable[[float, Dimensions, Context], None]
+"""An SDK instrument's own ``record`` (a histogram) or ``add`` (a counter)."""
 
 
 class Deferred:
-    """Histogram measurements waiting to be recorded, in batches.
+    """Metric measurements waiting to be recorded, in batches.
 
-    A call's semantic-convention histograms (duration, input and output tokens, time to first
-    chunk) stay real SDK histograms, recorded with the call's attributes and context (so
-    exemplars link to the same spans). They are recorded in batches rather than one by one on the
-    caller's path: every :data:`BATCH` calls by the call that fills the batch, and before every
-    collection (a reader sees every call that finished before it collected). Recorded in a row,
-    the SDK's code and data stay in the CPU's caches, where the same records made one per call,
-    between an HTTP client's work, run cold: the batch costs about half the CPU time."""
+    A call's measurements (the semantic-convention histograms: duration, input and output
+    tokens, time to first chunk; costspan's counters: cost, token kinds, unpriced calls) go to
+    real SDK instruments, with the call's attributes and context (so exemplars link to the same
+    spans): the SDK aggregates them, and bounds their attribute sets, as it would any. They are
+    recorded in batches rather than one by one on the caller's path: every :data:`BATCH` calls
+    by the call that fills the batch, and before every collection (a reader sees every call that
+    finished before it collected). Recorded in a row, the SDK's code and data stay in the CPU's
+    caches, where the same records made one per call, between an HTTP client's work, run cold:
+    the batch costs about half the CPU time."""
 
     __slots__ = ("__weakref__", "_drain_lock", "_queue")
 
     def __init__(self) -> None:
-        self._queue: deque[tuple[Histogram, float, Dimensions, Context]] = deque()
+        self._queue: deque[tuple[Record, float, Dimensions, Context]] = deque()
         self._drain_lock = threading.Lock()
         _forkable.add(self)
 
@@ -138,10 +97,10 @@ class Deferred:
         self._queue.clear()
         self._drain_lock = threading.Lock()
 
-    def add(self, instrument: Histogram, amount: float, dims: Dimensions, ctx: Context) -> None:
+    def add(self, record: Record, amount: float, dims: Dimensions, ctx: Context) -> None:
         queue = self._queue
-        queue.append((instrument, amount, dims, ctx))
-        if len(queue) >= BATCH * 3:
+        queue.append((record, amount, dims, ctx))
+        if len(queue) >= BATCH * 4:  # a plain call: three histogram records and its cost
             self.drain()
 
     def drain(self, *, wait: bool = False) -> None:
@@ -153,11 +112,11 @@ class Deferred:
             pop = self._queue.popleft
             while True:
                 try:
-                    instrument, amount, dims, ctx = pop()
+                    record, amount, dims, ctx = pop()
                 except IndexError:
                     return
                 try:
-                    instrument.record(amount, dims, ctx)
+                    record(amount, dims, ctx)
                 except Exception:
                     _logger.exception("costspan could not record a metric")
         finally:
@@ -168,88 +127,96 @@ class Deferred:
 
 
 BATCH: Final = 32
-"""Calls whose histogram measurements wait to be recorded together (at most)."""
+"""Calls whose measurements wait to be recorded together (at most)."""
 
 
-class _CostTallies:
-    """The cost, token and unpriced-call sums of one meter, their observable counters, and the
-    meter's deferred histogram measurements (recorded before each collection)."""
+class _CostCounters:
+    """The cost, token and unpriced-call counters of one meter, and the meter's deferred
+    measurements (recorded before each collection)."""
 
     __slots__ = ("cost", "deferred", "tokens", "unpriced")
 
     def __init__(self, meter: Meter) -> None:
-        self.cost = Tally()
-        self.tokens = Tally()
-        self.unpriced = Tally()
-        self.deferred: Deferred | None = None
-        if isinstance(meter, NoOpMeter):
-            return  # nothing would ever read them
-        self.deferred = Deferred()
-        meter.create_observable_counter(
-            A.METRIC_COST,
-            callbacks=[self._observe_cost],
-            unit="USD",
-            description="Cost of GenAI calls in US dollars",
+        self.cost: Counter = meter.create_counter(
+            A.METRIC_COST, unit="USD", description="Cost of GenAI calls in US dollars"
         )
-        meter.create_observable_counter(
+        self.tokens: Counter = meter.create_counter(
             A.METRIC_TOKENS,
-            callbacks=[self.tokens.observe],
             unit="{token}",
             description="Cached-input, cache-write and reasoning tokens of GenAI calls",
         )
-        meter.create_observable_counter(
+        self.unpriced: Counter = meter.create_counter(
             A.METRIC_UNPRICED_CALLS,
-            callbacks=[self.unpriced.observe],
             unit="{call}",
             description="GenAI calls whose model has no known price",
         )
+        self.deferred: Deferred | None = None
+        if isinstance(meter, NoOpMeter):
+            return  # nothing would ever read them: recorded at once, for nothing
+        self.deferred = Deferred()
+        # Observes nothing: its callback is how a collection records the waiting measurements
+        # first (the SDK runs every observable callback before it reads its aggregations).
+        meter.create_observable_gauge(
+            A.METRIC_BATCHED,
+            callbacks=[self._before_collection],
+            description="costspan's batched measurements, recorded as a reader collects "
+            "(never has a value of its own)",
+        )
 
-    def _observe_cost(self, options: CallbackOptions) -> Iterable[Observation]:
-        # A reader is collecting: the deferred histogram measurements go in first (every
-        # observable callback runs before the SDK reads its aggregations).
+    def _before_collection(self, _options: CallbackOptions) -> Iterable[Observation]:
         if self.deferred is not None:
             self.deferred.drain(wait=True)
-        return self.cost.observe(options)
+        return ()
 
 
-# One set of sums per meter: the SDK registers an instrument name once per meter and ignores
-# the callbacks of a second registration, so every CostMeter of a meter must share them.
-_tallies_lock = threading.Lock()
-_tallies: weakref.WeakKeyDictionary[Meter, _CostTallies] = weakref.WeakKeyDictionary()
-_tallies_by_id: dict[int, tuple[Meter, _CostTallies]] = {}  # meters that take no weak reference
+# One set of counters per meter: the SDK registers an instrument name once per meter and
+# ignores the callbacks of a second registration, so every CostMeter of a meter shares them.
+_counters_lock = threading.Lock()
+_counters: weakref.WeakKeyDictionary[Meter, _CostCounters] = weakref.WeakKeyDictionary()
+_counters_by_id: dict[int, tuple[Meter, _CostCounters]] = {}  # meters that take no weak reference
 
 
-def _tallies_of(meter: Meter) -> _CostTallies:
-    with _tallies_lock:
+def _counters_of(meter: Meter) -> _CostCounters:
+    with _counters_lock:
         try:
-            found = _tallies.get(meter)
+            found = _counters.get(meter)
             if found is None:
-                found = _tallies[meter] = _CostTallies(meter)
+                found = _counters[meter] = _CostCounters(meter)
             return found
         except TypeError:
-            kept = _tallies_by_id.get(id(meter))
+            kept = _counters_by_id.get(id(meter))
             if kept is None:
-                kept = _tallies_by_id[id(meter)] = (meter, _CostTallies(meter))
+                kept = _counters_by_id[id(meter)] = (meter, _CostCounters(meter))
             return kept[1]
 
 
 class CostMeter:
     """The cost, token and unpriced-call counters of one meter."""
 
-    __slots__ = ("cost", "tokens", "unpriced")
+    __slots__ = ("cost", "deferred", "tokens", "unpriced")
 
     def __init__(self, meter: Meter) -> None:
-        tallies = _tallies_of(meter)
-        self.cost = tallies.cost
-        self.tokens = tallies.tokens
-        self.unpriced = tallies.unpriced
+        counters = _counters_of(meter)
+        self.cost = counters.cost
+        self.tokens = counters.tokens
+        self.unpriced = counters.unpriced
+        self.deferred = counters.deferred
 
-    def record(self, usage: TokenUsage, cost: Cost | None, dims: Dimensions) -> None:
-        """Count one priced (or unpriceable) call."""
+    def record(
+        self, usage: TokenUsage, cost: Cost | None, dims: Dimensions, ctx: Context | None = None
+    ) -> None:
+        """Count one priced (or unpriceable) call. ``ctx``: the context whose span an exemplar
+        links to (the current one by default)."""
+        if ctx is None:
+            ctx = get_current()
+        deferred = self.deferred
+        add: Callable[[Record, float, Dimensions, Context], None] = (
+            _now if deferred is None else deferred.add
+        )
         if cost is None:
-            self.unpriced.add(1, dims)
+            add(self.unpriced.add, 1, dims, ctx)
         else:
-            self.cost.add(display(cost.total), dims)
+            add(self.cost.add, display(cost.total), dims, ctx)
         # Input and output totals are in gen_ai.client.token.usage; this counter breaks out the
         # subsets that histogram cannot show.
         if usage.cache_read_tokens or usage.cache_write_tokens or usage.reasoning_tokens:
@@ -259,7 +226,11 @@ class CostMeter:
                 ("reasoning", usage.reasoning_tokens),
             ):
                 if count:
-                    self.tokens.add(count, {**dims, A.COSTSPAN_TOKEN_TYPE: kind})
+                    add(self.tokens.add, count, {**dims, A.COSTSPAN_TOKEN_TYPE: kind}, ctx)
+
+
+def _now(record: Record, amount: float, dims: Dimensions, ctx: Context) -> None:
+    record(amount, dims, ctx)
 
 
 class BudgetMeter:
@@ -338,7 +309,7 @@ class Telemetry:
         )
         self.costs = CostMeter(self.meter)
         self.budgets = BudgetMeter(self.meter)
-        self.deferred = _tallies_of(self.meter).deferred
+        self.deferred = _counters_of(self.meter).deferred
 
     def record(
         self, instrument: Histogram, amount: float, dims: Dimensions, ctx: Context | None = None
@@ -351,7 +322,7 @@ class Telemetry:
         if deferred is None:
             instrument.record(amount, dims, ctx)
         else:
-            deferred.add(instrument, amount, dims, ctx)
+            deferred.add(instrument.record, amount, dims, ctx)
 
     def flush(self) -> None:
         """Record the measurements waiting in the batch now."""
@@ -375,15 +346,17 @@ class Telemetry:
             self._record_now(dims, duration_s, usage, ctx)
             return
         add = deferred.add
-        add(self.duration, duration_s, dims, ctx)
+        add(self.duration.record, duration_s, dims, ctx)
         # The conventions allow recording counted (not reported) usage when offline counting
         # is on, as it is here; the span says which it was.
         if usage is None:
             return
         if usage.input_tokens is not None:
-            add(self.token_usage, usage.input_tokens, {**dims, A.GEN_AI_TOKEN_TYPE: "input"}, ctx)
+            tokens = self.token_usage.record
+            add(tokens, usage.input_tokens, {**dims, A.GEN_AI_TOKEN_TYPE: "input"}, ctx)
         if usage.output_tokens is not None:
-            add(self.token_usage, usage.output_tokens, {**dims, A.GEN_AI_TOKEN_TYPE: "output"}, ctx)
+            tokens = self.token_usage.record
+            add(tokens, usage.output_tokens, {**dims, A.GEN_AI_TOKEN_TYPE: "output"}, ctx)
 
     def _record_now(
         self, dims: Dimensions, duration_s: float, usage: TokenUsage | None, ctx: Context
