@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from costspan._pricing import Cost
-from costspan._telemetry import BATCH, CostMeter, Telemetry
+from costspan._telemetry import BATCH, MOST_WAITING, CostMeter, Telemetry
 from costspan._usage import TokenUsage
 from tests.conftest import counter_points, histogram_points
 
@@ -117,6 +117,28 @@ def test_a_full_batch_is_recorded_without_waiting_for_a_collection(
     for i in range(BATCH * 5):
         telemetry.record_call({"gen_ai.operation.name": "chat"}, 0.1, TokenUsage(i, i))
         assert len(deferred) < BATCH * 4
+
+
+def test_what_waits_stays_bounded_when_the_drain_falls_behind(
+    meter_provider: MeterProvider,
+    tracer_provider: TracerProvider,
+    metric_reader: InMemoryMetricReader,
+) -> None:
+    """A drain that does not keep up (a slow SDK, a process busy forking: each fork makes the
+    parent's memory copy-on-write) must not let the waiting measurements grow without bound:
+    past MOST_WAITING a call records its own at once, and none is lost."""
+    telemetry = Telemetry(tracer_provider, meter_provider)
+    deferred = telemetry.deferred
+    assert deferred is not None
+    calls = MOST_WAITING  # three measurements each: well past the bound
+    with deferred._drain_lock:  # a drain under way that does not end meanwhile
+        for _ in range(calls):
+            telemetry.record_call({"gen_ai.operation.name": "chat"}, 0.1, TokenUsage(1, 1))
+            assert len(deferred) <= MOST_WAITING
+    (duration,) = histogram_points(metric_reader, "gen_ai.client.operation.duration")
+    assert duration.count == calls
+    tokens = histogram_points(metric_reader, "gen_ai.client.token.usage")
+    assert sorted(p.count for p in tokens) == [calls, calls]
 
 
 def test_histograms_keep_the_calls_trace_for_exemplars(

@@ -54,18 +54,41 @@ Dimensions = Mapping[str, AttributeValue]
 _forkable: weakref.WeakSet[Deferred] = weakref.WeakSet()
 
 
+_held_for_fork: list[Deferred] = []
+
+
+def _before_fork() -> None:
+    """A fork copies the locks other threads hold, with nobody left in the child to release
+    them. A drain records a whole batch into the SDK, under its own lock and, record by record,
+    the SDK's: a child forked meanwhile would wait for good at its first collection (or its
+    shutdown). So a fork waits for a drain in progress to end (briefly: a batch takes a few
+    milliseconds), and none starts until it is done."""
+    for item in list(_forkable):
+        if item._drain_lock.acquire(timeout=_FORK_WAIT_S):  # pyright: ignore[reportPrivateUsage]
+            _held_for_fork.append(item)
+
+
+def _after_fork_in_parent() -> None:
+    while _held_for_fork:
+        _held_for_fork.pop()._drain_lock.release()  # pyright: ignore[reportPrivateUsage]
+
+
 def _after_fork_in_child() -> None:
-    """A fork copies the locks other threads held, with nobody left in the child to release
-    them: a drain holds its lock while it records a whole batch, so a child forked meanwhile
-    would wait for good at its first collection (or its shutdown). The child starts with new
-    locks."""
     global _counters_lock
+    _held_for_fork.clear()
     _counters_lock = threading.Lock()
     for item in list(_forkable):
         item._after_fork()  # pyright: ignore[reportPrivateUsage]
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+_FORK_WAIT_S: Final = 1.0
+"""The longest a fork waits for a drain (one that takes longer is not waited for)."""
+
+os.register_at_fork(
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)
 
 
 Record = Callable[[float, Dimensions, Context], None]
@@ -99,6 +122,14 @@ class Deferred:
 
     def add(self, record: Record, amount: float, dims: Dimensions, ctx: Context) -> None:
         queue = self._queue
+        if len(queue) >= MOST_WAITING:
+            # The drain is behind (a slow or stuck SDK, a process busy forking): this one is
+            # recorded now, as it would be without batches, so what waits stays bounded.
+            try:
+                record(amount, dims, ctx)
+            except Exception:
+                _logger.exception("costspan could not record a metric")
+            return
         queue.append((record, amount, dims, ctx))
         if len(queue) >= BATCH * 4:  # a plain call: three histogram records and its cost
             self.drain()
@@ -127,7 +158,9 @@ class Deferred:
 
 
 BATCH: Final = 32
-"""Calls whose measurements wait to be recorded together (at most)."""
+"""Calls whose measurements wait to be recorded together, while the drain keeps up."""
+MOST_WAITING: Final = BATCH * 4 * 16
+"""Measurements that may wait at most: past it, a call records its own at once."""
 
 
 class _CostCounters:
