@@ -232,6 +232,16 @@ class _Counter:
         self.cap, self.spent, self.held = 10**15, 0, 0
         self.cap_tokens, self.spent_tokens, self.held_tokens = 10**15, 0, 0
 
+    def take(self, usd_micros: int, tokens: int) -> int:
+        """Hold the amounts if they fit (the caller holds the lock); the room left after."""
+        room = self.cap - self.spent - self.held - usd_micros
+        room_tokens = self.cap_tokens - self.spent_tokens - self.held_tokens - tokens
+        if room < 0 or room_tokens < 0:
+            raise RuntimeError("the lean budget refused a call")
+        self.held += usd_micros
+        self.held_tokens += tokens
+        return room
+
 
 _COUNTER: ContextVar[_Counter | None] = ContextVar("lean_counter", default=None)
 
@@ -244,12 +254,7 @@ class CounterLedger:
         if budget is None:
             raise RuntimeError("the lean path runs under a budget")
         with budget.lock:
-            room = budget.cap - budget.spent - budget.held - usd_micros
-            room_tokens = budget.cap_tokens - budget.spent_tokens - budget.held_tokens - tokens
-            if room < 0 or room_tokens < 0:
-                raise RuntimeError("the lean budget refused a call")
-            budget.held += usd_micros
-            budget.held_tokens += tokens
+            room = budget.take(usd_micros, tokens)
         return Hold(usd_micros, tokens, room)
 
     def settle(self, hold: Hold, usd_micros: int, tokens: int) -> int:
@@ -291,12 +296,7 @@ class GuardedLedger:
                         del self.holds[old]
                         owner.held -= held
                         owner.held_tokens -= held_tokens
-            room = budget.cap - budget.spent - budget.held - usd_micros
-            room_tokens = budget.cap_tokens - budget.spent_tokens - budget.held_tokens - tokens
-            if room < 0 or room_tokens < 0:
-                raise RuntimeError("the lean budget refused a call")
-            budget.held += usd_micros
-            budget.held_tokens += tokens
+            room = budget.take(usd_micros, tokens)
             self.holds[rid] = (usd_micros, tokens, now + self.lease_s, budget)
         # The renewer extends the hold (through extend()) every third of a lease.
         self.renewer.watch(rid, cast("costspan.ledgers.Ledger", self), (), self.lease_s)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from decimal import Decimal
 
 import openai
@@ -262,3 +263,32 @@ def test_a_child_forked_while_a_batch_is_recorded_still_collects(
     holder.join()
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0, "1: the child hung; 2: wrong count"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_fork_waits_for_a_batch_being_recorded(
+    meter_provider: MeterProvider, tracer_provider: TracerProvider
+) -> None:
+    """A fork made while another thread records a batch waits for that batch to end, so the
+    child is not made while the batch holds the SDK's locks (which the child could never
+    take)."""
+    deferred = Telemetry(tracer_provider, meter_provider).deferred
+    assert deferred is not None
+    draining = threading.Event()
+
+    def drain_for_a_while() -> None:
+        with deferred._drain_lock:  # what a drain holds while it records
+            draining.set()
+            time.sleep(0.4)
+
+    holder = threading.Thread(target=drain_for_a_while)
+    holder.start()
+    assert draining.wait(10)
+    started = time.monotonic()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    waited = time.monotonic() - started
+    holder.join()
+    os.waitpid(pid, 0)
+    assert waited >= 0.3, f"the fork did not wait for the batch ({waited:.3f} s)"

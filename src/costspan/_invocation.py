@@ -83,6 +83,7 @@ class Invocation:
 
     __slots__ = (
         "_ended",
+        "_linked",
         "_lock",
         "_token",
         "admission",
@@ -148,6 +149,7 @@ class Invocation:
         self.started_at = timeit.default_timer()
         self.first_chunk_at: float | None = None
         self._token: object | None = None
+        self._linked: otel_context.Context | None = None
         self._ended = False
         # Streams can be closed by one thread while the garbage collector finalises them in
         # another; the lock makes "end exactly once" hold anyway.
@@ -539,5 +541,10 @@ class Invocation:
 
     def _span_context(self) -> otel_context.Context:
         """The caller's context with this call's span in it: the span is current only while the
-        request is sent, and a metric's exemplar must link to it."""
-        return trace.set_span_in_context(self.span)
+        request is sent, and a metric's exemplar must link to it. Made once per call (its cost
+        metric, its histograms and a stream's first chunk share it: an exemplar reads only the
+        span)."""
+        linked = self._linked
+        if linked is None:
+            linked = self._linked = trace.set_span_in_context(self.span)
+        return linked

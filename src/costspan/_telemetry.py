@@ -55,6 +55,8 @@ _forkable: weakref.WeakSet[Deferred] = weakref.WeakSet()
 
 
 _held_for_fork: list[Deferred] = []
+_FORK_WAIT_S: Final = 1.0
+"""The longest a fork waits for a drain (one that takes longer is not waited for)."""
 
 
 def _before_fork() -> None:
@@ -80,9 +82,6 @@ def _after_fork_in_child() -> None:
     for item in list(_forkable):
         item._after_fork()  # pyright: ignore[reportPrivateUsage]
 
-
-_FORK_WAIT_S: Final = 1.0
-"""The longest a fork waits for a drain (one that takes longer is not waited for)."""
 
 os.register_at_fork(
     before=_before_fork,
@@ -125,10 +124,7 @@ class Deferred:
         if len(queue) >= MOST_WAITING:
             # The drain is behind (a slow or stuck SDK, a process busy forking): this one is
             # recorded now, as it would be without batches, so what waits stays bounded.
-            try:
-                record(amount, dims, ctx)
-            except Exception:
-                _logger.exception("costspan could not record a metric")
+            _record(record, amount, dims, ctx)
             return
         queue.append((record, amount, dims, ctx))
         if len(queue) >= BATCH * 4:  # a plain call: three histogram records and its cost
@@ -146,15 +142,20 @@ class Deferred:
                     record, amount, dims, ctx = pop()
                 except IndexError:
                     return
-                try:
-                    record(amount, dims, ctx)
-                except Exception:
-                    _logger.exception("costspan could not record a metric")
+                _record(record, amount, dims, ctx)
         finally:
             self._drain_lock.release()
 
     def __len__(self) -> int:
         return len(self._queue)
+
+
+def _record(record: Record, amount: float, dims: Dimensions, ctx: Context) -> None:
+    """One measurement into the SDK; one the SDK rejects costs only itself."""
+    try:
+        record(amount, dims, ctx)
+    except Exception:
+        _logger.exception("costspan could not record a metric")
 
 
 BATCH: Final = 32
@@ -244,7 +245,7 @@ class CostMeter:
             ctx = get_current()
         deferred = self.deferred
         add: Callable[[Record, float, Dimensions, Context], None] = (
-            _now if deferred is None else deferred.add
+            _record if deferred is None else deferred.add
         )
         if cost is None:
             add(self.unpriced.add, 1, dims, ctx)
@@ -260,10 +261,6 @@ class CostMeter:
             ):
                 if count:
                     add(self.tokens.add, count, {**dims, A.COSTSPAN_TOKEN_TYPE: kind}, ctx)
-
-
-def _now(record: Record, amount: float, dims: Dimensions, ctx: Context) -> None:
-    record(amount, dims, ctx)
 
 
 class BudgetMeter:
