@@ -3,9 +3,11 @@ recorded in batches, complete at every collection."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
+from collections.abc import Callable
 from decimal import Decimal
 
 import openai
@@ -22,7 +24,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from costspan._pricing import Cost
-from costspan._telemetry import BATCH, MOST_WAITING, CostMeter, Telemetry
+from costspan._telemetry import BATCH, MOST_WAITING, CostMeter, Deferred, Telemetry
 from costspan._usage import TokenUsage
 from tests.conftest import counter_points, histogram_points
 
@@ -212,6 +214,24 @@ def test_a_failing_measurement_is_logged_and_the_others_recorded(
     assert any("broken instrument" in str(r.exc_info) for r in caplog.records if r.exc_info)
 
 
+def _draining_elsewhere(batches: list[Deferred], until: Callable[[], object]) -> threading.Thread:
+    """A thread that holds the batches' drain locks, as a drain does while it records into the
+    SDK, until ``until()`` returns; it holds them when this returns."""
+    holding = threading.Event()
+
+    def drain() -> None:
+        with contextlib.ExitStack() as held:
+            for batch in batches:
+                held.enter_context(batch._drain_lock)
+            holding.set()
+            until()
+
+    thread = threading.Thread(target=drain)
+    thread.start()
+    assert holding.wait(10)
+    return thread
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
 def test_a_child_forked_while_a_batch_is_recorded_still_collects(
     meter_provider: MeterProvider, tracer_provider: TracerProvider
@@ -230,18 +250,8 @@ def test_a_child_forked_while_a_batch_is_recorded_still_collects(
     child.record_call({"gen_ai.operation.name": "chat"}, 0.1, None)
     waiting = child.deferred
     assert waiting is not None
-    draining = threading.Event()
     release = threading.Event()
-
-    def drain_slowly() -> None:
-        # What a drain does for a whole batch: hold the lock while the SDK records.
-        with deferred._drain_lock, waiting._drain_lock:
-            draining.set()
-            release.wait(10)
-
-    holder = threading.Thread(target=drain_slowly)
-    holder.start()
-    assert draining.wait(10)
+    holder = _draining_elsewhere([deferred, waiting], release.wait)
     pid = os.fork()
     if pid == 0:  # the child: collect within 5 s, and only its own calls
         code = 3
@@ -274,16 +284,7 @@ def test_a_fork_waits_for_a_batch_being_recorded(
     take)."""
     deferred = Telemetry(tracer_provider, meter_provider).deferred
     assert deferred is not None
-    draining = threading.Event()
-
-    def drain_for_a_while() -> None:
-        with deferred._drain_lock:  # what a drain holds while it records
-            draining.set()
-            time.sleep(0.4)
-
-    holder = threading.Thread(target=drain_for_a_while)
-    holder.start()
-    assert draining.wait(10)
+    holder = _draining_elsewhere([deferred], lambda: time.sleep(0.4))
     started = time.monotonic()
     pid = os.fork()
     if pid == 0:
